@@ -1,0 +1,266 @@
+"""Command line: judge one pair, or a JSONL file of pairs.
+
+    python -m rrm judge --model M --query TEXT [--image P | --video P | --audio P] \\
+        --response-a TEXT --response-b TEXT [--swap-check] [--stream]
+    python -m rrm judge --model M --pairs IN.jsonl --out OUT.jsonl [--batch-size 4]
+
+One pair: the judgment is printed as JSON on stdout (--stream writes the
+rationale to stderr as it is generated). A file of pairs: one judgment per line
+in OUT, keyed by `sample_id`; a rerun skips the ids already there.
+Exit status: 0 done; 1 some input lines were skipped (each is reported);
+2 bad input or configuration, with a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import RRMError
+from .media import MediaLimits, load_media
+from .model import DEFAULT_MODEL, QUANTIZATIONS
+from .prompts import PROMPT_FORMATS
+from .schema import MEDIA_KINDS, MediaItem, Sample
+
+log = logging.getLogger("rrm")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rrm", description="Omni-RRM judge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    j = sub.add_parser("judge", help="judge which of two responses is better",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    j.add_argument("--model", default=DEFAULT_MODEL, help="hub id, checkpoint directory or LoRA adapter directory")
+    j.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
+                   help="auto: 4-bit NF4 on CUDA, full precision on CPU")
+    j.add_argument("--device", help="cuda:0, cpu ... (default: cuda:0 when available)")
+    j.add_argument("--merge-adapter", action="store_true", help="merge a LoRA adapter into its base after loading")
+    j.add_argument("--prompt-format", choices=list(PROMPT_FORMATS),
+                   help="default: what the checkpoint records, else omni-rrm")
+    j.add_argument("--prompt-template", metavar="FILE",
+                   help="your own user prompt: ${question}, ${answer_a}, ${answer_b}, ${criteria} ...")
+    j.add_argument("--rubric", metavar="FILE", help="JSON rubric: {\"Title\": \"description\", ...}")
+    one = j.add_argument_group("one pair")
+    one.add_argument("--query")
+    for kind in MEDIA_KINDS:
+        one.add_argument(f"--{kind}", metavar="PATH")
+    one.add_argument("--response-a")
+    one.add_argument("--response-b")
+    one.add_argument("--reference", help="optional reference answer")
+    one.add_argument("--stream", action="store_true", help="write the rationale to stderr as it is generated")
+    many = j.add_argument_group("a file of pairs")
+    many.add_argument("--pairs", metavar="IN.jsonl",
+                      help="lines of {id, query, response_a, response_b, image|video|audio: path, reference}")
+    many.add_argument("--out", metavar="OUT.jsonl")
+    many.add_argument("--media-root", help="media paths are relative to this (default: the folder of IN)")
+    many.add_argument("--batch-size", type=int, default=4)
+    gen = j.add_argument_group("generation and media")
+    gen.add_argument("--swap-check", action="store_true", help="judge both orders in one batch and combine")
+    gen.add_argument("--max-new-tokens", type=int, default=1024)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--image-max-pixels", type=int)
+    gen.add_argument("--video-fps", type=float)
+    gen.add_argument("--video-max-frames", type=int)
+    gen.add_argument("--video-max-pixels", type=int)
+    gen.add_argument("--audio-max-seconds", type=float)
+    return parser
+
+
+def _limits(args) -> MediaLimits:
+    return MediaLimits().replace(
+        image_max_pixels=args.image_max_pixels, video_fps=args.video_fps, video_max_frames=args.video_max_frames,
+        video_max_pixels=args.video_max_pixels, audio_max_seconds=args.audio_max_seconds,
+    )
+
+
+def _check_args(args) -> None:
+    if args.pairs:
+        if not args.out:
+            raise RRMError("--pairs needs --out OUT.jsonl")
+        if not Path(args.pairs).is_file():
+            raise RRMError(f"pairs file {args.pairs} does not exist")
+        if args.batch_size < 1:
+            raise RRMError("--batch-size must be at least 1")
+        return
+    missing = [f"--{n.replace('_', '-')}" for n in ("query", "response_a", "response_b") if getattr(args, n) is None]
+    if missing:
+        raise RRMError(f"missing {', '.join(missing)} (or pass --pairs IN.jsonl --out OUT.jsonl)")
+    given = [k for k in MEDIA_KINDS if getattr(args, k)]
+    if len(given) > 1:
+        raise RRMError(f"pass one media file, got {', '.join('--' + k for k in given)}")
+    if args.max_new_tokens < 1:
+        raise RRMError("--max-new-tokens must be at least 1")
+
+
+def _build_judge(args):
+    from .judge import GenerationSettings, Judge
+
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, seed=args.seed)
+    return Judge.from_pretrained(
+        args.model, quantization=args.quantization, device=args.device, prompt_format=args.prompt_format,
+        prompt_template=args.prompt_template, rubric=args.rubric, merge_adapter=args.merge_adapter,
+        limits=_limits(args), generation=settings,
+    )
+
+
+def _one(args) -> int:
+    media = []
+    for kind in MEDIA_KINDS:
+        path = getattr(args, kind)
+        if path:
+            # Decode before the model loads: a bad file fails in a second, not after minutes.
+            decoded = load_media(MediaItem(kind, path), _limits(args))
+            media.append(_decoded_item(kind, path, decoded))
+    sample = Sample(query=args.query, response_a=args.response_a, response_b=args.response_b, media=media,
+                    reference=args.reference)
+    judge = _build_judge(args)
+    if args.stream:
+        shown = 0
+        for update in judge.stream(sample, swap_check=args.swap_check):
+            sys.stderr.write(update.text[shown:])
+            sys.stderr.flush()
+            shown = len(update.text)
+            judgment = update.judgment
+        sys.stderr.write("\n")
+    else:
+        judgment = judge.judge(sample, swap_check=args.swap_check)
+    print(json.dumps(judgment.to_dict(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _decoded_item(kind: str, path: str, decoded) -> MediaItem:
+    from .schema import AUDIO, VIDEO
+
+    if kind == VIDEO:
+        return MediaItem(kind, path, data=decoded.frames, fps=decoded.fps)
+    if kind == AUDIO:
+        return MediaItem(kind, path, data=decoded.samples, sampling_rate=decoded.sampling_rate)
+    return MediaItem(kind, path, data=decoded)
+
+
+# ---------------------------------------------------------------------------- files of pairs
+
+def sample_from_record(record: dict, media_root: Path) -> Sample:
+    """A Sample from one JSONL record; media paths are resolved against media_root."""
+    if not isinstance(record, dict):
+        raise RRMError("the line is not a JSON object")
+    missing = [k for k in ("query", "response_a", "response_b") if not isinstance(record.get(k), str)]
+    if missing:
+        raise RRMError(f"missing or non-text field(s): {', '.join(missing)}")
+    media = [MediaItem(kind, str(media_root / record[kind])) for kind in MEDIA_KINDS if record.get(kind)]
+    for m in record.get("media") or []:
+        media.append(MediaItem(m["kind"], str(media_root / m["path"])))
+    sample_id = record.get("id")
+    if sample_id is None:  # stable across reruns and reorderings of the file
+        key = json.dumps([record["query"], record["response_a"], record["response_b"],
+                          [m.path for m in media]], ensure_ascii=False)
+        sample_id = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return Sample(query=record["query"], response_a=record["response_a"], response_b=record["response_b"],
+                  media=media, reference=record.get("reference"), id=str(sample_id))
+
+
+def read_pairs(path: Path, media_root: Path) -> tuple[list[Sample], list[str]]:
+    """Samples, and a message for each line that could not be read."""
+    samples, problems, seen = [], [], set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                sample = sample_from_record(json.loads(line), media_root)
+            except json.JSONDecodeError as e:
+                problems.append(f"{path} line {n}: not valid JSON ({e.msg}); skipped")
+                continue
+            except (RRMError, KeyError, TypeError, ValueError) as e:
+                problems.append(f"{path} line {n}: {e}; skipped")
+                continue
+            if sample.id in seen:
+                problems.append(f"{path} line {n}: duplicate id {sample.id}; skipped")
+                continue
+            seen.add(sample.id)
+            samples.append(sample)
+    return samples, problems
+
+
+def done_ids(out: Path) -> set[str]:
+    """Ids already judged in OUT. A last line cut off by a killed run is removed."""
+    if not out.exists():
+        return set()
+    ids, good_bytes = set(), 0
+    with open(out, "rb") as f:
+        for raw in f:
+            try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("unterminated line")
+                ids.add(json.loads(raw)["sample_id"])
+            except (ValueError, KeyError, TypeError):
+                break
+            good_bytes += len(raw)
+    if good_bytes < out.stat().st_size:
+        log.warning("%s: dropping a partial line at its end (left by an interrupted run)", out)
+        with open(out, "r+b") as f:
+            f.truncate(good_bytes)
+    return ids
+
+
+def _many(args) -> int:
+    from tqdm.auto import tqdm
+
+    pairs = Path(args.pairs)
+    media_root = Path(args.media_root) if args.media_root else pairs.parent
+    samples, problems = read_pairs(pairs, media_root)
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = done_ids(out)
+    todo = [s for s in samples if s.id not in done]
+    if done:
+        print(f"resuming: {len(samples) - len(todo)} of {len(samples)} pairs already in {out}", file=sys.stderr)
+    failed = 0
+    if todo:
+        judge = _build_judge(args)
+        with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc="judging", unit="pair") as bar:
+            for start in range(0, len(todo), args.batch_size):
+                chunk = todo[start:start + args.batch_size]
+                for judgment in judge.judge_batch(chunk, batch_size=args.batch_size, swap_check=args.swap_check,
+                                                  progress=False):
+                    failed += not judgment.ok
+                    # One write per line: a killed run leaves whole lines (and at most one partial, dropped on resume).
+                    f.write(json.dumps(judgment.to_dict(), ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                bar.update(len(chunk))
+    print(f"judged {len(todo)} pairs into {out} ({failed} without a verdict); "
+          f"{len(problems)} input lines skipped", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        _check_args(args)
+        return _many(args) if args.pairs else _one(args)
+    except RRMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

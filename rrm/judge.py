@@ -1,0 +1,450 @@
+"""The judge: pairwise judgments, streaming, batches, the swap check, grading, Best-of-N.
+
+    judge = Judge.from_pretrained("Omni-RRM/Omni-RRM-7B")
+    j = judge.judge(Sample(query="What is shown?", media=[MediaItem("image", "cat.png")],
+                           response_a="a cat", response_b="a dog"), swap_check=True)
+    print(j.verdict, j.score_a, j.score_b, j.swap.agree)
+
+The swap check judges (A, B) and (B, A) in one batched `generate` call, maps the
+second verdict back to the caller's order and combines the two: when the orders
+disagree, the verdict is a tie.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from .errors import MediaError, RRMError
+from .media import MediaLimits, load_media
+from .model import DEFAULT_MODEL, LoadedModel, load_model
+from .parse import PartialJudgment, parse_grade, parse_judgment, parse_partial
+from .prompts import DEFAULT_FORMAT, PromptFormat, TemplateFormat, build_grade_messages, build_messages, get_format
+from .rubric import Rubric, load_rubric
+from .schema import (
+    AUDIO, IMAGE, ORDER_AB, ORDER_BA, VERDICT_B, VERDICT_TIE, VIDEO, Grade, Judgment, MediaItem, ParseStatus,
+    Sample, SwapCheck, Timing,
+)
+
+log = logging.getLogger(__name__)
+
+# Tokens a judge must never write: a random or undertrained model may sample a
+# media placeholder, which breaks the multimodal rope index on the next step.
+_MULTIMODAL_TOKEN_ATTRS = ("image_token", "video_token", "audio_token", "vision_bos_token", "vision_eos_token",
+                           "audio_bos_token", "audio_eos_token")
+_MULTIMODAL_TOKENS = ("<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>", "<|vision_bos|>",
+                      "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>")
+
+
+class OutOfMemory(RRMError):
+    """The device ran out of memory; the cache has been freed."""
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 1024
+    temperature: float = 0.0  # 0 is greedy decoding
+    top_p: float = 1.0
+    top_k: int | None = None
+    seed: int = 0
+    min_new_tokens: int | None = None
+
+
+@dataclass
+class StreamUpdate:
+    """One step of a stream: the text so far (A/B order, and B/A with the swap check)."""
+
+    text: str
+    partial: PartialJudgment
+    swapped_text: str | None = None
+    judgment: Judgment | None = None  # set on the last update only
+
+
+@dataclass
+class BestOfN:
+    best: int  # index of the winner in the candidate list
+    matches: list[tuple[int, int, Judgment]] = field(default_factory=list)  # (incumbent, challenger, judgment)
+    wins: list[int] = field(default_factory=list)
+
+
+class _TokenStreamer:
+    """Collects generated token ids per row as `generate` produces them (a transformers streamer)."""
+
+    def __init__(self, rows: int):
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.first_token_at: float | None = None
+        self.updates: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value):
+        if not self._prompt_seen:  # generate() first hands over the prompt
+            self._prompt_seen = True
+            return
+        ids = value.reshape(len(self.tokens), -1).tolist()
+        for row, new in zip(self.tokens, ids):
+            row.extend(new)
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.updates.put(True)
+
+    def end(self):
+        self.updates.put(None)
+
+
+class _Cancelled:
+    """A stopping criterion that ends generation when an event is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Judge:
+    def __init__(self, loaded: LoadedModel, prompt_format: str | PromptFormat | None = None,
+                 rubric: Rubric | dict | str | None = None, limits: MediaLimits = MediaLimits(),
+                 generation: GenerationSettings = GenerationSettings()):
+        self.loaded = loaded
+        self.model, self.processor = loaded.model, loaded.processor
+        self.tokenizer = self.processor.tokenizer
+        recorded = loaded.judge_config or {}
+        self.format = get_format(prompt_format or recorded.get("prompt_format") or DEFAULT_FORMAT)
+        self.rubric = load_rubric(rubric if rubric is not None else recorded.get("rubric"))
+        self.limits = limits
+        self.generation = generation
+        self._suppress = self._multimodal_token_ids()
+        self._eos = self._eos_ids()
+        self._lock = threading.Lock()  # one generation at a time per model
+
+    @classmethod
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, *, quantization: str = "auto", device: str | None = None,
+                        prompt_format: str | None = None, prompt_template: str | None = None,
+                        rubric: Rubric | dict | str | None = None, merge_adapter: bool = False,
+                        limits: MediaLimits = MediaLimits(),
+                        generation: GenerationSettings = GenerationSettings()) -> Judge:
+        loaded = load_model(model, quantization=quantization, device=device, merge_adapter=merge_adapter)
+        fmt = prompt_format
+        if prompt_template:
+            base = get_format(prompt_format or loaded.judge_config.get("prompt_format") or DEFAULT_FORMAT)
+            fmt = TemplateFormat(prompt_template, base)
+        return cls(loaded, prompt_format=fmt, rubric=rubric, limits=limits, generation=generation)
+
+    @property
+    def description(self) -> str:
+        return f"{self.loaded.describe()} · {self.format.name}"
+
+    # ------------------------------------------------------------------ tokens
+
+    def _multimodal_token_ids(self) -> list[int]:
+        tok = self.tokenizer
+        names = {getattr(tok, a, None) for a in _MULTIMODAL_TOKEN_ATTRS} | set(_MULTIMODAL_TOKENS)
+        vocab = tok.get_vocab()
+        return sorted({vocab[n] for n in names if n and n in vocab})
+
+    def _eos_ids(self) -> list[int]:
+        vocab = self.tokenizer.get_vocab()
+        ids = {vocab[t] for t in ("<|im_end|>", "<|endoftext|>") if t in vocab}
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _decode_media(self, sample: Sample) -> list[tuple[str, object]]:
+        return [(m.kind, load_media(m, self.limits)) for m in sample.media]
+
+    def _inputs(self, rows: list[tuple[list[dict], list[tuple[str, object]]]]):
+        """Processor inputs for a batch of (messages, decoded media) rows, on the model's device."""
+        import torch
+
+        texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m, _ in rows]
+        images = [obj for _, media in rows for kind, obj in media if kind == IMAGE]
+        clips = [obj for _, media in rows for kind, obj in media if kind == VIDEO]
+        audio = [obj.samples for _, media in rows for kind, obj in media if kind == AUDIO]
+        kwargs = {}
+        if images:
+            kwargs["images"] = images
+            kwargs["images_kwargs"] = {"size": self._size(self.processor.image_processor,
+                                                          self.limits.image_max_pixels)}
+        if clips:
+            kwargs["videos"] = [c.frames for c in clips]
+            kwargs["videos_kwargs"] = {
+                "size": self._size(self.processor.video_processor, self.limits.video_max_pixels),
+                "do_sample_frames": False, "fps": clips[0].fps, "cap_pixels_per_frame": True,
+            }
+        if audio:
+            kwargs["audio"] = audio
+        try:
+            inputs = self.processor(text=texts, padding=True, return_tensors="pt", **kwargs)
+        except Exception as e:
+            raise RRMError(f"the processor rejected the input: {str(e).splitlines()[0][:200]}") from None
+        if clips:
+            # The processor applies one fps to every video of a call; each clip has its own.
+            patch = self.processor.video_processor.temporal_patch_size
+            inputs["video_second_per_grid"] = torch.tensor([patch / c.fps for c in clips])
+        inputs.pop("num_audio_tokens", None)
+        device = next(self.model.parameters()).device
+        dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
+        return {k: (v.to(device, dtype=dtype) if v.is_floating_point() else v.to(device))
+                if hasattr(v, "to") else v for k, v in inputs.items()}
+
+    @staticmethod
+    def _size(sub_processor, max_pixels: int) -> dict:
+        # Pass the bounds on every call: the processor's built-in defaults override
+        # the saved ones (a 64 px clip would be upscaled to hundreds of tokens).
+        saved = dict(getattr(sub_processor, "size", None) or {})
+        low = min(saved.get("shortest_edge", 56 * 56), max_pixels)
+        return {"shortest_edge": low, "longest_edge": max_pixels}
+
+    # -------------------------------------------------------------- generation
+
+    def _generate_kwargs(self, settings: GenerationSettings) -> dict:
+        sampling = settings.temperature > 0
+        kwargs = {
+            "max_new_tokens": settings.max_new_tokens,
+            "do_sample": sampling,
+            "suppress_tokens": self._suppress,
+            "eos_token_id": self._eos,
+            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self._eos[0],
+        }
+        if sampling:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+            if settings.top_k:
+                kwargs["top_k"] = settings.top_k
+        else:  # silence the checkpoint's sampling defaults under greedy decoding
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if settings.min_new_tokens:
+            kwargs["min_new_tokens"] = settings.min_new_tokens
+        return kwargs
+
+    def _run_generate(self, inputs: dict, streamer: _TokenStreamer, cancel: threading.Event,
+                      settings: GenerationSettings):
+        import torch
+        from transformers import StoppingCriteriaList
+
+        if settings.temperature > 0:
+            torch.manual_seed(settings.seed)
+        with self._lock, torch.inference_mode():
+            try:
+                self.model.generate(**inputs, **self._generate_kwargs(settings), streamer=streamer,
+                                    stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                raise OutOfMemory("out of GPU memory: use fewer video frames (--video-max-frames), fewer pixels "
+                                  "(--image-max-pixels, --video-max-pixels), shorter audio or a smaller batch") from None
+
+    def _texts(self, streamer: _TokenStreamer) -> list[str]:
+        return [self.tokenizer.decode(self._until_eos(row), skip_special_tokens=True) for row in streamer.tokens]
+
+    def _until_eos(self, ids: list[int]) -> list[int]:
+        for i, t in enumerate(ids):
+            if t in self._eos:
+                return ids[:i]
+        return ids
+
+    def _timing(self, streamer: _TokenStreamer, started: float, row: int = 0) -> Timing:
+        total = time.perf_counter() - started
+        tokens = len(self._until_eos(streamer.tokens[row]))
+        ttft = (streamer.first_token_at - started) if streamer.first_token_at else None
+        decode = total - (ttft or 0.0)
+        rate = (tokens - 1) / decode if tokens > 1 and decode > 0 else None
+        return Timing(ttft_s=ttft, total_s=total, generated_tokens=tokens, tokens_per_s=rate)
+
+    def _generate_texts(self, inputs: dict, rows: int, settings: GenerationSettings) -> tuple[list[str], list[Timing]]:
+        streamer = _TokenStreamer(rows)
+        started = time.perf_counter()
+        self._run_generate(inputs, streamer, threading.Event(), settings)
+        return self._texts(streamer), [self._timing(streamer, started, r) for r in range(rows)]
+
+    # ------------------------------------------------------------------ public
+
+    def _rows(self, sample: Sample, media, swap_check: bool):
+        orders = (ORDER_AB, ORDER_BA) if swap_check else (ORDER_AB,)
+        return [(build_messages(sample, self.format, self.rubric, o), media) for o in orders]
+
+    def _finish(self, sample: Sample, texts: list[str], timings: list[Timing]) -> Judgment:
+        ab = dataclasses.replace(parse_judgment(texts[0], self.rubric), timing=timings[0])
+        if len(texts) > 1:
+            # The model saw (B, A): its "A" is the caller's B.
+            ba = dataclasses.replace(parse_judgment(texts[1], self.rubric).swapped(), order=ORDER_BA,
+                                     timing=timings[1])
+            ab = combine_orders(ab, ba)
+        return dataclasses.replace(ab, model=self.description, sample_id=sample.id)
+
+    def judge(self, sample: Sample, swap_check: bool = False, settings: GenerationSettings | None = None) -> Judgment:
+        """Judge one pair. With swap_check, both orders go through one batched generate call."""
+        _validate(sample)
+        settings = settings or self.generation
+        rows = self._rows(sample, self._decode_media(sample), swap_check)
+        texts, timings = self._generate_texts(self._inputs(rows), len(rows), settings)
+        return self._finish(sample, texts, timings)
+
+    def stream(self, sample: Sample, swap_check: bool = False, cancel: threading.Event | None = None,
+               settings: GenerationSettings | None = None) -> Iterator[StreamUpdate]:
+        """Yield the text so far with its partial judgment; the last update carries the judgment.
+
+        Set `cancel`, or close the generator, to stop generation at once.
+        """
+        _validate(sample)
+        settings = settings or self.generation
+        cancel = cancel or threading.Event()
+        rows = self._rows(sample, self._decode_media(sample), swap_check)
+        inputs = self._inputs(rows)
+        streamer = _TokenStreamer(len(rows))
+        failure: list[BaseException] = []
+
+        def work():
+            try:
+                self._run_generate(inputs, streamer, cancel, settings)
+            except BaseException as e:  # handed to the consumer below
+                failure.append(e)
+                streamer.end()
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=work, name="rrm-generate", daemon=True)
+        worker.start()
+        try:
+            done = False
+            while not done:
+                done = streamer.updates.get() is None
+                while not done and not streamer.updates.empty():  # decode once per burst of tokens
+                    done = streamer.updates.get() is None
+                texts = self._texts(streamer)
+                yield StreamUpdate(texts[0], parse_partial(texts[0], self.rubric),
+                                   texts[1] if len(texts) > 1 else None)
+            worker.join()
+            if failure:
+                raise failure[0]
+            texts = self._texts(streamer)
+            timings = [self._timing(streamer, started, r) for r in range(len(rows))]
+            judgment = self._finish(sample, texts, timings)
+            if cancel.is_set():
+                judgment.status.errors.append("generation was cancelled")
+            yield StreamUpdate(texts[0], parse_partial(texts[0], self.rubric),
+                               texts[1] if len(texts) > 1 else None, judgment)
+        finally:
+            cancel.set()
+            worker.join()
+
+    def judge_batch(self, samples: Sequence[Sample], batch_size: int = 4, swap_check: bool = False,
+                    progress: bool = True, settings: GenerationSettings | None = None) -> list[Judgment]:
+        """Judge many pairs. A bad sample becomes a failed judgment; the batch goes on."""
+        from tqdm.auto import tqdm
+
+        settings = settings or self.generation
+        results: list[Judgment] = []
+        with tqdm(total=len(samples), desc="judging", unit="pair", disable=not progress) as bar:
+            for start in range(0, len(samples), batch_size):
+                chunk = samples[start:start + batch_size]
+                results.extend(self._judge_chunk(chunk, swap_check, settings))
+                bar.update(len(chunk))
+        return results
+
+    def _judge_chunk(self, chunk: Sequence[Sample], swap_check: bool, settings) -> list[Judgment]:
+        out: list[Judgment | None] = [None] * len(chunk)
+        rows, owners = [], []
+        for i, sample in enumerate(chunk):
+            try:
+                _validate(sample)
+                new = self._rows(sample, self._decode_media(sample), swap_check)
+            except RRMError as e:
+                out[i] = failed_judgment(sample, str(e), self.description)
+                continue
+            rows += new
+            owners += [i] * len(new)
+        if rows:
+            try:
+                texts, timings = self._generate_texts(self._inputs(rows), len(rows), settings)
+            except OutOfMemory:
+                if len(chunk) == 1:
+                    return [failed_judgment(chunk[0], "out of GPU memory", self.description)]
+                # Degrade to one pair at a time rather than lose the batch.
+                return [j for s in chunk for j in self._judge_chunk([s], swap_check, settings)]
+            except RRMError as e:
+                if len(chunk) == 1:
+                    return [failed_judgment(chunk[0], str(e), self.description)]
+                return [j for s in chunk for j in self._judge_chunk([s], swap_check, settings)]
+            for i in sorted(set(owners)):
+                mine = [r for r, o in enumerate(owners) if o == i]
+                out[i] = self._finish(chunk[i], [texts[r] for r in mine], [timings[r] for r in mine])
+        return out
+
+    def grade(self, sample: Sample, settings: GenerationSettings | None = None) -> Grade:
+        """Pointwise: score `sample.response_a` alone, per criterion and overall."""
+        if not sample.response_a.strip():
+            raise RRMError("the response to grade is empty")
+        settings = settings or self.generation
+        rows = [(build_grade_messages(sample, self.rubric), self._decode_media(sample))]
+        texts, timings = self._generate_texts(self._inputs(rows), 1, settings)
+        return dataclasses.replace(parse_grade(texts[0], self.rubric), timing=timings[0], model=self.description)
+
+    def best_of_n(self, query: str, responses: Sequence[str], media: Sequence[MediaItem] = (),
+                  swap_check: bool = True, settings: GenerationSettings | None = None) -> BestOfN:
+        """Knockout: the current best meets each next candidate; it is replaced only by a clear win."""
+        if len(responses) < 2:
+            raise RRMError("best_of_n needs at least two responses")
+        result = BestOfN(best=0, wins=[0] * len(responses))
+        for challenger in range(1, len(responses)):
+            sample = Sample(query=query, response_a=responses[result.best], response_b=responses[challenger],
+                            media=list(media), id=f"{result.best}-vs-{challenger}")
+            judgment = self.judge(sample, swap_check=swap_check, settings=settings)
+            result.matches.append((result.best, challenger, judgment))
+            if judgment.verdict == VERDICT_B:
+                result.best = challenger
+            if judgment.verdict in ("A", "B"):
+                result.wins[result.best] += 1
+        return result
+
+
+def _validate(sample: Sample) -> None:
+    for name in ("response_a", "response_b"):
+        if not str(getattr(sample, name) or "").strip():
+            raise RRMError(f"{name} is empty")
+    if not str(sample.query or "").strip() and not sample.media:
+        raise RRMError("the query is empty and there is no media")
+
+
+def failed_judgment(sample: Sample, reason: str, model: str | None = None) -> Judgment:
+    """A judgment that records why a sample could not be judged (no verdict is made up)."""
+    return Judgment(None, None, None, [], "", ParseStatus(False, "none", [reason], False), model=model,
+                    sample_id=sample.id)
+
+
+def combine_orders(ab: Judgment, ba: Judgment) -> Judgment:
+    """Combine a judgment with its swapped twin (already mapped back to the caller's order)."""
+    if ab.verdict and ba.verdict:
+        agree = ab.verdict == ba.verdict
+        verdict = ab.verdict if agree else VERDICT_TIE
+    else:
+        agree, verdict = None, ab.verdict or ba.verdict
+    errors = list(ab.status.errors)
+    if agree is False:
+        errors.append(f"the two orders disagree ({ab.verdict} vs {ba.verdict}): verdict set to tie")
+    elif agree is None:
+        errors.append("swap check incomplete: one order gave no verdict")
+
+    def mean(x, y):
+        vals = [v for v in (x, y) if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    status = ParseStatus(ok=verdict is not None, format=ab.status.format, errors=errors,
+                         consistent=ab.status.consistent and ba.status.consistent)
+    timing = ab.timing
+    if ab.timing and ba.timing:  # one batched call: the slower row is the wall time
+        timing = dataclasses.replace(ab.timing, total_s=max(ab.timing.total_s or 0, ba.timing.total_s or 0))
+    return dataclasses.replace(
+        ab, verdict=verdict, score_a=mean(ab.score_a, ba.score_a), score_b=mean(ab.score_b, ba.score_b),
+        status=status, timing=timing, swap=SwapCheck(agree, ab.verdict, ba.verdict, ba),
+    )
+
+
+__all__ = ["Judge", "GenerationSettings", "StreamUpdate", "BestOfN", "OutOfMemory", "combine_orders",
+           "failed_judgment", "MediaError"]

@@ -1,0 +1,357 @@
+"""Load and validate images, videos and audio into what the processor takes.
+
+Every bad input raises `MediaError` with a one-line message naming the file and
+the problem: never a decoder traceback. Limits are the named constants below,
+overridable per call through `MediaLimits`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MediaError
+from .schema import AUDIO, IMAGE, VIDEO, MediaItem
+
+log = logging.getLogger(__name__)
+
+# FFmpeg inside OpenCV prints decoder complaints ("moov atom not found") straight
+# to stderr; our own MediaError says what is wrong in one line instead.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac")
+EXTENSIONS = {IMAGE: IMAGE_EXTENSIONS, VIDEO: VIDEO_EXTENSIONS, AUDIO: AUDIO_EXTENSIONS}
+
+MAX_FILE_BYTES = 2 * 1024**3  # refuse larger files before decoding anything
+IMAGE_MAX_PIXELS = 1024 * 1024  # images are downscaled to at most this many pixels
+MAX_INPUT_PIXELS = 12_000 * 12_000  # larger images or frames are refused as absurd
+VIDEO_FPS = 2.0  # target sampling rate of frames
+VIDEO_MAX_FRAMES = 16
+VIDEO_MAX_PIXELS = 448 * 448  # per frame, after downscaling
+VIDEO_MAX_SECONDS = 3 * 3600  # longer videos are refused: decoding them would take minutes
+AUDIO_SAMPLING_RATE = 16_000  # what the Whisper feature extractor of Qwen2.5-Omni expects
+AUDIO_MAX_SECONDS = 30.0  # the feature extractor sees 30 s at most; longer audio is cut, with a warning
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    image_max_pixels: int = IMAGE_MAX_PIXELS
+    video_fps: float = VIDEO_FPS
+    video_max_frames: int = VIDEO_MAX_FRAMES
+    video_max_pixels: int = VIDEO_MAX_PIXELS
+    audio_max_seconds: float = AUDIO_MAX_SECONDS
+    max_input_pixels: int = MAX_INPUT_PIXELS
+    max_file_bytes: int = MAX_FILE_BYTES
+
+    def replace(self, **changes) -> MediaLimits:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass
+class VideoClip:
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    fps: float  # the real rate of the sampled frames: T / duration
+    source_fps: float | None
+    duration_s: float
+
+
+@dataclass
+class AudioClip:
+    samples: np.ndarray  # float32 mono
+    sampling_rate: int
+    duration_s: float
+    truncated: bool = False
+
+
+def _check_file(path: str | Path, kind: str, limits: MediaLimits) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{kind} file {p} does not exist")
+    if not p.is_file():
+        raise MediaError(f"{kind} path {p} is not a file")
+    size = p.stat().st_size
+    if size == 0:
+        raise MediaError(f"{kind} file {p} is empty")
+    if size > limits.max_file_bytes:
+        raise MediaError(f"{kind} file {p} is {size / 1024**2:.0f} MB, over the "
+                         f"{limits.max_file_bytes / 1024**2:.0f} MB limit")
+    ext = p.suffix.lower()
+    if ext not in EXTENSIONS[kind]:
+        raise MediaError(f"{kind} file {p} has an unsupported format {ext or '(no extension)'}; "
+                         f"supported: {' '.join(EXTENSIONS[kind])}")
+    return p
+
+
+def _fit(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The size that keeps the aspect ratio within max_pixels (never upscales)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+# ----------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------
+
+def load_image(path: str | Path, limits: MediaLimits = MediaLimits()):
+    """An RGB PIL image: EXIF rotation applied, the first frame of a GIF, at most image_max_pixels."""
+    from PIL import Image, ImageOps
+
+    p = _check_file(path, IMAGE, limits)
+    try:
+        with Image.open(p) as img:
+            w, h = img.size
+            if w <= 0 or h <= 0 or w * h > limits.max_input_pixels:
+                raise MediaError(f"image file {p} is {w}x{h} pixels, beyond the "
+                                 f"{limits.max_input_pixels:,}-pixel limit")
+            img.seek(0)
+            img = ImageOps.exif_transpose(img)
+            img = img.convert("RGB")
+    except MediaError:
+        raise
+    except Image.DecompressionBombError:
+        raise MediaError(f"image file {p} has absurd dimensions (a decompression bomb)") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on bad files
+        raise MediaError(f"image file {p} cannot be decoded: {_first_line(e)}") from None
+    return _resize_image(img, limits.image_max_pixels)
+
+
+def _resize_image(img, max_pixels: int):
+    from PIL import Image
+
+    size = _fit(img.width, img.height, max_pixels)
+    return img if size == img.size else img.resize(size, Image.Resampling.BICUBIC)
+
+
+# ----------------------------------------------------------------------------
+# Videos
+# ----------------------------------------------------------------------------
+
+def sample_indices(n_frames: int, source_fps: float, target_fps: float, max_frames: int) -> list[int]:
+    """Uniformly spaced frame indices: target_fps over the clip, at most max_frames, at least 1."""
+    duration = n_frames / source_fps
+    count = max(1, min(max_frames, n_frames, round(duration * target_fps)))
+    return sorted({min(n_frames - 1, int((i + 0.5) * n_frames / count)) for i in range(count)})
+
+
+def load_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> VideoClip:
+    """Frames sampled uniformly at about video_fps (at most video_max_frames), and their real rate."""
+    import cv2
+
+    p = _check_file(path, VIDEO, limits)
+    cap = cv2.VideoCapture(str(p))
+    try:
+        if not cap.isOpened():
+            raise MediaError(f"video file {p} cannot be decoded (not a valid {p.suffix} video)")
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > limits.max_input_pixels:
+            raise MediaError(f"video file {p} has {width}x{height} frames, beyond the "
+                             f"{limits.max_input_pixels:,}-pixel limit")
+        source_fps = cap.get(cv2.CAP_PROP_FPS)
+        n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not (source_fps and math.isfinite(source_fps) and 0 < source_fps < 1000):
+            raise MediaError(f"video file {p} has no usable frame rate")
+        if n_frames <= 0:  # some containers (webm) do not record it: count by decoding
+            n_frames = _count_frames(cap, p, source_fps)
+            cap.release()
+            cap = cv2.VideoCapture(str(p))
+        if n_frames / source_fps > VIDEO_MAX_SECONDS:
+            raise MediaError(f"video file {p} lasts {n_frames / source_fps / 3600:.1f} h, over the "
+                             f"{VIDEO_MAX_SECONDS / 3600:.0f} h limit")
+        wanted = sample_indices(n_frames, source_fps, limits.video_fps, limits.video_max_frames)
+        frames = _read_frames(cap, wanted, limits.video_max_pixels)
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(f"video file {p} cannot be decoded: {_first_line(e)}") from None
+    finally:
+        cap.release()
+    if not frames:
+        raise MediaError(f"video file {p} has no decodable frames")
+    if len(frames) < len(wanted):
+        log.warning("video %s: decoded %d of %d sampled frames (the file may be truncated)",
+                    p, len(frames), len(wanted))
+    duration = n_frames / source_fps
+    return VideoClip(np.stack(frames), fps=len(frames) / duration, source_fps=source_fps, duration_s=duration)
+
+
+def _count_frames(cap, p: Path, source_fps: float) -> int:
+    n = 0
+    limit = int(VIDEO_MAX_SECONDS * source_fps) + 1
+    while n <= limit and cap.grab():
+        n += 1
+    if n == 0:
+        raise MediaError(f"video file {p} has no decodable frames")
+    return n
+
+
+def _read_frames(cap, wanted: list[int], max_pixels: int) -> list[np.ndarray]:
+    """Decode sequentially (seeking is unreliable across codecs), keeping the wanted frames."""
+    import cv2
+
+    frames: list[np.ndarray] = []
+    targets = iter(wanted)
+    target = next(targets, None)
+    index = 0
+    while target is not None:
+        if not cap.grab():
+            break
+        if index == target:
+            ok, bgr = cap.retrieve()
+            if ok and bgr is not None:
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                w, h = _fit(rgb.shape[1], rgb.shape[0], max_pixels)
+                if (w, h) != (rgb.shape[1], rgb.shape[0]):
+                    rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+                frames.append(rgb)
+            target = next(targets, None)
+        index += 1
+    return frames
+
+
+# ----------------------------------------------------------------------------
+# Audio
+# ----------------------------------------------------------------------------
+
+def load_audio(path: str | Path, limits: MediaLimits = MediaLimits()) -> AudioClip:
+    """Mono float32 at 16 kHz, cut to audio_max_seconds (with a warning)."""
+    p = _check_file(path, AUDIO, limits)
+    try:
+        samples, rate, full_duration = _decode_audio(p, limits.audio_max_seconds)
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(f"audio file {p} cannot be decoded: {_first_line(e)}") from None
+    return _finish_audio(samples, rate, full_duration, limits, str(p))
+
+
+def _decode_audio(p: Path, max_seconds: float) -> tuple[np.ndarray, int, float]:
+    """(mono samples up to max_seconds, their rate, the full duration)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(p))
+    except Exception:
+        info = None
+    if info is None:  # formats libsndfile does not read (m4a, aac): PyAV
+        return _decode_audio_av(p, max_seconds)
+    if info.samplerate <= 0 or info.frames <= 0:
+        raise MediaError(f"audio file {p} has no samples")
+    data, rate = sf.read(str(p), dtype="float32", always_2d=True,
+                         frames=min(info.frames, int(max_seconds * info.samplerate) + 1))
+    return data.mean(axis=1), rate, info.frames / info.samplerate
+
+
+def _decode_audio_av(p: Path, max_seconds: float) -> tuple[np.ndarray, int, float]:
+    import av
+
+    try:
+        container = av.open(str(p))
+    except Exception as e:
+        raise MediaError(f"audio file {p} cannot be decoded: {_first_line(e)}") from None
+    with container:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise MediaError(f"audio file {p} has no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_SAMPLING_RATE)
+        chunks, total = [], 0
+        limit = int(max_seconds * AUDIO_SAMPLING_RATE) + 1
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunk = out.to_ndarray().reshape(-1)
+                chunks.append(chunk)
+                total += chunk.size
+            if total > limit:
+                break
+        full = float(stream.duration * stream.time_base) if stream.duration else total / AUDIO_SAMPLING_RATE
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return samples.astype(np.float32), AUDIO_SAMPLING_RATE, full
+
+
+def _finish_audio(samples: np.ndarray, rate: int, full_duration: float, limits: MediaLimits,
+                  name: str) -> AudioClip:
+    if samples.size == 0 or full_duration <= 0:
+        raise MediaError(f"audio file {name} has no samples (zero length)")
+    if not np.all(np.isfinite(samples)):
+        raise MediaError(f"audio file {name} holds non-finite samples")
+    if rate != AUDIO_SAMPLING_RATE:
+        import soxr
+
+        samples = soxr.resample(samples, rate, AUDIO_SAMPLING_RATE).astype(np.float32)
+    limit = int(limits.audio_max_seconds * AUDIO_SAMPLING_RATE)
+    truncated = full_duration > limits.audio_max_seconds + 1e-3
+    if truncated:
+        log.warning("audio %s lasts %.1f s; only the first %.1f s are judged", name, full_duration,
+                    limits.audio_max_seconds)
+    samples = samples[:limit]
+    return AudioClip(samples, AUDIO_SAMPLING_RATE, samples.size / AUDIO_SAMPLING_RATE, truncated)
+
+
+# ----------------------------------------------------------------------------
+# Items
+# ----------------------------------------------------------------------------
+
+def load_media(item: MediaItem, limits: MediaLimits = MediaLimits()):
+    """Decode one media item (from its path, or validate its decoded data)."""
+    if item.data is None:
+        loader = {IMAGE: load_image, VIDEO: load_video, AUDIO: load_audio}[item.kind]
+        return loader(item.path, limits)
+    name = item.path or f"<decoded {item.kind}>"
+    if item.kind == IMAGE:
+        return _image_from_data(item.data, name, limits)
+    if item.kind == VIDEO:
+        return _video_from_data(item.data, item.fps, name, limits)
+    rate = item.sampling_rate
+    if not rate or rate <= 0:
+        raise MediaError(f"{name}: decoded audio needs a sampling_rate")
+    samples = np.asarray(item.data, dtype=np.float32)
+    if samples.ndim == 2:  # (samples, channels)
+        samples = samples.mean(axis=1)
+    return _finish_audio(samples.reshape(-1), rate, samples.shape[0] / rate, limits, name)
+
+
+def _image_from_data(data, name: str, limits: MediaLimits):
+    from PIL import Image
+
+    if isinstance(data, Image.Image):
+        img = data.convert("RGB")
+    else:
+        arr = np.asarray(data)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.size == 0:
+            raise MediaError(f"{name}: a decoded image must be an (H, W, 3) array, got shape {arr.shape}")
+        img = Image.fromarray(arr.astype(np.uint8)[..., :3])
+    if img.width * img.height > limits.max_input_pixels:
+        raise MediaError(f"{name} is {img.width}x{img.height} pixels, beyond the "
+                         f"{limits.max_input_pixels:,}-pixel limit")
+    return _resize_image(img, limits.image_max_pixels)
+
+
+def _video_from_data(data, fps: float | None, name: str, limits: MediaLimits) -> VideoClip:
+    import cv2
+
+    arr = np.asarray(data)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] == 0:
+        raise MediaError(f"{name}: decoded video must be a (T, H, W, 3) array, got shape {arr.shape}")
+    if not fps or fps <= 0:
+        raise MediaError(f"{name}: decoded video needs its fps")
+    idx = sample_indices(arr.shape[0], fps, limits.video_fps, limits.video_max_frames)
+    w, h = _fit(arr.shape[2], arr.shape[1], limits.video_max_pixels)
+    frames = [arr[i].astype(np.uint8) for i in idx]
+    if (w, h) != (arr.shape[2], arr.shape[1]):
+        frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+    duration = arr.shape[0] / fps
+    return VideoClip(np.stack(frames), fps=len(frames) / duration, source_fps=fps, duration_s=duration)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__

@@ -1,0 +1,204 @@
+"""Load a judge model and its processor.
+
+Accepted sources (a hub id or a local directory):
+- a full Qwen2.5-Omni checkpoint (thinker + talker, as released): only the
+  thinker is built, and only its tensors are read from the files;
+- a thinker-only checkpoint;
+- a PEFT LoRA adapter directory: its base comes from adapter_config.json.
+
+A checkpoint may carry `rrm_judge.json` beside its weights, recording the prompt
+format and rubric it was trained with; the judge uses them unless told
+otherwise. Checkpoints without it (the released Omni-RRM ones) use `omni-rrm`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Omni-RRM/Omni-RRM-7B"
+JUDGE_CONFIG_FILE = "rrm_judge.json"
+QUANTIZATIONS = ("auto", "4bit", "8bit", "none")
+# Left in full precision under 4/8-bit: the encoders are small and sensitive to
+# quantization, and the output head decides every token.
+UNQUANTIZED_MODULES = ["model.audio_tower", "model.visual", "lm_head"]
+
+_FULL, _THINKER = "qwen2_5_omni", "qwen2_5_omni_thinker"
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    processor: object
+    name: str
+    adapter: str | None
+    quantization: str
+    device: str
+    judge_config: dict  # {"prompt_format": ..., "rubric": ...} recorded beside the weights, or {}
+
+    def describe(self) -> str:
+        parts = [self.name]
+        if self.adapter:
+            parts.append(f"adapter {self.adapter}")
+        parts += [self.quantization, self.device]
+        return " · ".join(parts)
+
+
+def resolve(source: str) -> Path:
+    """A local directory for a hub id or path; one clear error when it cannot be had."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelLoadError(f"{source} is a file; --model takes a checkpoint directory or a hub id")
+    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise ModelLoadError(f"model directory {source} does not exist")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception:
+        pass
+    try:
+        return Path(snapshot_download(source))
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(
+            f"cannot get {source} from the Hugging Face hub and it is not cached ({reason}); "
+            f"pass --model DIR with a downloaded checkpoint or adapter "
+            f"(python -m rrm.testing make-tiny DIR makes a tiny one for a smoke run)"
+        ) from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}") from None
+
+
+def _pick_quantization(quantization: str, device: str) -> str:
+    if quantization not in QUANTIZATIONS:
+        raise ModelLoadError(f"unknown quantization {quantization!r}; known: {', '.join(QUANTIZATIONS)}")
+    if quantization == "auto":
+        return "4bit" if device.startswith("cuda") else "none"
+    return quantization
+
+
+def _load_kwargs(quantization: str, device: str) -> dict:
+    import torch
+
+    compute = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    kwargs = {"dtype": compute, "device_map": {"": device}}
+    if quantization == "none":
+        return kwargs
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(f"--quantization {quantization} needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+            bnb_4bit_use_double_quant=True, llm_int8_skip_modules=UNQUANTIZED_MODULES,
+        )
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
+    kwargs["quantization_config"] = config
+    return kwargs
+
+
+def _load_thinker(path: Path, quantization: str, device: str):
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise ModelLoadError(f"{path} has no config.json: not a model checkpoint or LoRA adapter")
+    model_type = _read_json(config_file).get("model_type")
+    if model_type == _FULL:
+        # Build only the thinker; its loader strips the 'thinker.' prefix and never
+        # materialises the talker's tensors (they are unexpected keys, skipped).
+        config = Qwen2_5OmniConfig.from_pretrained(path).thinker_config
+    elif model_type == _THINKER:
+        config = Qwen2_5OmniThinkerConfig.from_pretrained(path)
+    else:
+        raise ModelLoadError(f"{path} holds a {model_type!r} model; the judge needs a Qwen2.5-Omni checkpoint")
+    try:
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+            path, config=config, **_load_kwargs(quantization, device)
+        )
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the model in {path}: {str(e).splitlines()[0][:200]}") from None
+    return model.eval()
+
+
+def _load_processor(*dirs: Path):
+    from transformers import AutoProcessor
+
+    for d in dirs:
+        if (d / "preprocessor_config.json").exists() or (d / "processor_config.json").exists():
+            try:
+                return AutoProcessor.from_pretrained(d)
+            except Exception as e:
+                raise ModelLoadError(f"cannot load the processor in {d}: {str(e).splitlines()[0][:200]}") from None
+    raise ModelLoadError(f"no processor files (preprocessor_config.json) in {' or '.join(map(str, dirs))}")
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(source: str = DEFAULT_MODEL, quantization: str = "auto", device: str | None = None,
+               merge_adapter: bool = False) -> LoadedModel:
+    """Load a judge: full checkpoint, thinker checkpoint or LoRA adapter; see the module doc."""
+    device = device or default_device()
+    quantization = _pick_quantization(quantization, device)
+    path = resolve(source)
+    adapter = None
+    judge_config = {}
+    if (path / "adapter_config.json").exists():
+        adapter_cfg = _read_json(path / "adapter_config.json")
+        base_source = adapter_cfg.get("base_model_name_or_path")
+        if not base_source:
+            raise ModelLoadError(f"{path}/adapter_config.json names no base_model_name_or_path")
+        base_path = resolve(base_source)
+        model = _load_thinker(base_path, quantization, device)
+        model = _attach_adapter(model, path, merge_adapter, quantization)
+        processor = _load_processor(path, base_path)
+        adapter, name = str(source), str(base_source)
+        for d in (base_path, path):  # the adapter's own record wins
+            if (d / JUDGE_CONFIG_FILE).exists():
+                judge_config = _read_json(d / JUDGE_CONFIG_FILE)
+    else:
+        model = _load_thinker(path, quantization, device)
+        processor = _load_processor(path)
+        name = str(source)
+        if (path / JUDGE_CONFIG_FILE).exists():
+            judge_config = _read_json(path / JUDGE_CONFIG_FILE)
+    log.info("loaded %s (%s, %s)", name, quantization, device)
+    return LoadedModel(model, processor, name, adapter, quantization, device, judge_config)
+
+
+def _attach_adapter(model, path: Path, merge: bool, quantization: str):
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelLoadError("loading a LoRA adapter needs peft: pip install peft") from None
+    if merge and quantization != "none":
+        raise ModelLoadError("merging a LoRA adapter into a quantized base is lossy; use --quantization none")
+    try:
+        model = PeftModel.from_pretrained(model, path)
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the LoRA adapter in {path}: {str(e).splitlines()[0][:200]}") from None
+    return model.merge_and_unload() if merge else model.eval()

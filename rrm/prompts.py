@@ -1,0 +1,295 @@
+"""Chat messages for a sample, per prompt format, in either A/B order.
+
+Formats (a registry; `get_format` fails listing the known names):
+- `omni-rrm`: the structure the released Omni-RRM checkpoints were trained on,
+  asking for their exact output schema (score_A, score_B, better, reasoning as
+  <think>Part 1..N</think>, final_verdict as <answer>[[X]]</answer>).
+- `rubric-v2`: per-criterion rationale and scores for A and B, modality facets,
+  ties allowed, the verdict last so that it streams last.
+A user template (`TemplateFormat`, `--prompt-template FILE`) replaces the user
+text of a format; it uses ${question}, ${answer_a}, ${answer_b} (required) and
+${criteria}, ${facets}, ${media}, ${reference} (optional).
+
+Media parts come before the text in the user turn. Each part is a
+placeholder ({"type": "image"}): the decoded media go to the processor beside
+the rendered text, in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+from .errors import RRMError
+from .rubric import DEFAULT_RUBRIC, Rubric
+from .schema import (
+    AUDIO, IMAGE, KEY_BETTER, KEY_CRITERIA, KEY_FINAL_VERDICT, KEY_RATIONALE, KEY_REASONING, KEY_SCORE,
+    KEY_SCORE_A, KEY_SCORE_B, KEY_VERDICT, ORDER_AB, ORDER_BA, RELEASED_EQUAL, VERDICT_TIE, VIDEO, Grade,
+    Judgment, Sample,
+)
+
+SYSTEM_PROMPT = (
+    "You are a meticulous evaluator with broad experience in multimodal reasoning over text, "
+    "images, videos and audio. You judge answers fairly, whatever their order or length."
+)
+
+_MEDIA_NOUN = {IMAGE: "an image", VIDEO: "a video", AUDIO: "an audio clip"}
+_MEDIA_SHORT = {IMAGE: "image", VIDEO: "video", AUDIO: "audio clip"}
+
+_SCORE_BANDS = (
+    "Score bands (integers from 0 to 10):\n"
+    "- 9-10: excellent on every criterion.\n"
+    "- 6-8: good, with minor problems on one or two criteria.\n"
+    "- 3-5: clear problems on two or three criteria.\n"
+    "- 0-2: poor on four or more criteria."
+)
+
+
+def answer_tag(verdict: str | None) -> str:
+    """The released final_verdict string for a verdict (tie is written 'equal')."""
+    letter = RELEASED_EQUAL if verdict == VERDICT_TIE else verdict
+    return f"<answer>[[{letter}]]</answer>"
+
+
+def _responses(sample: Sample, order: str) -> tuple[str, str]:
+    if order == ORDER_AB:
+        return sample.response_a, sample.response_b
+    if order == ORDER_BA:
+        return sample.response_b, sample.response_a
+    raise RRMError(f"order must be {ORDER_AB!r} or {ORDER_BA!r}, got {order!r}")
+
+
+def _context(sample: Sample, order: str) -> str:
+    first, second = _responses(sample, order)
+    parts = [f"[Question]\n{sample.query}"]
+    if sample.reference:
+        parts.append(f"[Reference answer]\n{sample.reference}")
+    parts += [f"[Answer A]\n{first}", f"[Answer B]\n{second}"]
+    return "\n\n".join(parts)
+
+
+def _task_line(sample: Sample) -> str:
+    about = f" about {_MEDIA_NOUN[sample.modality]}" if sample.media else ""
+    return f"You will see a question{about} and two candidate answers, Answer A and Answer B."
+
+
+def _criteria_list(rubric: Rubric, modality: str, with_facets: bool) -> str:
+    lines = []
+    for i, c in enumerate(rubric.criteria, 1):
+        title = c.title
+        if c.key == "relevance" and modality in _MEDIA_SHORT:
+            title = f"{c.title} to the question and to the {_MEDIA_SHORT[modality]}"
+        lines.append(f"{i}. {title} ({c.key}): {c.description}")
+    facets = rubric.facets_for(modality) if with_facets else ()
+    if facets:
+        lines.append(f"For this {_MEDIA_SHORT[modality]}, also check:")
+        lines += [f"- {f}" for f in facets]
+    return "\n".join(lines)
+
+
+class PromptFormat:
+    """A way of asking for a judgment. Subclasses give the instructions and render targets."""
+
+    name = ""
+
+    def instructions(self, sample: Sample, rubric: Rubric) -> str:
+        raise NotImplementedError
+
+    def render(self, judgment: Judgment, rubric: Rubric = DEFAULT_RUBRIC) -> str:
+        """The output text a model should produce for this judgment (an SFT target)."""
+        raise NotImplementedError
+
+    def user_text(self, sample: Sample, rubric: Rubric, order: str) -> str:
+        return f"{self.instructions(sample, rubric)}\n\n{_context(sample, order)}"
+
+
+class OmniRRMFormat(PromptFormat):
+    name = "omni-rrm"
+
+    def instructions(self, sample: Sample, rubric: Rubric) -> str:
+        n = len(rubric.criteria)
+        parts = " ".join(f"Part {i}: ..." for i in range(1, n + 1))
+        return "\n\n".join([
+            f"{_task_line(sample)} Compare them on the {n} criteria below.",
+            "Criteria:\n" + _criteria_list(rubric, sample.modality, with_facets=False),
+            _SCORE_BANDS,
+            "How to work:\n"
+            "1. First imagine the ideal answer to the question.\n"
+            f"2. Evaluate both answers against it on all {n} criteria.\n"
+            "3. Give each answer an overall integer score from 0 to 10.\n"
+            '4. Decide which answer is better: "A", "B" or "equal".\n'
+            "5. Explain the comparison, one part per criterion, in the order listed.",
+            "Output rules:\n"
+            "- Reply with one valid JSON object and nothing else: no markdown fences, no text before or after.\n"
+            "- Use double quotes for every key and string.\n"
+            f'- "{KEY_REASONING}" is one string: <think>{parts}</think>, with line breaks written as \\n.\n'
+            f'- "{KEY_BETTER}" must agree with the scores and with "{KEY_FINAL_VERDICT}".',
+            f'Required keys: "{KEY_SCORE_A}" (integer), "{KEY_SCORE_B}" (integer), "{KEY_BETTER}" '
+            f'("A", "B" or "equal"), "{KEY_REASONING}", "{KEY_FINAL_VERDICT}" ({answer_tag("A")}, '
+            f'{answer_tag("B")} or {answer_tag(VERDICT_TIE)}).',
+        ])
+
+    def render(self, judgment: Judgment, rubric: Rubric = DEFAULT_RUBRIC) -> str:
+        by_key = {c.key: c.rationale for c in judgment.criteria}
+        parts = "\n".join(f"Part {i}: {by_key.get(c.key, '')}" for i, c in enumerate(rubric.criteria, 1))
+        better = RELEASED_EQUAL if judgment.verdict == VERDICT_TIE else judgment.verdict
+        return json.dumps({
+            KEY_SCORE_A: _int_or_none(judgment.score_a),
+            KEY_SCORE_B: _int_or_none(judgment.score_b),
+            KEY_BETTER: better,
+            KEY_REASONING: f"<think>{parts}</think>",
+            KEY_FINAL_VERDICT: answer_tag(judgment.verdict),
+        }, ensure_ascii=False)
+
+
+class RubricV2Format(PromptFormat):
+    name = "rubric-v2"
+
+    def instructions(self, sample: Sample, rubric: Rubric) -> str:
+        keys = ", ".join(f'"{k}"' for k in rubric.keys)
+        example = {
+            KEY_CRITERIA: {rubric.keys[0]: {KEY_RATIONALE: "...", KEY_SCORE_A: 0, KEY_SCORE_B: 0}, "...": {}},
+            KEY_SCORE_A: 0, KEY_SCORE_B: 0, KEY_VERDICT: "A | B | tie",
+        }
+        return "\n\n".join([
+            f"{_task_line(sample)} Compare them criterion by criterion.",
+            "Criteria:\n" + _criteria_list(rubric, sample.modality, with_facets=True),
+            _SCORE_BANDS,
+            "How to work:\n"
+            "1. First imagine the ideal answer to the question.\n"
+            "2. For each criterion in the order listed, compare A with B, citing what each answer says, "
+            "and score both from 0 to 10.\n"
+            "3. Give each answer an overall score from 0 to 10.\n"
+            '4. Last, give the verdict: "A", "B", or "tie" when neither is better.',
+            "Output rules:\n"
+            "- Reply with one valid JSON object and nothing else: no markdown fences, no text before or after.\n"
+            f'- "{KEY_CRITERIA}" has exactly these keys, in this order: {keys}.\n'
+            f'- Write "{KEY_VERDICT}" last; it must agree with the overall scores.\n'
+            "Shape:\n" + json.dumps(example),
+        ])
+
+    def render(self, judgment: Judgment, rubric: Rubric = DEFAULT_RUBRIC) -> str:
+        by_key = {c.key: c for c in judgment.criteria}
+        criteria = {}
+        for c in rubric.criteria:
+            found = by_key.get(c.key)
+            criteria[c.key] = {
+                KEY_RATIONALE: found.rationale if found else "",
+                KEY_SCORE_A: _int_or_none(found.score_a) if found else None,
+                KEY_SCORE_B: _int_or_none(found.score_b) if found else None,
+            }
+        return json.dumps({
+            KEY_CRITERIA: criteria,
+            KEY_SCORE_A: _int_or_none(judgment.score_a),
+            KEY_SCORE_B: _int_or_none(judgment.score_b),
+            KEY_VERDICT: judgment.verdict,
+        }, ensure_ascii=False)
+
+
+class TemplateFormat(PromptFormat):
+    """A user-written template for the user text; the output schema stays that of `base`."""
+
+    REQUIRED = ("question", "answer_a", "answer_b")
+
+    def __init__(self, path: str | Path, base: PromptFormat | None = None):
+        path = Path(path)
+        try:
+            self.template = string.Template(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise RRMError(f"cannot read prompt template {path}: {e}") from None
+        names = set(self.template.get_identifiers())
+        missing = [n for n in self.REQUIRED if n not in names]
+        if missing:
+            raise RRMError(f"prompt template {path} lacks ${{{missing[0]}}}; it needs "
+                           + ", ".join(f"${{{n}}}" for n in self.REQUIRED))
+        self.base = base or OmniRRMFormat()
+        self.name = f"template:{path.name}"
+
+    def user_text(self, sample: Sample, rubric: Rubric, order: str) -> str:
+        first, second = _responses(sample, order)
+        return self.template.safe_substitute(
+            question=sample.query,
+            answer_a=first,
+            answer_b=second,
+            reference=sample.reference or "",
+            media=_MEDIA_SHORT.get(sample.modality, "text"),
+            criteria=_criteria_list(rubric, sample.modality, with_facets=False),
+            facets="\n".join(f"- {f}" for f in rubric.facets_for(sample.modality)),
+        )
+
+    def render(self, judgment: Judgment, rubric: Rubric = DEFAULT_RUBRIC) -> str:
+        return self.base.render(judgment, rubric)
+
+
+PROMPT_FORMATS: dict[str, type[PromptFormat]] = {f.name: f for f in (OmniRRMFormat, RubricV2Format)}
+DEFAULT_FORMAT = OmniRRMFormat.name
+
+
+def get_format(name: str | PromptFormat) -> PromptFormat:
+    if isinstance(name, PromptFormat):
+        return name
+    try:
+        return PROMPT_FORMATS[name]()
+    except KeyError:
+        raise RRMError(f"unknown prompt format {name!r}; known: {', '.join(PROMPT_FORMATS)}") from None
+
+
+def _media_parts(sample: Sample) -> list[dict]:
+    return [{"type": m.kind} for m in sample.media]
+
+
+def build_messages(sample: Sample, fmt: str | PromptFormat = DEFAULT_FORMAT,
+                   rubric: Rubric = DEFAULT_RUBRIC, order: str = ORDER_AB) -> list[dict]:
+    """System and user turns for one order of the pair; media parts before the text."""
+    fmt = get_format(fmt)
+    text = fmt.user_text(sample, rubric, order)
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": [*_media_parts(sample), {"type": "text", "text": text}]},
+    ]
+
+
+def build_pair(sample: Sample, fmt: str | PromptFormat = DEFAULT_FORMAT,
+               rubric: Rubric = DEFAULT_RUBRIC) -> tuple[list[dict], list[dict]]:
+    """Messages for (A, B) and for (B, A) from one sample."""
+    return build_messages(sample, fmt, rubric, ORDER_AB), build_messages(sample, fmt, rubric, ORDER_BA)
+
+
+def build_grade_messages(sample: Sample, rubric: Rubric = DEFAULT_RUBRIC) -> list[dict]:
+    """Pointwise grading of `sample.response_a` alone."""
+    keys = ", ".join(f'"{k}"' for k in rubric.keys)
+    example = {KEY_CRITERIA: {rubric.keys[0]: {KEY_RATIONALE: "...", KEY_SCORE: 0}, "...": {}}, KEY_SCORE: 0}
+    about = f" about {_MEDIA_NOUN[sample.modality]}" if sample.media else ""
+    text = "\n\n".join([
+        f"You will see a question{about} and one candidate answer. Grade the answer on each criterion.",
+        "Criteria:\n" + _criteria_list(rubric, sample.modality, with_facets=True),
+        _SCORE_BANDS,
+        "Output rules:\n"
+        "- Reply with one valid JSON object and nothing else.\n"
+        f'- "{KEY_CRITERIA}" has exactly these keys, in this order: {keys}; each holds a rationale and a score.\n'
+        f'- "{KEY_SCORE}" is the overall integer score, written last.\n'
+        "Shape:\n" + json.dumps(example),
+        f"[Question]\n{sample.query}" + (f"\n\n[Reference answer]\n{sample.reference}" if sample.reference else ""),
+        f"[Answer]\n{sample.response_a}",
+    ])
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": [*_media_parts(sample), {"type": "text", "text": text}]},
+    ]
+
+
+def render_grade(grade: Grade, rubric: Rubric = DEFAULT_RUBRIC) -> str:
+    by_key = {c.key: c for c in grade.criteria}
+    return json.dumps({
+        KEY_CRITERIA: {
+            c.key: {KEY_RATIONALE: by_key[c.key].rationale if c.key in by_key else "",
+                    KEY_SCORE: _int_or_none(by_key[c.key].score_a) if c.key in by_key else None}
+            for c in rubric.criteria
+        },
+        KEY_SCORE: _int_or_none(grade.score),
+    }, ensure_ascii=False)
+
+
+def _int_or_none(x):
+    return None if x is None else int(round(x))

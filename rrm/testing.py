@@ -1,0 +1,270 @@
+"""Tiny random Qwen2.5-Omni models built offline, for tests and smoke runs.
+
+Nothing here downloads anything: the tokenizer is a byte-level BPE trained in
+memory on a short inline corpus, and the model weights are random. The model
+speaks junk, but it exercises every real code path: the processor, the chat
+template, the vision and audio towers, multimodal rope, generation, saving and
+loading, LoRA and quantization.
+
+    python -m rrm.testing make-tiny DIR          # thinker-only checkpoint
+    python -m rrm.testing make-tiny DIR --full   # thinker + talker, as released
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SPECIAL_TOKENS = {
+    "eos_token": "<|endoftext|>",
+    "im_start": "<|im_start|>",
+    "im_end": "<|im_end|>",
+    "audio_token": "<|AUDIO|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+    "vision_pad_token": "<|vision_pad|>",
+    "image_token": "<|IMAGE|>",
+    "video_token": "<|VIDEO|>",
+}
+
+# ChatML with media placeholders. It branches on content['type'] only: rows that
+# come from `datasets` carry every key (missing ones as None), so a test such as
+# "'audio' in content" would miscount media.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "<|im_start|>{{ message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{%- elif part['type'] == 'video' -%}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    "{%- elif part['type'] == 'audio' -%}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "<|im_end|>{{ '\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>{{ 'assistant\\n' }}{%- endif -%}"
+)
+
+_CORPUS = [
+    "You are an expert judge of answers about images, videos and audio clips.",
+    "Compare answer A with answer B on fluency, coherence, relevance, accuracy, completeness, "
+    "reasoning quality, safety and ethics. Score each from 0 to 10.",
+    '{"score_A": 7, "score_B": 4, "better": "A", "reasoning": "<think>Part 1: fluent.</think>", '
+    '"final_verdict": "<answer>[[A]]</answer>"}',
+    "The image shows a red circle on a white background. The video shows a ball moving left.",
+    "The audio clip contains speech: a person says hello. Answer B invents a dog barking.",
+    "Question: what is shown? Answer A: a cat. Answer B: a dog. Both are tie or equal.",
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,;:!?'\"()[]{}<>|/\\-_=+*&^%$#@~`",
+]
+
+VOCAB_SIZE = 384  # BPE merges; the special tokens come on top
+TEXT_HIDDEN = 64
+
+
+def build_tokenizer():
+    """A byte-level BPE with the Omni special tokens, wrapped as a Qwen2 tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    named = {k: v for k, v in SPECIAL_TOKENS.items() if k not in ("eos_token", "im_start", "im_end")}
+    tokenizer = Qwen2Tokenizer(
+        vocab=state["vocab"],
+        merges=merges,
+        eos_token=SPECIAL_TOKENS["eos_token"],
+        pad_token=SPECIAL_TOKENS["eos_token"],
+        extra_special_tokens=named,
+    )
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [SPECIAL_TOKENS["im_start"], SPECIAL_TOKENS["im_end"]]},
+        replace_extra_special_tokens=False,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_processor(tokenizer=None):
+    """The real Qwen2.5-Omni processor with small pixel bounds (a handful of tokens per image)."""
+    from transformers import (
+        Qwen2_5OmniProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    tokenizer = tokenizer or build_tokenizer()
+    size = {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16}
+    return Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size),
+        video_processor=Qwen2VLVideoProcessor(size=size),
+        feature_extractor=WhisperFeatureExtractor(feature_size=128),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _token_ids(tokenizer) -> dict[str, int]:
+    return {k: tokenizer.convert_tokens_to_ids(v) for k, v in SPECIAL_TOKENS.items()}
+
+
+def thinker_config(tokenizer):
+    from transformers import Qwen2_5OmniThinkerConfig
+
+    ids = _token_ids(tokenizer)
+    return Qwen2_5OmniThinkerConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": TEXT_HIDDEN,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "eos_token_id": ids["eos_token"],
+            "pad_token_id": ids["eos_token"],
+            "tie_word_embeddings": False,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": TEXT_HIDDEN,
+            "fullatt_block_indexes": [1],
+        },
+        audio_config={
+            "encoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "d_model": 32,
+            "output_dim": TEXT_HIDDEN,
+            "num_mel_bins": 128,
+        },
+        audio_token_index=ids["audio_token"],
+        image_token_index=ids["image_token"],
+        video_token_index=ids["video_token"],
+        audio_start_token_id=ids["audio_bos_token"],
+        audio_end_token_id=ids["audio_eos_token"],
+        vision_start_token_id=ids["vision_bos_token"],
+        vision_end_token_id=ids["vision_eos_token"],
+        user_token_id=tokenizer.convert_tokens_to_ids("user") or 0,
+    )
+
+
+def full_config(tokenizer):
+    """Thinker + a tiny talker and token2wav, shaped like the released checkpoints."""
+    from transformers import Qwen2_5OmniConfig
+
+    thinker = thinker_config(tokenizer)
+    ids = _token_ids(tokenizer)
+    talker = {
+        "vocab_size": 96,
+        "embedding_size": TEXT_HIDDEN,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        "audio_token_index": ids["audio_token"],
+        "image_token_index": ids["image_token"],
+        "video_token_index": ids["video_token"],
+        "vision_start_token_id": ids["vision_bos_token"],
+        "vision_end_token_id": ids["vision_eos_token"],
+        "audio_start_token_id": ids["audio_bos_token"],
+        "audio_end_token_id": ids["audio_eos_token"],
+        "tts_text_start_token_id": 90,
+        "tts_text_end_token_id": 91,
+        "tts_text_pad_token_id": 89,
+        "tts_codec_start_token_id": 93,
+        "tts_codec_end_token_id": 94,
+        "tts_codec_pad_token_id": 92,
+        "tts_codec_mask_token_id": 95,
+    }
+    token2wav = {
+        "dit_config": {
+            "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "head_dim": 16,
+            "emb_dim": 16, "num_embeds": 96, "enc_emb_dim": 16, "enc_dim": 16,
+            "enc_channels": [16, 16, 16, 16, 48], "enc_attention_channels": 8, "enc_se_channels": 8,
+            "look_ahead_layers": [0], "look_backward_layers": [0],
+        },
+        "bigvgan_config": {"upsample_initial_channel": 32},
+    }
+    return Qwen2_5OmniConfig(
+        thinker_config=thinker.to_dict(), talker_config=talker, token2wav_config=token2wav
+    )
+
+
+def build_thinker(tokenizer=None, seed: int = 0):
+    """(model, processor): a ~240K-parameter random thinker in float32 and its processor."""
+    import torch
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    processor = build_processor(tokenizer)
+    torch.manual_seed(seed)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(processor.tokenizer))
+    return model.eval(), processor
+
+
+def make_tiny(out_dir: str | Path, full: bool = False, seed: int = 0, judge_config: dict | None = None) -> Path:
+    """Save a tiny checkpoint (thinker-only, or full thinker + talker) with its processor.
+
+    `judge_config`, when given, is written as the judge's sidecar file (prompt
+    format and rubric the checkpoint was trained with).
+    """
+    import torch
+    from transformers import Qwen2_5OmniForConditionalGeneration
+
+    from .model import JUDGE_CONFIG_FILE
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, processor = build_thinker(seed=seed)
+    if full:
+        torch.manual_seed(seed)
+        full_model = Qwen2_5OmniForConditionalGeneration(full_config(processor.tokenizer))
+        full_model.thinker.load_state_dict(model.state_dict())
+        full_model.save_pretrained(out)
+        # The released checkpoints ship speaker embeddings; the loader of the full
+        # model requires the file even though the judge never speaks.
+        torch.save({"Chelsie": {"cond": torch.zeros(1, 16), "ref_mel": torch.zeros(1, 8, 80)}}, out / "spk_dict.pt")
+    else:
+        model.save_pretrained(out)
+    processor.save_pretrained(out)
+    if judge_config is not None:
+        (out / JUDGE_CONFIG_FILE).write_text(json.dumps(judge_config, indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rrm.testing", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("make-tiny", help="save a tiny random Omni checkpoint to DIR")
+    make.add_argument("dir")
+    make.add_argument("--full", action="store_true", help="save thinker + talker, as the released checkpoints")
+    make.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = make_tiny(args.dir, full=args.full, seed=args.seed)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Real media files written with real encoders (PIL, OpenCV's FFmpeg, libsndfile, PyAV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG", ".webm": "VP90"}
+
+
+def make_image(path: Path, size=(120, 90), **save_kwargs) -> Path:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, (240, 240, 240))
+    ImageDraw.Draw(img).ellipse([10, 10, size[0] - 10, size[1] - 10], fill=(200, 30, 30))
+    img.save(path, **save_kwargs)
+    return path
+
+
+def make_video(path: Path, frames: int = 30, fps: float = 10, size=(96, 64)) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*VIDEO_CODECS[path.suffix]), fps, size)
+    assert writer.isOpened(), f"OpenCV cannot write {path.suffix}"
+    for i in range(frames):
+        frame = np.full((size[1], size[0], 3), 30, np.uint8)
+        x = (i * 3) % size[0]
+        frame[:, x:x + 12] = (40, 200, 240)  # a bar moving right
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def tone(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def make_audio(path: Path, seconds: float = 1.5, rate: int = 22050, channels: int = 2) -> Path:
+    x = tone(seconds, rate)
+    if path.suffix in (".m4a", ".aac"):
+        _write_aac(path, x, rate)
+    else:
+        import soundfile as sf
+
+        sf.write(path, np.stack([x] * channels, axis=1), rate)
+    return path
+
+
+def _write_aac(path: Path, x: np.ndarray, rate: int) -> None:
+    import av
+
+    with av.open(str(path), "w", format="ipod" if path.suffix == ".m4a" else "adts") as out:
+        stream = out.add_stream("aac", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(x.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
