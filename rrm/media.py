@@ -111,7 +111,7 @@ def load_image(path: str | Path, limits: MediaLimits = MediaLimits()):
         with Image.open(p) as img:
             w, h = img.size
             if w <= 0 or h <= 0 or w * h > limits.max_input_pixels:
-                raise MediaError(f"image file {p} is {w}x{h} pixels, beyond the "
+                raise MediaError(f"image file {p} has absurd dimensions: {w}x{h} pixels, beyond the "
                                  f"{limits.max_input_pixels:,}-pixel limit")
             img.seek(0)
             img = ImageOps.exif_transpose(img)
@@ -154,7 +154,7 @@ def load_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> VideoCl
             raise MediaError(f"video file {p} cannot be decoded (not a valid {p.suffix} video)")
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if width * height > limits.max_input_pixels:
-            raise MediaError(f"video file {p} has {width}x{height} frames, beyond the "
+            raise MediaError(f"video file {p} has absurd dimensions: {width}x{height} frames, beyond the "
                              f"{limits.max_input_pixels:,}-pixel limit")
         source_fps = cap.get(cv2.CAP_PROP_FPS)
         n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -177,7 +177,10 @@ def load_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> VideoCl
         cap.release()
     if not frames:
         raise MediaError(f"video file {p} has no decodable frames")
-    if len(frames) < len(wanted):
+    if len(frames) < 0.9 * len(wanted):
+        raise MediaError(f"video file {p} is truncated: {len(frames)} of {len(wanted)} sampled frames "
+                         f"could be decoded")
+    if len(frames) < len(wanted):  # frame counts in headers can be a little off at the end
         log.warning("video %s: decoded %d of %d sampled frames (the file may be truncated)",
                     p, len(frames), len(wanted))
     duration = n_frames / source_fps
@@ -245,10 +248,26 @@ def _decode_audio(p: Path, max_seconds: float) -> tuple[np.ndarray, int, float]:
     if info is None:  # formats libsndfile does not read (m4a, aac): PyAV
         return _decode_audio_av(p, max_seconds)
     if info.samplerate <= 0 or info.frames <= 0:
-        raise MediaError(f"audio file {p} has no samples")
-    data, rate = sf.read(str(p), dtype="float32", always_2d=True,
-                         frames=min(info.frames, int(max_seconds * info.samplerate) + 1))
+        raise MediaError(f"audio file {p} has no samples (zero length)")
+    _check_riff_size(p)
+    wanted = min(info.frames, int(max_seconds * info.samplerate) + 1)
+    data, rate = sf.read(str(p), dtype="float32", always_2d=True, frames=wanted)
+    if len(data) < 0.9 * wanted:  # the header promised more than the file holds
+        raise MediaError(f"audio file {p} is truncated: its header declares {wanted / rate:.2f} s, "
+                         f"{len(data) / rate:.2f} s could be decoded")
     return data.mean(axis=1), rate, info.frames / info.samplerate
+
+
+def _check_riff_size(p: Path) -> None:
+    """WAV files record their size; libsndfile quietly reads a cut-off one."""
+    with open(p, "rb") as f:
+        head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        declared = int.from_bytes(head[4:8], "little") + 8
+        actual = p.stat().st_size
+        if declared > actual:
+            raise MediaError(f"audio file {p} is truncated: its header declares {declared} bytes, "
+                             f"the file has {actual}")
 
 
 def _decode_audio_av(p: Path, max_seconds: float) -> tuple[np.ndarray, int, float]:

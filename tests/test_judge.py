@@ -1,0 +1,195 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from rrm.errors import RRMError
+from rrm.judge import GenerationSettings, combine_orders
+from rrm.parse import parse_judgment
+from rrm.prompts import build_messages
+from rrm.schema import MediaItem, Sample, Timing
+
+TOKENS = 12  # the judge fixture generates exactly this many tokens
+
+
+def _samples(media_dir):
+    return {
+        "text": Sample("Which answer is kinder?", "Thank you!", "Go away.", id="text"),
+        "image": Sample("What is shown?", "a red disc", "a blue square",
+                        media=[MediaItem("image", str(media_dir / "red.png"))], id="image"),
+        "video": Sample("Where does the bar move?", "to the right", "to the left",
+                        media=[MediaItem("video", str(media_dir / "clip.mp4"))], id="video"),
+        "audio": Sample("What is heard?", "a steady tone", "a dog barking",
+                        media=[MediaItem("audio", str(media_dir / "tone.wav"))], id="audio"),
+    }
+
+
+@pytest.mark.parametrize("modality", ["text", "image", "video", "audio"])
+def test_judge_end_to_end_with_swap_check_in_one_generate_call(judge, media_dir, modality, monkeypatch):
+    calls = []
+    real_generate = judge.model.generate
+    monkeypatch.setattr(judge.model, "generate", lambda **kw: calls.append(kw["input_ids"].shape) or
+                        real_generate(**kw))
+    j = judge.judge(_samples(media_dir)[modality], swap_check=True)
+    assert len(calls) == 1 and calls[0][0] == 2  # both orders in one batch of two rows
+    assert j.sample_id == modality and j.order == "AB"
+    assert [c.key for c in j.criteria] == judge.rubric.keys
+    assert j.timing.generated_tokens == TOKENS and j.timing.ttft_s > 0 and j.timing.total_s >= j.timing.ttft_s
+    assert j.swap is not None and j.swap.other.order == "BA" and j.swap.other.timing.generated_tokens == TOKENS
+    assert j.raw and j.swap.other.raw
+    assert judge.loaded.name in j.model and "omni-rrm" in j.model
+    assert j.verdict in ("A", "B", "tie", None) and j.status.ok == (j.verdict is not None)
+
+
+def test_media_reach_the_model_inputs(judge, media_dir, tmp_path):
+    from .media_files import make_video
+
+    slow = make_video(tmp_path / "slow.mp4", frames=6, fps=1)  # 6 s at 1 fps: fewer frames than 2 fps asks for
+    samples = _samples(media_dir)
+    two_videos = Sample("q", "a", "b", media=[MediaItem("video", str(media_dir / "clip.mp4")),
+                                              MediaItem("video", str(slow))])
+    rows = [(build_messages(s, judge.format, judge.rubric), judge._decode_media(s))
+            for s in (samples["image"], samples["audio"], two_videos)]
+    inputs = judge._inputs(rows)
+    ids = inputs["input_ids"]
+    tok = judge.tokenizer
+    merge = judge.processor.image_processor.merge_size ** 2
+    assert (ids[0] == tok.image_token_id).sum() == int(inputs["image_grid_thw"][0].prod()) // merge
+    assert (ids[1] == tok.audio_token_id).sum() > 0 and inputs["input_features"].shape[0] == 1
+    assert (ids[2] == tok.video_token_id).sum() == sum(int(g.prod()) // merge for g in inputs["video_grid_thw"])
+    # Each clip keeps its own real sampling rate on the model's time axis.
+    fps = [clip.fps for _, clip in rows[2][1]]
+    assert fps[0] == pytest.approx(2.0) and fps[1] == pytest.approx(1.0)
+    patch = judge.processor.video_processor.temporal_patch_size
+    assert inputs["video_second_per_grid"].tolist() == pytest.approx([patch / f for f in fps])
+
+
+def test_stream_yields_growing_text_then_the_judgment(judge, media_dir):
+    updates = list(judge.stream(_samples(media_dir)["image"], swap_check=True))
+    assert len(updates) >= 2
+    assert all(u.judgment is None for u in updates[:-1]) and updates[-1].judgment is not None
+    texts = [u.text for u in updates]
+    assert all(a == b[:len(a)] for a, b in zip(texts, texts[1:]))  # the text only grows
+    assert updates[-1].swapped_text is not None
+    final = updates[-1].judgment
+    assert final.raw == updates[-1].text and final.timing.generated_tokens == TOKENS
+    assert final.swap.other.raw == updates[-1].swapped_text
+
+
+def test_stream_can_be_cancelled_and_the_judge_keeps_serving(judge, media_dir):
+    long = GenerationSettings(max_new_tokens=400, min_new_tokens=400)
+    cancel = threading.Event()
+    updates = []
+    for update in judge.stream(_samples(media_dir)["text"], cancel=cancel, settings=long):
+        updates.append(update)
+        cancel.set()
+    final = updates[-1].judgment
+    assert final.timing.generated_tokens < 50
+    assert "generation was cancelled" in final.status.errors
+    # Closing the generator mid-way stops generation and frees the lock.
+    gen = judge.stream(_samples(media_dir)["text"], settings=long)
+    next(gen)
+    gen.close()
+    assert judge._lock.acquire(timeout=5)
+    judge._lock.release()
+    assert judge.judge(_samples(media_dir)["text"]).timing.generated_tokens == TOKENS
+
+
+def test_judge_batch_keeps_order_and_records_bad_samples(judge, media_dir, tmp_path):
+    (tmp_path / "broken.mp4").write_text("not a video")
+    s = _samples(media_dir)
+    batch = [s["text"], s["image"], Sample("q", "a", "b", media=[MediaItem("video", str(tmp_path / "broken.mp4"))],
+                                           id="bad-video"),
+             s["audio"], Sample("q", "", "b", id="empty"), s["video"]]
+    results = judge.judge_batch(batch, batch_size=3, swap_check=True, progress=False)
+    assert [r.sample_id for r in results] == [b.id for b in batch]
+    assert "cannot be decoded" in results[2].status.errors[0] and results[2].verdict is None
+    assert results[4].status.errors == ["response_a is empty"]
+    for r in (results[0], results[1], results[3], results[5]):
+        assert r.timing.generated_tokens == TOKENS and r.swap is not None
+
+
+def _texts(first, second):
+    return [first, second], [Timing(0.1, 1.0, 10, 10.0), Timing(0.1, 1.2, 10, 10.0)]
+
+
+AB_SAYS_A = '{"score_A": 8, "score_B": 3, "better": "A", "reasoning": "<think>Part 1: x</think>", ' \
+            '"final_verdict": "<answer>[[A]]</answer>"}'
+BA_SAYS_B = '{"score_A": 4, "score_B": 9, "better": "B", "reasoning": "<think>Part 1: y</think>", ' \
+            '"final_verdict": "<answer>[[B]]</answer>"}'
+BA_SAYS_A = BA_SAYS_B.replace('"B"', '"A"').replace("[[B]]", "[[A]]").replace('"score_A": 4, "score_B": 9',
+                                                                              '"score_A": 9, "score_B": 4')
+
+
+def test_the_second_order_is_mapped_back_to_the_callers_a_and_b(judge):
+    sample = Sample("q", "a", "b", id="s")
+    j = judge._finish(sample, *_texts(AB_SAYS_A, BA_SAYS_B))  # the model saw (b, a) and preferred its B = a
+    assert j.verdict == "A" and j.swap.agree is True
+    assert (j.swap.verdict_ab, j.swap.verdict_ba) == ("A", "A")
+    assert (j.swap.other.score_a, j.swap.other.score_b) == (9, 4)
+    assert (j.score_a, j.score_b) == (8.5, 3.5)
+    assert j.timing.total_s == 1.2  # one batched call: the slower row
+    j = judge._finish(sample, *_texts(AB_SAYS_A, BA_SAYS_A))  # position bias: "A" both times
+    assert j.verdict == "tie" and j.swap.agree is False
+    assert any("disagree" in e for e in j.status.errors)
+
+
+def test_combine_orders_with_one_failure_keeps_the_other_verdict():
+    ab = parse_judgment(AB_SAYS_A)
+    ba = parse_judgment("junk")
+    j = combine_orders(ab, ba)
+    assert j.verdict == "A" and j.swap.agree is None and j.status.ok
+    assert combine_orders(parse_judgment("junk"), parse_judgment("junk")).verdict is None
+
+
+def test_multimodal_tokens_are_never_generated(judge, media_dir):
+    tok = judge.tokenizer
+    specials = ["<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>", "<|vision_bos|>", "<|vision_eos|>",
+                "<|audio_bos|>", "<|audio_eos|>"]
+    ids = set(tok.convert_tokens_to_ids(specials))
+    assert set(judge._suppress) == ids
+    # Near-uniform sampling over 400 steps would hit one of these 8 tokens almost surely.
+    settings = GenerationSettings(max_new_tokens=400, min_new_tokens=400, temperature=20.0, seed=3)
+    sample = _samples(media_dir)["image"]
+    inputs = judge._inputs([(build_messages(sample, judge.format, judge.rubric), judge._decode_media(sample))])
+    torch.manual_seed(3)
+    out = judge.model.generate(**inputs, **judge._generate_kwargs(settings))
+    generated = set(out[0, inputs["input_ids"].shape[1]:].tolist())
+    assert len(generated) > 50 and not generated & ids
+
+
+def test_sampling_is_seeded_and_greedy_is_deterministic(judge, media_dir):
+    s = _samples(media_dir)["text"]
+    hot = GenerationSettings(max_new_tokens=16, min_new_tokens=16, temperature=1.0, seed=7)
+    assert judge.judge(s, settings=hot).raw == judge.judge(s, settings=hot).raw
+    other = GenerationSettings(max_new_tokens=16, min_new_tokens=16, temperature=1.0, seed=8)
+    assert judge.judge(s, settings=hot).raw != judge.judge(s, settings=other).raw
+    assert judge.judge(s).raw == judge.judge(s).raw
+
+
+def test_grade_and_best_of_n(judge, media_dir):
+    g = judge.grade(Sample("What is shown?", "a red disc", "", media=[MediaItem("image", str(media_dir / "red.png"))]))
+    assert [c.key for c in g.criteria] == judge.rubric.keys and g.timing.generated_tokens == TOKENS
+    assert g.status.ok == (g.score is not None)
+    result = judge.best_of_n("Say hi", ["hi", "hello", "hey there"], swap_check=False)
+    assert [(a, b) for a, b, _ in result.matches][0] == (0, 1) and len(result.matches) == 2
+    assert 0 <= result.best < 3 and len(result.wins) == 3
+    with pytest.raises(RRMError, match="at least two"):
+        judge.best_of_n("q", ["only one"])
+
+
+@pytest.mark.parametrize("sample,message", [
+    (Sample("q", "", "b"), "response_a is empty"),
+    (Sample("q", "a", "   "), "response_b is empty"),
+    (Sample("", "a", "b"), "query is empty"),
+])
+def test_empty_fields_are_refused(judge, sample, message):
+    with pytest.raises(RRMError, match=message):
+        judge.judge(sample)
+
+
+def test_decoded_media_can_be_passed_directly(judge, rng):
+    frames = rng.integers(0, 255, (8, 48, 64, 3), dtype=np.uint8)
+    j = judge.judge(Sample("q", "a", "b", media=[MediaItem("video", data=frames, fps=4.0)]))
+    assert j.timing.generated_tokens == TOKENS
