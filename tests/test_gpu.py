@@ -1,0 +1,27 @@
+"""Checks that need a CUDA GPU; they skip cleanly without one."""
+
+import pytest
+import torch
+
+from rrm.judge import GenerationSettings, Judge
+from rrm.schema import MediaItem, Sample
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_auto_quantization_is_4bit_on_cuda_and_judges_an_image(tiny_dir, media_dir):
+    judge = Judge.from_pretrained(str(tiny_dir), generation=GenerationSettings(max_new_tokens=8, min_new_tokens=8))
+    assert judge.loaded.quantization == "4bit" and judge.loaded.device.startswith("cuda")
+    kinds = {n: type(m).__name__ for n, m in judge.model.named_modules()}
+    assert kinds["model.language_model.layers.0.mlp.up_proj"] == "Linear4bit"
+    assert kinds["model.visual.blocks.0.attn.q"] == "Linear"
+    j = judge.judge(Sample("What is shown?", "a disc", "a cat", media=[MediaItem("image", str(media_dir / "red.png"))]),
+                    swap_check=True)
+    assert j.timing.generated_tokens == 8 and j.swap.other.timing.generated_tokens == 8
+
+
+def test_bf16_greedy_judgments_repeat_exactly(tiny_dir, media_dir):
+    judge = Judge.from_pretrained(str(tiny_dir), quantization="none",
+                                  generation=GenerationSettings(max_new_tokens=16, min_new_tokens=16))
+    sample = Sample("What is heard?", "a tone", "a dog", media=[MediaItem("audio", str(media_dir / "tone.wav"))])
+    assert judge.judge(sample).raw == judge.judge(sample).raw
