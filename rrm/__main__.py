@@ -25,7 +25,7 @@ from .errors import RRMError
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
 from .prompts import PROMPT_FORMATS
-from .schema import MEDIA_KINDS, MediaItem, Sample
+from .schema import AUDIO, MEDIA_KINDS, VIDEO, MediaItem, Sample
 
 log = logging.getLogger("rrm")
 
@@ -137,8 +137,6 @@ def _one(args) -> int:
 
 
 def _decoded_item(kind: str, path: str, decoded) -> MediaItem:
-    from .schema import AUDIO, VIDEO
-
     if kind == VIDEO:
         return MediaItem(kind, path, data=decoded.frames, fps=decoded.fps)
     if kind == AUDIO:

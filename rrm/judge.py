@@ -20,14 +20,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .errors import MediaError, RRMError
+from .errors import RRMError
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, LoadedModel, load_model
 from .parse import PartialJudgment, parse_grade, parse_judgment, parse_partial
 from .prompts import DEFAULT_FORMAT, PromptFormat, TemplateFormat, build_grade_messages, build_messages, get_format
 from .rubric import Rubric, load_rubric
 from .schema import (
-    AUDIO, IMAGE, ORDER_AB, ORDER_BA, VERDICT_B, VERDICT_TIE, VIDEO, Grade, Judgment, MediaItem, ParseStatus,
+    AUDIO, IMAGE, ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE, VIDEO, Grade, Judgment, MediaItem, ParseStatus,
     Sample, SwapCheck, Timing,
 )
 
@@ -363,14 +363,10 @@ class Judge:
         if rows:
             try:
                 texts, timings = self._generate_texts(self._inputs(rows), len(rows), settings)
-            except OutOfMemory:
-                if len(chunk) == 1:
-                    return [failed_judgment(chunk[0], "out of GPU memory", self.description)]
-                # Degrade to one pair at a time rather than lose the batch.
-                return [j for s in chunk for j in self._judge_chunk([s], swap_check, settings)]
-            except RRMError as e:
+            except RRMError as e:  # out of memory, or an input the processor refuses
                 if len(chunk) == 1:
                     return [failed_judgment(chunk[0], str(e), self.description)]
+                # Retry one pair at a time: only the pair at fault is lost, not the batch.
                 return [j for s in chunk for j in self._judge_chunk([s], swap_check, settings)]
             for i in sorted(set(owners)):
                 mine = [r for r, o in enumerate(owners) if o == i]
@@ -399,7 +395,7 @@ class Judge:
             result.matches.append((result.best, challenger, judgment))
             if judgment.verdict == VERDICT_B:
                 result.best = challenger
-            if judgment.verdict in ("A", "B"):
+            if judgment.verdict in (VERDICT_A, VERDICT_B):  # a tie or no verdict keeps the incumbent, unscored
                 result.wins[result.best] += 1
         return result
 
@@ -447,4 +443,4 @@ def combine_orders(ab: Judgment, ba: Judgment) -> Judgment:
 
 
 __all__ = ["Judge", "GenerationSettings", "StreamUpdate", "BestOfN", "OutOfMemory", "combine_orders",
-           "failed_judgment", "MediaError"]
+           "failed_judgment"]

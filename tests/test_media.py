@@ -139,7 +139,7 @@ def _bad_files(d):
         cases.append((kind, d / f"noise{ext}", "cannot be decoded"))
         (d / f"text{ext}").write_text("this is a text file, renamed\n" * 20)
         cases.append((kind, d / f"text{ext}", "cannot be decoded"))
-        (d / f"doc.xyz").write_text("x")
+        (d / "doc.xyz").write_text("x")
         cases.append((kind, d / "doc.xyz", "unsupported format .xyz"))
     for good, kind, part in ((good_png, "image", "truncated"), (good_mp4, "video", "cannot be decoded"),
                              (good_wav, "audio", "truncated"), (good_flac, "audio", "cannot be decoded")):
