@@ -39,6 +39,7 @@ _MULTIMODAL_TOKEN_ATTRS = ("image_token", "video_token", "audio_token", "vision_
                            "audio_bos_token", "audio_eos_token")
 _MULTIMODAL_TOKENS = ("<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>", "<|vision_bos|>",
                       "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>")
+_MEDIA_TENSORS = ("pixel_values", "pixel_values_videos", "input_features")
 
 
 class OutOfMemory(RRMError):
@@ -193,8 +194,10 @@ class Judge:
         inputs.pop("num_audio_tokens", None)
         device = next(self.model.parameters()).device
         dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
-        return {k: (v.to(device, dtype=dtype) if v.is_floating_point() else v.to(device))
-                if hasattr(v, "to") else v for k, v in inputs.items()}
+        # Pixels and audio features go in the model's dtype; the video time axis stays
+        # float32 (bf16 would round 2/3 s per grid and shift temporal positions).
+        return {k: v.to(device, dtype=dtype) if k in _MEDIA_TENSORS else v.to(device) if hasattr(v, "to") else v
+                for k, v in inputs.items()}
 
     @staticmethod
     def _size(sub_processor, max_pixels: int) -> dict:
