@@ -14,7 +14,6 @@ Exit status: 0 done; 1 some input lines were skipped (each is reported);
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -24,11 +23,9 @@ from pathlib import Path
 from .errors import RRMError
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
+from .pairs import done_ids, read_pairs
 from .prompts import PROMPT_FORMATS
 from .schema import AUDIO, MEDIA_KINDS, VIDEO, MediaItem, Sample
-
-log = logging.getLogger("rrm")
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rrm", description="Omni-RRM judge")
@@ -142,71 +139,6 @@ def _decoded_item(kind: str, path: str, decoded) -> MediaItem:
     if kind == AUDIO:
         return MediaItem(kind, path, data=decoded.samples, sampling_rate=decoded.sampling_rate)
     return MediaItem(kind, path, data=decoded)
-
-
-# ---------------------------------------------------------------------------- files of pairs
-
-def sample_from_record(record: dict, media_root: Path) -> Sample:
-    """A Sample from one JSONL record; media paths are resolved against media_root."""
-    if not isinstance(record, dict):
-        raise RRMError("the line is not a JSON object")
-    missing = [k for k in ("query", "response_a", "response_b") if not isinstance(record.get(k), str)]
-    if missing:
-        raise RRMError(f"missing or non-text field(s): {', '.join(missing)}")
-    media = [MediaItem(kind, str(media_root / record[kind])) for kind in MEDIA_KINDS if record.get(kind)]
-    for m in record.get("media") or []:
-        media.append(MediaItem(m["kind"], str(media_root / m["path"])))
-    sample_id = record.get("id")
-    if sample_id is None:  # stable across reruns and reorderings of the file
-        key = json.dumps([record["query"], record["response_a"], record["response_b"],
-                          [m.path for m in media]], ensure_ascii=False)
-        sample_id = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return Sample(query=record["query"], response_a=record["response_a"], response_b=record["response_b"],
-                  media=media, reference=record.get("reference"), id=str(sample_id))
-
-
-def read_pairs(path: Path, media_root: Path) -> tuple[list[Sample], list[str]]:
-    """Samples, and a message for each line that could not be read."""
-    samples, problems, seen = [], [], set()
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = sample_from_record(json.loads(line), media_root)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path} line {n}: not valid JSON ({e.msg}); skipped")
-                continue
-            except (RRMError, KeyError, TypeError, ValueError) as e:
-                problems.append(f"{path} line {n}: {e}; skipped")
-                continue
-            if sample.id in seen:
-                problems.append(f"{path} line {n}: duplicate id {sample.id}; skipped")
-                continue
-            seen.add(sample.id)
-            samples.append(sample)
-    return samples, problems
-
-
-def done_ids(out: Path) -> set[str]:
-    """Ids already judged in OUT. A last line cut off by a killed run is removed."""
-    if not out.exists():
-        return set()
-    ids, good_bytes = set(), 0
-    with open(out, "rb") as f:
-        for raw in f:
-            try:
-                if not raw.endswith(b"\n"):
-                    raise ValueError("unterminated line")
-                ids.add(json.loads(raw)["sample_id"])
-            except (ValueError, KeyError, TypeError):
-                break
-            good_bytes += len(raw)
-    if good_bytes < out.stat().st_size:
-        log.warning("%s: dropping a partial line at its end (left by an interrupted run)", out)
-        with open(out, "r+b") as f:
-            f.truncate(good_bytes)
-    return ids
 
 
 def _many(args) -> int:

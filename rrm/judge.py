@@ -12,6 +12,7 @@ disagree, the verdict is a tie.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import queue
@@ -137,6 +138,18 @@ class Judge:
             base = get_format(prompt_format or loaded.judge_config.get("prompt_format") or DEFAULT_FORMAT)
             fmt = TemplateFormat(prompt_template, base)
         return cls(loaded, prompt_format=fmt, rubric=rubric, limits=limits, generation=generation)
+
+    def configured(self, *, prompt_format: str | PromptFormat | None = None, rubric: Rubric | dict | None = None,
+                   limits: MediaLimits | None = None) -> Judge:
+        """A view of this judge with other options; it shares the model and its one-at-a-time lock."""
+        other = copy.copy(self)
+        if prompt_format is not None:
+            other.format = get_format(prompt_format)
+        if rubric is not None:
+            other.rubric = load_rubric(rubric)
+        if limits is not None:
+            other.limits = limits
+        return other
 
     @property
     def description(self) -> str:

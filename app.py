@@ -1,0 +1,519 @@
+"""The Omni-RRM judging app: compare two responses and read the rationale per criterion.
+
+    python app.py [--model Omni-RRM/Omni-RRM-7B] [--quantization auto] [--port 7860]
+
+UI only: every judgment comes from `rrm`. Serves on 127.0.0.1 unless --host
+says otherwise; no public link unless --share.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics calls, ever
+
+import argparse
+import html
+import sys
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from rrm import RRMError
+from rrm.judge import GenerationSettings, Judge, OutOfMemory
+from rrm.media import EXTENSIONS, MediaLimits
+from rrm.model import DEFAULT_MODEL, QUANTIZATIONS
+from rrm.pairs import read_pairs
+from rrm.prompts import PROMPT_FORMATS
+from rrm.results import summarize, table, write_csv, write_jsonl
+from rrm.rubric import DEFAULT_RUBRIC, Rubric
+from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, MediaItem, Sample
+
+ASSETS = Path(__file__).parent / "assets"
+MAX_TEXT_CHARS = 20_000
+MAX_RESPONSES = 8
+MAX_ZIP_FILES = 10_000
+MEDIA_TYPES = [ext for kind in MEDIA_KINDS for ext in EXTENSIONS[kind]]
+# System fonts: the default theme would fetch web fonts, which an offline browser cannot.
+THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                       font_mono=["ui-monospace", "monospace"])
+
+CSS = """
+.verdict-card {border: 1px solid #d0d7de; border-radius: 10px; padding: 14px; text-align: center}
+.verdict-card .winner {font-size: 1.6em; font-weight: 700}
+.verdict-card .scores {display: flex; justify-content: center; gap: 40px; font-size: 1.2em; margin-top: 6px}
+.criteria {display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 10px}
+.criterion {border: 1px solid #d0d7de; border-radius: 8px; padding: 10px}
+.criterion.pending {opacity: 0.55}
+.criterion .head {display: flex; justify-content: space-between; font-weight: 600}
+.criterion .body {white-space: pre-wrap; margin-top: 6px; font-size: 0.92em}
+.chart .row {display: grid; grid-template-columns: 180px 1fr; align-items: center; gap: 8px; margin: 4px 0}
+.chart .bar {height: 12px; border-radius: 3px; margin: 2px 0; color: white; font-size: 10px; line-height: 12px;
+             padding-left: 4px}
+.chart .a {background: #3b82f6} .chart .b {background: #f59e0b}
+.best {background: #dcfce7; font-weight: 700}
+"""
+
+
+class JudgeSlot:
+    """The loaded judge; the model tab can replace it while the app runs."""
+
+    def __init__(self, judge: Judge, models_root: Path | None = None):
+        self.judge = judge
+        self.models_root = models_root
+
+    def checkpoints(self) -> list[str]:
+        """Loadable directories under models_root (the client picks one; it never sends a path)."""
+        if self.models_root is None or not self.models_root.is_dir():
+            return []
+        found = {p.parent for name in ("config.json", "adapter_config.json")
+                 for p in self.models_root.glob(f"**/{name}")}
+        return sorted(str(p.relative_to(self.models_root)) or "." for p in found)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _score(x) -> str:
+    return "–" if x is None else f"{x:g}"
+
+
+def render_verdict(judgment: Judgment | None, partial=None, running: bool = False) -> str:
+    if judgment is None:
+        verdict = partial.verdict if partial else None
+        title = "Judging…" if running else "No judgment yet"
+        scores = (partial.score_a, partial.score_b) if partial else (None, None)
+        swap = ""
+    else:
+        verdict, scores = judgment.verdict, (judgment.score_a, judgment.score_b)
+        title = {VERDICT_A: "Response A is better", VERDICT_B: "Response B is better",
+                 VERDICT_TIE: "Tie"}.get(verdict, "No verdict: the output could not be read")
+        if judgment.swap is None:
+            swap = "swap check off"
+        elif judgment.swap.agree is None:
+            swap = "swap check incomplete"
+        else:
+            swap = "both orders agree" if judgment.swap.agree else "the orders disagree: a tie"
+    if judgment is None and verdict:
+        title = f"Judging… leaning {verdict}"
+    return (f'<div class="verdict-card" data-verdict="{_e(verdict or "")}" data-done="{judgment is not None}">'
+            f'<div class="winner">{_e(title)}</div>'
+            f'<div class="scores"><span>A: {_score(scores[0])}</span><span>B: {_score(scores[1])}</span></div>'
+            f'<div class="swap">{_e(swap)}</div></div>')
+
+
+def render_criteria(rubric: Rubric, done: dict) -> str:
+    panels = []
+    for c in rubric.criteria:
+        found = done.get(c.key)
+        if found is None:
+            panels.append(f'<div class="criterion pending" data-key="{_e(c.key)}"><div class="head">'
+                          f'<span>{_e(c.title)}</span><span>pending</span></div></div>')
+            continue
+        scores = f"A {_score(found.score_a)} · B {_score(found.score_b)}" \
+            if found.score_a is not None or found.score_b is not None else "done"
+        panels.append(f'<div class="criterion done" data-key="{_e(c.key)}"><div class="head">'
+                      f'<span>{_e(c.title)}</span><span>{_e(scores)}</span></div>'
+                      f'<div class="body">{_e(found.rationale or "(no rationale)")}</div></div>')
+    return f'<div class="criteria">{"".join(panels)}</div>'
+
+
+def render_chart(rubric: Rubric, done: dict, score_a=None, score_b=None) -> str:
+    rows = []
+    entries = [(c.title, done[c.key].score_a, done[c.key].score_b) for c in rubric.criteria
+               if c.key in done and (done[c.key].score_a is not None or done[c.key].score_b is not None)]
+    if score_a is not None or score_b is not None:
+        entries.append(("Overall", score_a, score_b))
+    for title, a, b in entries:
+        bars = "".join(
+            f'<div class="bar {side}" style="width:{max(0.0, min(1.0, (v or 0) / 10)) * 100:.0f}%">'
+            f'{side.upper()} {_score(v)}</div>' for side, v in (("a", a), ("b", b)))
+        rows.append(f'<div class="row"><span>{_e(title)}</span><div>{bars}</div></div>')
+    if not rows:
+        return '<div class="chart"><em>No scores yet (per-criterion scores come with the rubric-v2 format).</em></div>'
+    return f'<div class="chart">{"".join(rows)}</div>'
+
+
+def render_timing(judgment: Judgment | None) -> str:
+    t = judgment.timing if judgment else None
+    if t is None:
+        return ""
+    rate = f"{t.tokens_per_s:.1f} tokens/s" if t.tokens_per_s else "–"
+    ttft = f"{t.ttft_s:.2f} s" if t.ttft_s is not None else "–"
+    return f"Time to first token **{ttft}** · decode **{rate}** · {t.generated_tokens} tokens in {t.total_s:.1f} s"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def media_item(path: str | None) -> list[MediaItem]:
+    if not path:
+        return []
+    ext = Path(path).suffix.lower()
+    for kind in MEDIA_KINDS:
+        if ext in EXTENSIONS[kind]:
+            return [MediaItem(kind, path)]
+    raise gr.Error(f"Unsupported file type {ext or '(none)'}; upload one of: {' '.join(MEDIA_TYPES)}")
+
+
+def check_text(name: str, text: str | None, required: bool = True, limit: int = MAX_TEXT_CHARS) -> str:
+    text = text or ""
+    if required and not text.strip():
+        raise gr.Error(f"{name} is empty.")
+    if len(text) > limit:
+        raise gr.Error(f"{name} is {len(text):,} characters long; the limit is {limit:,}.")
+    return text
+
+
+def rubric_from_rows(rows) -> Rubric:
+    """The rubric editor's table (key, title, description) as a Rubric."""
+    records = rows.values.tolist() if hasattr(rows, "values") else list(rows or [])
+    criteria = [{"key": str(r[0]).strip(), "title": str(r[1]).strip(), "description": str(r[2]).strip()}
+                for r in records if r and any(str(x).strip() for x in r[:3])]
+    try:
+        return Rubric.from_dict({"criteria": criteria, "facets": {k: list(v) for k, v in DEFAULT_RUBRIC.facets.items()}})
+    except RRMError as e:
+        raise gr.Error(f"Rubric: {e}") from None
+
+
+def rubric_rows(rubric: Rubric) -> list[list[str]]:
+    return [[c.key, c.title, c.description] for c in rubric.criteria]
+
+
+def _limits(fps, max_frames, audio_seconds) -> MediaLimits:
+    return MediaLimits().replace(video_fps=float(fps), video_max_frames=int(max_frames),
+                                 audio_max_seconds=float(audio_seconds))
+
+
+def _user_error(e: Exception, upload: str | None = None) -> gr.Error:
+    message = str(e)
+    if upload:  # name the file as the user knows it, not by the server's upload folder
+        message = message.replace(str(upload), Path(upload).name)
+    if isinstance(e, OutOfMemory):
+        message += ". Lower 'video max frames' or 'audio max seconds' in Options."
+    return gr.Error(message)
+
+
+# ----------------------------------------------------------------------------- the app
+
+def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Blocks:
+    cancels: dict[str, threading.Event] = {}
+    judge0 = slot.judge
+
+    def judge_pair(query, media, response_a, response_b, prompt_format, swap_check, temperature, max_new_tokens,
+                   video_fps, video_max_frames, audio_max_seconds, rubric_table, request: gr.Request):
+        sample = Sample(query=check_text("The query", query, required=not media, limit=max_text_chars),
+                        response_a=check_text("Response A", response_a, limit=max_text_chars),
+                        response_b=check_text("Response B", response_b, limit=max_text_chars),
+                        media=media_item(media))
+        rubric = rubric_from_rows(rubric_table)
+        judge = slot.judge.configured(prompt_format=prompt_format, rubric=rubric,
+                                      limits=_limits(video_fps, video_max_frames, audio_max_seconds))
+        settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
+        cancel = threading.Event()
+        key = request.session_hash if request else "local"
+        cancels[key] = cancel
+        try:
+            for update in judge.stream(sample, swap_check=bool(swap_check), cancel=cancel, settings=settings):
+                j = update.judgment
+                if j is None:
+                    done = {c.key: c for c in update.partial.criteria}
+                    yield (render_verdict(None, update.partial, running=True), render_criteria(rubric, done),
+                           render_chart(rubric, done), "", update.text, {"partial": True, "text": update.text})
+                else:
+                    done = {c.key: c for c in j.criteria if c.rationale or c.score_a is not None}
+                    yield (render_verdict(j), render_criteria(rubric, done),
+                           render_chart(rubric, done, j.score_a, j.score_b), render_timing(j), j.raw, j.to_dict())
+        except RRMError as e:
+            raise _user_error(e, media) from None
+        finally:
+            cancels.pop(key, None)
+
+    def stop(request: gr.Request):
+        event = cancels.get(request.session_hash if request else "local")
+        if event is not None:
+            event.set()
+
+    def show_media(path):
+        kind = media_item(path)[0].kind if path else None
+        return (gr.update(value=path if kind == "image" else None, visible=kind == "image"),
+                gr.update(value=path if kind == "video" else None, visible=kind == "video"),
+                gr.update(value=path if kind == "audio" else None, visible=kind == "audio"))
+
+    def judge_file(pairs_file, media_zip, swap_check, batch_size, progress=gr.Progress()):
+        if not pairs_file:
+            raise gr.Error("Upload a JSONL file of pairs.")
+        work = Path(tempfile.mkdtemp(prefix="rrm-batch-"))
+        media_root = work / "media"
+        media_root.mkdir()
+        if media_zip:
+            _extract_zip(Path(media_zip), media_root)
+        samples, problems = read_pairs(Path(pairs_file), media_root, confine=True)
+        problems = [p.replace(str(pairs_file), Path(pairs_file).name) for p in problems]
+        for p in problems[:5]:
+            gr.Warning(p)
+        if not samples:
+            raise gr.Error("No readable pairs in the file" + (f": {problems[0]}" if problems else "."))
+        judge = slot.judge
+        judgments: list[Judgment] = []
+        size = int(batch_size)
+        progress((0, len(samples)), desc="judging", unit="pairs")
+        for start in range(0, len(samples), size):
+            judgments += judge.judge_batch(samples[start:start + size], batch_size=size,
+                                           swap_check=bool(swap_check), progress=False)
+            progress((len(judgments), len(samples)), desc="judging", unit="pairs")
+        summary = summarize(judgments)
+        header, rows = table(judgments, judge.rubric)
+        files = [str(write_jsonl(judgments, work / "judgments.jsonl")),
+                 str(write_csv(judgments, judge.rubric, work / "judgments.csv"))]
+        summary["skipped_lines"] = len(problems)
+        return _summary_markdown(summary, problems), pd.DataFrame(rows, columns=header), files, summary
+
+    def best_of(query, media, swap_check, *responses):
+        candidates = [check_text(f"Response {i + 1}", r, required=False, limit=max_text_chars)
+                      for i, r in enumerate(responses)]
+        candidates = [r for r in candidates if r.strip()]
+        if not 2 <= len(candidates) <= MAX_RESPONSES:
+            raise gr.Error(f"Give between 2 and {MAX_RESPONSES} responses (got {len(candidates)}).")
+        check_text("The query", query, required=not media, limit=max_text_chars)
+        try:
+            result = slot.judge.best_of_n(query or "", candidates, media=media_item(media), swap_check=bool(swap_check))
+        except RRMError as e:
+            raise _user_error(e, media) from None
+        order = sorted(range(len(candidates)), key=lambda i: (i != result.best, -result.wins[i], i))
+        ranking = "".join(
+            f'<tr class="{"best" if i == result.best else ""}"><td>{rank}</td><td>{i + 1}</td>'
+            f'<td>{result.wins[i]}</td><td>{_e(candidates[i][:200])}</td></tr>'
+            for rank, i in enumerate(order, 1))
+        ranking = (f'<table class="ranking"><tr><th>rank</th><th>response</th><th>wins</th><th>text</th></tr>'
+                   f'{ranking}</table>')
+        matches = [[a + 1, b + 1, j.verdict or "no verdict", _score(j.score_a), _score(j.score_b),
+                    "" if j.swap is None else j.swap.agree] for a, b, j in result.matches]
+        payload = {"best": result.best, "wins": result.wins,
+                   "matches": [{"a": a, "b": b, "judgment": j.to_dict()} for a, b, j in result.matches]}
+        return ranking, matches, payload
+
+    def model_info() -> str:
+        return _model_markdown(slot.judge)
+
+    def load_other(choice, quantization):
+        if not choice or choice not in slot.checkpoints():
+            raise gr.Error("Pick a checkpoint from the list.")
+        try:
+            slot.judge = Judge.from_pretrained(str(slot.models_root / choice), quantization=quantization)
+        except RRMError as e:
+            raise gr.Error(str(e)) from None
+        return model_info(), rubric_rows(slot.judge.rubric), slot.judge.format.name
+
+    with gr.Blocks(title="Omni-RRM judge", analytics_enabled=False) as demo:
+        gr.Markdown("# Omni-RRM judge\nWhich of two responses is better, and why, criterion by criterion.")
+        with gr.Tab("Judge"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    query = gr.Textbox(label="Query", lines=2, placeholder="What is shown?")
+                with gr.Column(scale=2):
+                    media = gr.File(label="Media: image, video or audio (optional)", file_types=MEDIA_TYPES,
+                                    type="filepath", elem_id="media")
+                    image_preview = gr.Image(label="Preview", visible=False, interactive=False, height=200)
+                    video_preview = gr.Video(label="Preview", visible=False, interactive=False, height=200)
+                    audio_preview = gr.Audio(label="Preview", visible=False, interactive=False)
+            with gr.Row(equal_height=True):
+                response_a = gr.Textbox(label="Response A", lines=6, elem_id="response-a")
+                response_b = gr.Textbox(label="Response B", lines=6, elem_id="response-b")
+            with gr.Row():
+                judge_btn = gr.Button("Judge", variant="primary", elem_id="judge-button")
+                stop_btn = gr.Button("Stop", variant="stop")
+            with gr.Accordion("Options", open=False):
+                with gr.Row():
+                    prompt_format = gr.Dropdown(list(PROMPT_FORMATS), value=judge0.format.name
+                                                if judge0.format.name in PROMPT_FORMATS else "omni-rrm",
+                                                label="Prompt format")
+                    swap_check = gr.Checkbox(value=True, label="Swap check (judge both orders)")
+                    temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+                    max_new_tokens = gr.Slider(8, 4096, value=1024, step=8, label="Max new tokens")
+                with gr.Row():
+                    video_fps = gr.Slider(0.25, 8, value=judge0.limits.video_fps, step=0.25, label="Video fps")
+                    video_max_frames = gr.Slider(1, 64, value=judge0.limits.video_max_frames, step=1,
+                                                 label="Video max frames")
+                    audio_max_seconds = gr.Slider(1, 30, value=judge0.limits.audio_max_seconds, step=1,
+                                                  label="Audio max seconds")
+                rubric_table = gr.Dataframe(value=rubric_rows(judge0.rubric), headers=["key", "title", "description"],
+                                            label="Rubric: add, remove or rename criteria", interactive=True,
+                                            row_count=(len(judge0.rubric.criteria), "dynamic"), column_count=(3, "fixed"),
+                                            wrap=True)
+                reset_rubric = gr.Button("Reset rubric", size="sm")
+            verdict = gr.HTML(render_verdict(None), elem_id="verdict")
+            criteria = gr.HTML(render_criteria(judge0.rubric, {}), elem_id="criteria")
+            chart = gr.HTML(render_chart(judge0.rubric, {}), label="A vs B per criterion")
+            timing = gr.Markdown()
+            with gr.Accordion("Raw output", open=False):
+                raw = gr.Textbox(lines=10, show_label=False)
+            with gr.Accordion("Judgment JSON", open=False):
+                judgment_json = gr.JSON(show_label=False)
+            inputs = [query, media, response_a, response_b, prompt_format, swap_check, temperature, max_new_tokens,
+                      video_fps, video_max_frames, audio_max_seconds, rubric_table]
+            gr.Examples(examples=_examples(), inputs=[query, media, response_a, response_b],
+                        label="Examples (text, image, video, audio)")
+            run = judge_btn.click(judge_pair, inputs, [verdict, criteria, chart, timing, raw, judgment_json],
+                                  api_name="judge", concurrency_id="model")
+            stop_btn.click(stop, None, None, cancels=[run], queue=False, api_name=False)
+            media.change(show_media, media, [image_preview, video_preview, audio_preview], api_name=False,
+                         queue=False)
+            reset_rubric.click(lambda: rubric_rows(slot.judge.rubric), None, rubric_table, api_name=False,
+                               queue=False)
+        with gr.Tab("Batch"):
+            gr.Markdown("A JSONL file of pairs, as for `python -m rrm judge --pairs`; media paths are relative "
+                        "to the root of the zip.")
+            with gr.Row():
+                pairs_file = gr.File(label="Pairs (.jsonl)", file_types=[".jsonl"], type="filepath")
+                media_zip = gr.File(label="Media (.zip, optional)", file_types=[".zip"], type="filepath")
+            with gr.Row():
+                batch_swap = gr.Checkbox(value=True, label="Swap check")
+                batch_size = gr.Slider(1, 32, value=4, step=1, label="Batch size")
+                batch_btn = gr.Button("Judge all", variant="primary")
+            batch_summary = gr.Markdown()
+            batch_table = gr.Dataframe(label="Results", wrap=True)
+            batch_files = gr.File(label="Download", file_count="multiple")
+            batch_json = gr.JSON(label="Summary", visible=False)
+            batch_btn.click(judge_file, [pairs_file, media_zip, batch_swap, batch_size],
+                            [batch_summary, batch_table, batch_files, batch_json], api_name="judge_batch",
+                            concurrency_id="model")
+        with gr.Tab("Best-of-N"):
+            with gr.Row():
+                bon_query = gr.Textbox(label="Query", lines=2, scale=3)
+                bon_media = gr.File(label="Media (optional)", file_types=MEDIA_TYPES, type="filepath", scale=2)
+            bon_responses = [gr.Textbox(label=f"Response {i + 1}", lines=2) for i in range(MAX_RESPONSES)]
+            with gr.Row():
+                bon_swap = gr.Checkbox(value=True, label="Swap check")
+                bon_btn = gr.Button("Rank", variant="primary")
+            bon_ranking = gr.HTML()
+            bon_matches = gr.Dataframe(headers=["incumbent", "challenger", "verdict", "score incumbent",
+                                                "score challenger", "orders agree"], label="Pairwise results")
+            bon_json = gr.JSON(visible=False)
+            bon_btn.click(best_of, [bon_query, bon_media, bon_swap, *bon_responses], [bon_ranking, bon_matches, bon_json],
+                          api_name="best_of_n", concurrency_id="model")
+        with gr.Tab("Model"):
+            info = gr.Markdown(model_info())
+            with gr.Row():
+                choice = gr.Dropdown(slot.checkpoints(), label="Checkpoint or adapter under the models folder",
+                                     allow_custom_value=True)  # the list changes; load_other checks it
+                quantization = gr.Dropdown(list(QUANTIZATIONS), value="auto", label="Quantization")
+            with gr.Row():
+                rescan = gr.Button("Rescan", size="sm")
+                load_btn = gr.Button("Load", variant="primary")
+            rescan.click(lambda: gr.update(choices=slot.checkpoints()), None, choice, api_name=False, queue=False)
+            load_btn.click(load_other, [choice, quantization], [info, rubric_table, prompt_format],
+                           api_name="load_model", concurrency_id="model")
+            demo.load(model_info, None, info, api_name=False, queue=False)
+    demo.queue(default_concurrency_limit=1)  # one generation per model at a time; others see their place
+    return demo
+
+
+def _examples() -> list[list]:
+    a = str(ASSETS)
+    return [
+        ["How do I boil an egg?", None,
+         "Put the egg in boiling water for 7 to 9 minutes, then cool it in cold water before peeling.",
+         "Eggs are a good source of protein."],
+        ["What colour is the ball, and where is it?", f"{a}/ball.png",
+         "A blue ball is floating in the sky.", "A red ball lies on green grass under a blue sky with a yellow sun."],
+        ["Which way does the ball move?", f"{a}/ball_rolling.mp4",
+         "The red ball rolls from left to right across the grass.", "The ball bounces up and down in place."],
+        ["What does the speaker ask for?", f"{a}/reminder_speech.wav",
+         "The speaker asks to be reminded to buy milk and bread tomorrow morning.",
+         "The speaker asks for directions to the train station."],
+        ["Describe the sounds.", f"{a}/three_beeps.wav", "A dog barks twice.",
+         "Three short beeps, each higher in pitch than the one before."],
+    ]
+
+
+def _extract_zip(path: Path, root: Path, max_bytes: int = 2 * 1024**3) -> None:
+    """Unpack an uploaded zip under root, refusing paths that escape it and zip bombs."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+            if len(members) > MAX_ZIP_FILES:
+                raise gr.Error(f"The zip holds {len(members):,} files; the limit is {MAX_ZIP_FILES:,}.")
+            if sum(m.file_size for m in members) > max_bytes:
+                raise gr.Error("The zip unpacks to more than 2 GB.")
+            for m in members:
+                target = (root / m.filename).resolve()
+                if not target.is_relative_to(root.resolve()):
+                    raise gr.Error(f"The zip entry {m.filename!r} points outside the archive.")
+            z.extractall(root)
+    except zipfile.BadZipFile:
+        raise gr.Error("The media file is not a valid zip archive.") from None
+
+
+def _summary_markdown(s: dict, problems: list[str]) -> str:
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f} %"
+
+    lines = ["| pairs | A wins | B wins | ties | swap agreement | parse failures | skipped lines |",
+             "|---|---|---|---|---|---|---|",
+             f"| {s['pairs']} | {pct(s['win_rate_a'])} | {pct(s['win_rate_b'])} | {pct(s['tie_rate'])} | "
+             f"{pct(s['swap_agreement'])} | {s['parse_failures']} | {len(problems)} |"]
+    if problems:
+        lines += ["", "Skipped:"] + [f"- {_e(p)}" for p in problems[:20]]
+    return "\n".join(lines)
+
+
+def _model_markdown(judge: Judge) -> str:
+    import torch
+
+    loaded = judge.loaded
+    if torch.cuda.is_available():
+        memory = (f"{torch.cuda.memory_allocated() / 1024**3:.2f} GiB allocated, "
+                  f"{torch.cuda.max_memory_allocated() / 1024**3:.2f} GiB peak")
+    else:
+        import psutil
+
+        memory = f"{psutil.Process().memory_info().rss / 1024**3:.2f} GiB resident (CPU)"
+    weights = loaded.model.get_memory_footprint() / 1024**2
+    return "\n".join([
+        "| | |", "|---|---|",
+        f"| model | `{_e(loaded.name)}` |",
+        f"| adapter | `{_e(loaded.adapter or 'none')}` |",
+        f"| quantization | {loaded.quantization} |",
+        f"| device | {loaded.device} |",
+        f"| weights | {weights:,.1f} MiB |",
+        f"| memory | {memory} |",
+        f"| prompt format | {judge.format.name} |",
+        f"| rubric | {', '.join(judge.rubric.keys)} |",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Omni-RRM judging app")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, checkpoint directory or LoRA adapter")
+    parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
+    parser.add_argument("--prompt-format", choices=list(PROMPT_FORMATS))
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the local network: mind who can reach it")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--max-upload-mb", type=int, default=200)
+    parser.add_argument("--max-text-chars", type=int, default=MAX_TEXT_CHARS)
+    parser.add_argument("--models-root", help="folder whose checkpoints and adapters the Model tab may load "
+                                              "(default: the folder holding --model, when it is local)")
+    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    args = parser.parse_args(argv)
+    try:
+        judge = Judge.from_pretrained(args.model, quantization=args.quantization, prompt_format=args.prompt_format)
+    except RRMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    local = Path(args.model).expanduser()
+    root = Path(args.models_root) if args.models_root else (local.parent if local.is_dir() else None)
+    demo = build_demo(JudgeSlot(judge, root), max_text_chars=args.max_text_chars)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                max_file_size=f"{args.max_upload_mb}mb", theme=THEME, css=CSS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Summaries and tables of many judgments (the app's batch tab, the command line)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .rubric import Rubric
+from .schema import VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment
+
+
+def summarize(judgments: Sequence[Judgment]) -> dict:
+    """Win rates of A, B and ties, swap agreement, parse failures and mean timing."""
+    n = len(judgments)
+    count = {v: sum(j.verdict == v for j in judgments) for v in (VERDICT_A, VERDICT_B, VERDICT_TIE)}
+    checked = [j.swap.agree for j in judgments if j.swap is not None and j.swap.agree is not None]
+    timed = [j.timing for j in judgments if j.timing is not None and j.timing.total_s is not None]
+
+    def rate(k: int, total: int) -> float | None:
+        return k / total if total else None
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    return {
+        "pairs": n,
+        "win_rate_a": rate(count[VERDICT_A], n),
+        "win_rate_b": rate(count[VERDICT_B], n),
+        "tie_rate": rate(count[VERDICT_TIE], n),
+        "parse_failures": sum(not j.ok for j in judgments),
+        "parse_failure_rate": rate(sum(not j.ok for j in judgments), n),
+        "swap_checked": len(checked),
+        "swap_agreement": rate(sum(checked), len(checked)),
+        "inconsistent": sum(j.ok and not j.status.consistent for j in judgments),
+        "mean_seconds": mean(t.total_s for t in timed),
+        "mean_generated_tokens": mean(t.generated_tokens for t in timed),
+    }
+
+
+def table(judgments: Sequence[Judgment], rubric: Rubric) -> tuple[list[str], list[list]]:
+    """(header, rows): one row per judgment, one column per criterion (plus its scores when given)."""
+    scored = {c.key for j in judgments for c in j.criteria if c.score_a is not None or c.score_b is not None}
+    header = ["id", "verdict", "score_a", "score_b", "ok", "consistent", "swap_agree", "errors"]
+    for c in rubric.criteria:
+        header.append(c.key)
+        if c.key in scored:
+            header += [f"{c.key}_score_a", f"{c.key}_score_b"]
+    rows = []
+    for j in judgments:
+        by_key = {c.key: c for c in j.criteria}
+        row = [j.sample_id, j.verdict, j.score_a, j.score_b, j.ok, j.status.consistent,
+               j.swap.agree if j.swap else None, "; ".join(j.status.errors)]
+        for c in rubric.criteria:
+            found = by_key.get(c.key)
+            row.append(found.rationale if found else "")
+            if c.key in scored:
+                row += [found.score_a if found else None, found.score_b if found else None]
+        rows.append(row)
+    return header, rows
+
+
+def write_jsonl(judgments: Sequence[Judgment], path: Path) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for j in judgments:
+            f.write(json.dumps(j.to_dict(), ensure_ascii=False) + "\n")
+    return path
+
+
+def write_csv(judgments: Sequence[Judgment], rubric: Rubric, path: Path) -> Path:
+    header, rows = table(judgments, rubric)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

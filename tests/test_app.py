@@ -1,0 +1,208 @@
+"""The app as its users reach it: a real Gradio server, driven by gradio_client and by headless Chromium."""
+
+import json
+import shutil
+import socket
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+import app
+from rrm.judge import Judge
+
+from .media_files import make_audio, make_image, make_video
+
+RUBRIC = {"headers": ["key", "title", "description"],
+          "data": [[c.key, c.title, c.description] for c in __import__("rrm").DEFAULT_RUBRIC.criteria]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    slot = app.JudgeSlot(Judge.from_pretrained(str(tiny_dir)), models_root=tiny_dir.parent)
+    demo = app.build_demo(slot, max_text_chars=2000)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size="1mb",
+                theme=app.THEME, css=app.CSS, quiet=True)
+    yield f"http://127.0.0.1:{port}/", slot
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server[0], verbose=False)
+
+
+def judge_args(query="What is shown?", media=None, a="a red ball", b="a cat", fmt="omni-rrm", swap=True, tokens=48):
+    return (query, handle_file(str(media)) if media else None, a, b, fmt, swap, 0.0, tokens, 2, 16, 30, RUBRIC)
+
+
+def test_judge_streams_updates_then_the_final_judgment(client, media_dir):
+    job = client.submit(*judge_args(media=media_dir / "red.png"), api_name="/judge")
+    updates = list(job)
+    final = job.result()
+    assert len(job.outputs()) >= 3 and len(updates) >= 2
+    verdict_html, criteria_html, chart_html, timing_md, raw, judgment = final
+    assert 'data-done="True"' in verdict_html
+    assert criteria_html.count('class="criterion') == 5
+    assert judgment["raw"] == raw and len(judgment["criteria"]) == 5
+    assert judgment["swap"]["other"]["order"] == "BA" and "tokens/s" in timing_md
+    assert all('data-done="False"' in out[0] for out in job.outputs()[:-1])  # partial updates first
+
+
+@pytest.mark.parametrize("modality", ["text", "image", "video", "audio"])
+def test_each_modality(client, media_dir, modality):
+    media = {"text": None, "image": media_dir / "red.png", "video": media_dir / "clip.mp4",
+             "audio": media_dir / "tone.wav"}[modality]
+    judgment = client.predict(*judge_args(media=media, tokens=24), api_name="/judge")[5]
+    assert judgment["timing"]["generated_tokens"] >= 1 and judgment["model"]
+
+
+def test_swap_check_off(client):
+    judgment = client.predict(*judge_args(query="Be kind", swap=False, tokens=16), api_name="/judge")[5]
+    assert judgment["swap"] is None
+    assert 'swap check off' in client.predict(*judge_args(query="Be kind", swap=False, tokens=16),
+                                              api_name="/judge")[0]
+
+
+def test_custom_rubric_from_the_editor(client):
+    rubric = {"headers": ["key", "title", "description"], "data": [["humour", "Humour", "Is it funny?"]]}
+    args = list(judge_args(query="Tell a joke", fmt="rubric-v2", tokens=16))
+    args[-1] = rubric
+    out = client.predict(*args, api_name="/judge")
+    assert out[1].count('class="criterion') == 1 and 'data-key="humour"' in out[1]
+    assert [c["key"] for c in out[5]["criteria"]] == ["humour"]
+
+
+def _error(client, *args, api_name="/judge"):
+    with pytest.raises(Exception) as info:
+        client.predict(*args, api_name=api_name)
+    return str(info.value)
+
+
+def test_bad_inputs_give_a_message_and_the_app_keeps_serving(client, tmp_path, media_dir):
+    corrupt = tmp_path / "photo.png"
+    corrupt.write_text("not an image at all")
+    message = _error(client, *judge_args(media=corrupt))
+    assert "image file photo.png cannot be decoded" in message and "/tmp/" not in message
+    odd = tmp_path / "notes.txt"
+    odd.write_text("hello")
+    assert "Invalid file type" in _error(client, *judge_args(media=odd))  # refused at upload
+    assert "Response A is empty" in _error(client, *judge_args(a="  "))
+    assert "characters long" in _error(client, *judge_args(b="x" * 2001))
+    big = tmp_path / "big.wav"
+    make_audio(big, seconds=40, rate=16000, channels=1)  # 1.3 MB, over the 1 MB upload limit
+    assert "exceeds the maximum file size of 1048576 bytes" in _error(client, *judge_args(media=big))
+    assert "Rubric" in _error(client, *judge_args()[:-1], {"headers": ["key", "title", "description"], "data": []})
+    # Still serving.
+    assert client.predict(*judge_args(tokens=8), api_name="/judge")[5]["timing"]["generated_tokens"] >= 1
+
+
+def test_four_concurrent_requests_all_complete(server, media_dir):
+    url = server[0]
+
+    def one(i):
+        return Client(url, verbose=False).predict(*judge_args(query=f"Request {i}", tokens=16), api_name="/judge")
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    assert len(results) == 4 and all(r[5]["timing"]["generated_tokens"] >= 1 for r in results)
+
+
+def test_batch_with_a_media_zip_broken_lines_and_escaping_paths(client, tmp_path):
+    media = tmp_path / "m"
+    (media / "pics").mkdir(parents=True)
+    make_image(media / "pics" / "p.png")
+    make_video(media / "c.mp4")
+    make_audio(media / "s.wav")
+    archive = tmp_path / "media.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in media.rglob("*"):
+            if f.is_file():
+                z.write(f, f.relative_to(media))
+    rows = [
+        {"id": "t", "query": "Be kind", "response_a": "Thanks", "response_b": "No"},
+        {"id": "i", "query": "What?", "image": "pics/p.png", "response_a": "disc", "response_b": "cat"},
+        {"id": "v", "query": "What?", "video": "c.mp4", "response_a": "bar", "response_b": "car"},
+        {"id": "a", "query": "What?", "audio": "s.wav", "response_a": "tone", "response_b": "song"},
+        {"id": "escape", "query": "What?", "image": "../../etc/passwd", "response_a": "x", "response_b": "y"},
+        {"id": "absolute", "query": "What?", "image": "/etc/hostname", "response_a": "x", "response_b": "y"},
+    ]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"id": "cut", "query": "tru\n')
+    summary_md, table, files, summary = client.predict(handle_file(str(pairs)), handle_file(str(archive)), True, 2,
+                                                       api_name="/judge_batch")
+    assert summary["pairs"] == 4 and summary["skipped_lines"] == 3 and summary["swap_checked"] <= 4
+    assert "leads outside the uploaded files" in summary_md and "not valid JSON" in summary_md
+    assert [r[0] for r in table["data"]] == ["t", "i", "v", "a"]
+    by_name = {Path(f).suffix: Path(f) for f in files}
+    lines = by_name[".jsonl"].read_text().splitlines()
+    assert [json.loads(line)["sample_id"] for line in lines] == ["t", "i", "v", "a"]
+    header = by_name[".csv"].read_text().splitlines()[0].split(",")
+    assert {"fluency_coherence", "relevance", "safety_ethics"} <= set(header)
+
+
+def test_batch_with_no_readable_line_says_so(client, tmp_path):
+    pairs = tmp_path / "bad.jsonl"
+    pairs.write_text("{not json\n")
+    assert "No readable pairs" in _error(client, handle_file(str(pairs)), None, False, 2, api_name="/judge_batch")
+    junk = tmp_path / "media.zip"
+    junk.write_text("not a zip")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"query": "q", "response_a": "a", "response_b": "b"}) + "\n")
+    assert "not a valid zip" in _error(client, handle_file(str(good)), handle_file(str(junk)), False, 2,
+                                       api_name="/judge_batch")
+
+
+def test_best_of_n_ranks_and_highlights_the_winner(client, media_dir):
+    responses = ["a red ball", "a blue cube", "a green tree"] + [""] * 5
+    ranking, matches, payload = client.predict("What is shown?", handle_file(str(media_dir / "red.png")), False,
+                                               *responses, api_name="/best_of_n")
+    assert ranking.count('class="best"') == 1 and ranking.count("<tr") == 4
+    assert len(matches["data"]) == 2 and 0 <= payload["best"] < 3 and len(payload["wins"]) == 3
+    assert "between 2 and 8" in _error(client, "q", None, False, "only one", *[""] * 7, api_name="/best_of_n")
+
+
+def test_model_tab_loads_another_checkpoint_from_the_list(client, server, tmp_path_factory):
+    url, slot = server
+    other = slot.models_root / "second"
+    if not other.exists():
+        shutil.copytree(Path(slot.judge.loaded.name), other)
+    choices = slot.checkpoints()
+    assert "second" in choices
+    info, _, fmt = client.predict("second", "none", api_name="/load_model")
+    assert "second" in info and slot.judge.loaded.name.endswith("second") and fmt == "omni-rrm"
+    assert "Pick a checkpoint" in _error(client, "/etc", "none", api_name="/load_model")
+
+
+def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.goto(server[0])
+        page.get_by_label("Query").first.fill("What colour is the ball?")
+        page.locator("#media input[type=file]").set_input_files(str(media_dir / "red.png"))
+        page.locator("#response-a textarea").fill("It is red.")
+        page.locator("#response-b textarea").fill("It is blue.")
+        page.locator("#judge-button").click()
+        page.locator('#verdict .verdict-card[data-done="True"]').wait_for(timeout=60_000)
+        assert page.locator("#criteria .criterion").count() == 5
+        shot = tmp_path / "app.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert shot.stat().st_size > 10_000
