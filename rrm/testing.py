@@ -8,6 +8,7 @@ loading, LoRA and quantization.
 
     python -m rrm.testing make-tiny DIR          # thinker-only checkpoint
     python -m rrm.testing make-tiny DIR --full   # thinker + talker, as released
+    python -m rrm.testing make-tiny DIR --parrot # taught to judge one example pair
 """
 
 from __future__ import annotations
@@ -253,6 +254,101 @@ def make_tiny(out_dir: str | Path, full: bool = False, seed: int = 0, judge_conf
     return out
 
 
+# The parrot: the tiny model taught, in seconds, to write one valid judgment for
+# one example pair (in both orders). Its output parses, streams criterion by
+# criterion and agrees with itself under the swap check, so the app and the
+# tests can show a filled-in judgment without a real checkpoint. It knows
+# nothing else: any other input gets a garbled echo of the same judgment.
+PARROT_QUERY = "What colour is the ball, and where is it?"
+PARROT_A = "A blue ball is floating in the sky."
+PARROT_B = "A red ball lies on green grass under a blue sky with a yellow sun."
+_PARROT_FINDINGS = (  # (criterion key, rationale, score A, score B)
+    ("fluency_coherence", "Both answers are single, clear sentences.", 9, 9),
+    ("relevance", "Both give a colour and a place for the ball, as asked.", 8, 9),
+    ("accuracy_completeness", "The ball is red and on the grass: A gets both wrong, B gets both right.", 1, 10),
+    ("reasoning_quality", "B describes what is visible, including the sky and the sun; A contradicts the picture.",
+     2, 9),
+    ("safety_ethics", "Nothing unsafe in either answer.", 10, 10),
+)
+
+
+def parrot_picture():
+    """The example picture (also assets/ball.png): a red ball on grass under a blue sky with a sun."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (320, 240), (120, 180, 250))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([0, 170, 320, 240], fill=(60, 160, 70))
+    draw.ellipse([250, 20, 300, 70], fill=(250, 220, 60))
+    draw.ellipse([120, 120, 180, 180], fill=(210, 40, 40))
+    return img
+
+
+def parrot_sample():
+    from .schema import MediaItem, Sample
+
+    return Sample(PARROT_QUERY, PARROT_A, PARROT_B, media=[MediaItem("image", data=parrot_picture())])
+
+
+def parrot_judgment():
+    from .rubric import DEFAULT_RUBRIC
+    from .schema import CriterionResult, Judgment, ParseStatus
+
+    criteria = [CriterionResult(k, DEFAULT_RUBRIC.find(k).title, why, a, b) for k, why, a, b in _PARROT_FINDINGS]
+    return Judgment("B", 3, 9, criteria, "", ParseStatus(True, "rubric-v2"))
+
+
+def make_parrot(out_dir: str | Path, steps: int = 400, seed: int = 0) -> Path:
+    """Save a tiny checkpoint taught to judge the parrot example (rubric-v2, both orders)."""
+    import torch
+
+    from .judge import Judge
+    from .model import LoadedModel
+    from .prompts import build_messages
+    from .schema import ORDER_AB, ORDER_BA
+
+    model, processor = build_thinker(seed=seed)
+    judge = Judge(LoadedModel(model, processor, "parrot", None, "none", "cpu", {}), prompt_format="rubric-v2")
+    sample, judgment = parrot_sample(), parrot_judgment()
+    media = judge._decode_media(sample)
+    lessons = []
+    for order, answer in ((ORDER_AB, judgment), (ORDER_BA, judgment.swapped())):
+        inputs = judge._inputs([(build_messages(sample, judge.format, judge.rubric, order), media)])
+        target = processor.tokenizer(judge.format.render(answer) + "<|im_end|>", return_tensors="pt").input_ids
+        prompt_len = inputs["input_ids"].shape[1]
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], target], 1)
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        labels = inputs["input_ids"].clone()
+        labels[:, :prompt_len] = -100  # loss on the judgment only
+        lessons.append((inputs, labels))
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        recited = True
+        for inputs, labels in lessons:
+            out = model(**inputs, labels=labels)
+            out.loss.backward()
+            # Done when greedy decoding would reproduce every target token.
+            wanted = labels[:, 1:]
+            taught = wanted != -100
+            recited &= bool((out.logits[:, :-1].argmax(-1)[taught] == wanted[taught]).all())
+        if recited:
+            break
+        optimizer.step()
+        optimizer.zero_grad()
+    else:
+        raise RuntimeError(f"the parrot did not learn its judgment in {steps} steps")
+    model.eval()
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    from .model import JUDGE_CONFIG_FILE
+
+    (out / JUDGE_CONFIG_FILE).write_text(json.dumps({"prompt_format": "rubric-v2"}, indent=2))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rrm.testing", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,8 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("dir")
     make.add_argument("--full", action="store_true", help="save thinker + talker, as the released checkpoints")
     make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--parrot", action="store_true",
+                      help="teach it (about 30 s) to judge one example pair, so that its output is a real judgment")
     args = parser.parse_args(argv)
-    out = make_tiny(args.dir, full=args.full, seed=args.seed)
+    out = make_parrot(args.dir, seed=args.seed) if args.parrot else make_tiny(args.dir, full=args.full, seed=args.seed)
     print(out)
     return 0
 

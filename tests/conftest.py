@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rrm.judge import GenerationSettings, Judge
-from rrm.testing import make_tiny
+from rrm.testing import make_parrot, make_tiny
 
 from .media_files import make_audio, make_image, make_video
 
@@ -19,6 +19,12 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_full_dir(tmp_path_factory):
     return make_tiny(tmp_path_factory.mktemp("tiny") / "full", full=True)
+
+
+@pytest.fixture(scope="session")
+def parrot_dir(tmp_path_factory):
+    """A tiny model taught to write one valid judgment (about 50 s on two cores)."""
+    return make_parrot(tmp_path_factory.mktemp("tiny") / "parrot")
 
 
 @pytest.fixture(scope="session")

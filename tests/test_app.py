@@ -12,6 +12,7 @@ from gradio_client import Client, handle_file
 
 import app
 from rrm.judge import Judge
+from rrm.testing import PARROT_A, PARROT_B, PARROT_QUERY, parrot_picture
 
 from .media_files import make_audio, make_image, make_video
 
@@ -26,8 +27,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_dir):
-    slot = app.JudgeSlot(Judge.from_pretrained(str(tiny_dir)), models_root=tiny_dir.parent)
+def server(parrot_dir, tiny_dir):
+    # The parrot writes a real judgment for the example pair, and junk for anything else.
+    slot = app.JudgeSlot(Judge.from_pretrained(str(parrot_dir)), models_root=tiny_dir.parent)
     demo = app.build_demo(slot, max_text_chars=2000)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size="1mb",
@@ -41,7 +43,7 @@ def client(server):
     return Client(server[0], verbose=False)
 
 
-def judge_args(query="What is shown?", media=None, a="a red ball", b="a cat", fmt="omni-rrm", swap=True, tokens=48):
+def judge_args(query="What is shown?", media=None, a="a red ball", b="a cat", fmt="rubric-v2", swap=True, tokens=48):
     return (query, handle_file(str(media)) if media else None, a, b, fmt, swap, 0.0, tokens, 2, 16, 30, RUBRIC)
 
 
@@ -171,16 +173,20 @@ def test_best_of_n_ranks_and_highlights_the_winner(client, media_dir):
     assert "between 2 and 8" in _error(client, "q", None, False, "only one", *[""] * 7, api_name="/best_of_n")
 
 
-def test_model_tab_loads_another_checkpoint_from_the_list(client, server, tmp_path_factory):
+def test_model_tab_loads_another_checkpoint_from_the_list(client, server, tiny_dir):
     url, slot = server
     other = slot.models_root / "second"
     if not other.exists():
-        shutil.copytree(Path(slot.judge.loaded.name), other)
+        shutil.copytree(tiny_dir, other)
     choices = slot.checkpoints()
     assert "second" in choices
-    info, _, fmt = client.predict("second", "none", api_name="/load_model")
-    assert "second" in info and slot.judge.loaded.name.endswith("second") and fmt == "omni-rrm"
-    assert "Pick a checkpoint" in _error(client, "/etc", "none", api_name="/load_model")
+    before = slot.judge
+    try:
+        info, _, fmt = client.predict("second", "none", api_name="/load_model")
+        assert "second" in info and slot.judge.loaded.name.endswith("second") and fmt == "omni-rrm"
+        assert "Pick a checkpoint" in _error(client, "/etc", "none", api_name="/load_model")
+    finally:
+        slot.judge = before  # the other tests talk to the parrot
 
 
 def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path):
@@ -195,13 +201,17 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path):
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
         page.goto(server[0])
-        page.get_by_label("Query").first.fill("What colour is the ball?")
-        page.locator("#media input[type=file]").set_input_files(str(media_dir / "red.png"))
-        page.locator("#response-a textarea").fill("It is red.")
-        page.locator("#response-b textarea").fill("It is blue.")
+        page.get_by_label("Query").first.fill(PARROT_QUERY)
+        picture = tmp_path / "ball.png"
+        parrot_picture().save(picture)
+        page.locator("#media input[type=file]").set_input_files(str(picture))
+        page.locator("#response-a textarea").fill(PARROT_A)
+        page.locator("#response-b textarea").fill(PARROT_B)
         page.locator("#judge-button").click()
-        page.locator('#verdict .verdict-card[data-done="True"]').wait_for(timeout=60_000)
-        assert page.locator("#criteria .criterion").count() == 5
+        page.locator('#verdict .verdict-card[data-done="True"]').wait_for(timeout=120_000)
+        assert page.locator('#verdict .verdict-card').get_attribute("data-verdict") == "B"
+        assert page.locator("#criteria .criterion.done").count() == 5  # every panel filled in
+        assert "both orders agree" in page.locator("#verdict").inner_text()
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rrm.errors import RRMError
-from rrm.judge import GenerationSettings, combine_orders
+from rrm.judge import GenerationSettings, Judge, combine_orders
 from rrm.parse import parse_judgment
 from rrm.prompts import build_messages
 from rrm.schema import MediaItem, Sample, Timing
@@ -193,3 +193,30 @@ def test_decoded_media_can_be_passed_directly(judge, rng):
     frames = rng.integers(0, 255, (8, 48, 64, 3), dtype=np.uint8)
     j = judge.judge(Sample("q", "a", "b", media=[MediaItem("video", data=frames, fps=4.0)]))
     assert j.timing.generated_tokens == TOKENS
+
+
+@pytest.fixture(scope="module")
+def parrot(parrot_dir):
+    return Judge.from_pretrained(str(parrot_dir))
+
+
+def test_a_valid_judgment_flows_through_both_orders(parrot):
+    from rrm.testing import parrot_sample
+
+    j = parrot.judge(parrot_sample(), swap_check=True)
+    assert j.status.ok and j.status.consistent and j.status.format == "rubric-v2", j.status.errors
+    assert j.verdict == "B" and j.swap.agree is True and (j.swap.verdict_ab, j.swap.verdict_ba) == ("B", "B")
+    assert j.score_b > j.score_a and j.swap.other.score_b > j.swap.other.score_a  # mapped back to our order
+    assert all(c.rationale and c.score_a is not None and c.score_b is not None for c in j.criteria)
+
+
+def test_streamed_criteria_complete_in_order_and_the_verdict_comes_last(parrot):
+    from rrm.testing import parrot_sample
+
+    updates = list(parrot.stream(parrot_sample()))
+    counts = [len(u.partial.criteria) for u in updates]
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 5
+    assert len(set(counts)) == 6  # each criterion was seen completing on its own
+    first_verdict = next(i for i, u in enumerate(updates) if u.partial.verdict)
+    assert first_verdict > counts.index(5)
+    assert updates[-1].judgment.verdict == "B"
