@@ -25,7 +25,7 @@ import pandas as pd
 
 from rrm import RRMError
 from rrm.judge import GenerationSettings, Judge, OutOfMemory
-from rrm.media import EXTENSIONS, MediaLimits
+from rrm.media import EXTENSIONS, MediaLimits, media_kind
 from rrm.model import DEFAULT_MODEL, QUANTIZATIONS
 from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS
@@ -155,11 +155,10 @@ def render_timing(judgment: Judgment | None) -> str:
 def media_item(path: str | None) -> list[MediaItem]:
     if not path:
         return []
-    ext = Path(path).suffix.lower()
-    for kind in MEDIA_KINDS:
-        if ext in EXTENSIONS[kind]:
-            return [MediaItem(kind, path)]
-    raise gr.Error(f"Unsupported file type {ext or '(none)'}; upload one of: {' '.join(MEDIA_TYPES)}")
+    kind = media_kind(path)
+    if kind is None:
+        raise gr.Error(f"Unsupported file type {Path(path).suffix or '(none)'}; upload one of: {' '.join(MEDIA_TYPES)}")
+    return [MediaItem(kind, path)]
 
 
 def check_text(name: str, text: str | None, required: bool = True, limit: int = MAX_TEXT_CHARS) -> str:

@@ -71,6 +71,12 @@ class AudioClip:
     truncated: bool = False
 
 
+def media_kind(path: str | Path) -> str | None:
+    """'image', 'video' or 'audio' by the file's extension; None when it is none of them."""
+    ext = Path(path).suffix.lower()
+    return next((kind for kind, exts in EXTENSIONS.items() if ext in exts), None)
+
+
 def _check_file(path: str | Path, kind: str, limits: MediaLimits) -> Path:
     p = Path(path)
     if not p.exists():
