@@ -27,21 +27,39 @@ from .pairs import done_ids, read_pairs
 from .prompts import PROMPT_FORMATS
 from .schema import AUDIO, MEDIA_KINDS, VIDEO, MediaItem, Sample
 
+def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) -> None:
+    """The model, prompt, generation and media options shared by every command that judges."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, checkpoint directory or LoRA adapter")
+    parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
+                        help="auto: 4-bit NF4 on CUDA, full precision on CPU")
+    parser.add_argument("--device", help="cuda:0, cpu ... (default: cuda:0 when available)")
+    parser.add_argument("--merge-adapter", action="store_true", help="merge a LoRA adapter into its base")
+    parser.add_argument("--prompt-format", choices=list(PROMPT_FORMATS),
+                        help="default: what the checkpoint records, else omni-rrm")
+    parser.add_argument("--prompt-template", metavar="FILE",
+                        help="your own user prompt: ${question}, ${answer_a}, ${answer_b}, ${criteria} ...")
+    parser.add_argument("--rubric", metavar="FILE", help="JSON rubric: {\"Title\": \"description\", ...}")
+    gen = parser.add_argument_group("generation and media")
+    gen.add_argument("--max-new-tokens", type=int, default=1024)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--image-max-pixels", type=int)
+    gen.add_argument("--video-fps", type=float)
+    gen.add_argument("--video-max-frames", type=int)
+    gen.add_argument("--video-max-pixels", type=int)
+    gen.add_argument("--audio-max-seconds", type=float)
+    if batch:
+        gen.add_argument("--batch-size", type=int, default=4)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rrm", description="Omni-RRM judge")
     sub = parser.add_subparsers(dest="command", required=True)
     j = sub.add_parser("judge", help="judge which of two responses is better",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    j.add_argument("--model", default=DEFAULT_MODEL, help="hub id, checkpoint directory or LoRA adapter directory")
-    j.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
-                   help="auto: 4-bit NF4 on CUDA, full precision on CPU")
-    j.add_argument("--device", help="cuda:0, cpu ... (default: cuda:0 when available)")
-    j.add_argument("--merge-adapter", action="store_true", help="merge a LoRA adapter into its base after loading")
-    j.add_argument("--prompt-format", choices=list(PROMPT_FORMATS),
-                   help="default: what the checkpoint records, else omni-rrm")
-    j.add_argument("--prompt-template", metavar="FILE",
-                   help="your own user prompt: ${question}, ${answer_a}, ${answer_b}, ${criteria} ...")
-    j.add_argument("--rubric", metavar="FILE", help="JSON rubric: {\"Title\": \"description\", ...}")
+    add_judge_arguments(j, batch=True)
+    j.add_argument("--swap-check", action="store_true", help="judge both orders in one batch and combine")
     one = j.add_argument_group("one pair")
     one.add_argument("--query")
     for kind in MEDIA_KINDS:
@@ -55,22 +73,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="lines of {id, query, response_a, response_b, image|video|audio: path, reference}")
     many.add_argument("--out", metavar="OUT.jsonl")
     many.add_argument("--media-root", help="media paths are relative to this (default: the folder of IN)")
-    many.add_argument("--batch-size", type=int, default=4)
-    gen = j.add_argument_group("generation and media")
-    gen.add_argument("--swap-check", action="store_true", help="judge both orders in one batch and combine")
-    gen.add_argument("--max-new-tokens", type=int, default=1024)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--image-max-pixels", type=int)
-    gen.add_argument("--video-fps", type=float)
-    gen.add_argument("--video-max-frames", type=int)
-    gen.add_argument("--video-max-pixels", type=int)
-    gen.add_argument("--audio-max-seconds", type=float)
     return parser
 
 
-def _limits(args) -> MediaLimits:
+def limits_from(args) -> MediaLimits:
     return MediaLimits().replace(
         image_max_pixels=args.image_max_pixels, video_fps=args.video_fps, video_max_frames=args.video_max_frames,
         video_max_pixels=args.video_max_pixels, audio_max_seconds=args.audio_max_seconds,
@@ -96,7 +102,7 @@ def _check_args(args) -> None:
         raise RRMError("--max-new-tokens must be at least 1")
 
 
-def _build_judge(args):
+def build_judge(args):
     from .judge import GenerationSettings, Judge
 
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -104,7 +110,7 @@ def _build_judge(args):
     return Judge.from_pretrained(
         args.model, quantization=args.quantization, device=args.device, prompt_format=args.prompt_format,
         prompt_template=args.prompt_template, rubric=args.rubric, merge_adapter=args.merge_adapter,
-        limits=_limits(args), generation=settings,
+        limits=limits_from(args), generation=settings,
     )
 
 
@@ -114,11 +120,11 @@ def _one(args) -> int:
         path = getattr(args, kind)
         if path:
             # Decode before the model loads: a bad file fails in a second, not after minutes.
-            decoded = load_media(MediaItem(kind, path), _limits(args))
+            decoded = load_media(MediaItem(kind, path), limits_from(args))
             media.append(_decoded_item(kind, path, decoded))
     sample = Sample(query=args.query, response_a=args.response_a, response_b=args.response_b, media=media,
                     reference=args.reference)
-    judge = _build_judge(args)
+    judge = build_judge(args)
     if args.stream:
         shown = 0
         for update in judge.stream(sample, swap_check=args.swap_check):
@@ -157,7 +163,7 @@ def _many(args) -> int:
         print(f"resuming: {len(samples) - len(todo)} of {len(samples)} pairs already in {out}", file=sys.stderr)
     failed = 0
     if todo:
-        judge = _build_judge(args)
+        judge = build_judge(args)
         with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc="judging", unit="pair") as bar:
             for start in range(0, len(todo), args.batch_size):
                 chunk = todo[start:start + args.batch_size]

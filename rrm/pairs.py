@@ -72,8 +72,8 @@ def read_pairs(path: Path, media_root: Path, confine: bool = False) -> tuple[lis
     return samples, problems
 
 
-def done_ids(out: Path) -> set[str]:
-    """Ids already judged in OUT. A last line cut off by a killed run is removed."""
+def done_ids(out: Path, key: str = "sample_id") -> set[str]:
+    """Ids (under `key`) already written to OUT. A last line cut off by a killed run is removed."""
     if not out.exists():
         return set()
     ids, good_bytes = set(), 0
@@ -82,7 +82,7 @@ def done_ids(out: Path) -> set[str]:
             try:
                 if not raw.endswith(b"\n"):
                     raise ValueError("unterminated line")
-                ids.add(json.loads(raw)["sample_id"])
+                ids.add(json.loads(raw)[key])
             except (ValueError, KeyError, TypeError):
                 break
             good_bytes += len(raw)
