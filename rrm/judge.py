@@ -22,13 +22,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .errors import RRMError
+from .inputs import Row, encode, to_device
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, LoadedModel, load_model
 from .parse import PartialJudgment, parse_grade, parse_judgment, parse_partial
 from .prompts import DEFAULT_FORMAT, PromptFormat, TemplateFormat, build_grade_messages, build_messages, get_format
 from .rubric import Rubric, load_rubric
 from .schema import (
-    AUDIO, IMAGE, ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE, VIDEO, Grade, Judgment, MediaItem, ParseStatus,
+    ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE, Grade, Judgment, MediaItem, ParseStatus,
     Sample, SwapCheck, Timing,
 )
 
@@ -40,9 +41,6 @@ _MULTIMODAL_TOKEN_ATTRS = ("image_token", "video_token", "audio_token", "vision_
                            "audio_bos_token", "audio_eos_token")
 _MULTIMODAL_TOKENS = ("<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>", "<|vision_bos|>",
                       "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>")
-_MEDIA_TENSORS = ("pixel_values", "pixel_values_videos", "input_features")
-
-
 class OutOfMemory(RRMError):
     """The device ran out of memory; the cache has been freed."""
 
@@ -175,50 +173,9 @@ class Judge:
     def _decode_media(self, sample: Sample) -> list[tuple[str, object]]:
         return [(m.kind, load_media(m, self.limits)) for m in sample.media]
 
-    def _inputs(self, rows: list[tuple[list[dict], list[tuple[str, object]]]]):
+    def _inputs(self, rows: list[Row]) -> dict:
         """Processor inputs for a batch of (messages, decoded media) rows, on the model's device."""
-        import torch
-
-        texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m, _ in rows]
-        images = [obj for _, media in rows for kind, obj in media if kind == IMAGE]
-        clips = [obj for _, media in rows for kind, obj in media if kind == VIDEO]
-        audio = [obj.samples for _, media in rows for kind, obj in media if kind == AUDIO]
-        kwargs = {}
-        if images:
-            kwargs["images"] = images
-            kwargs["images_kwargs"] = {"size": self._size(self.processor.image_processor,
-                                                          self.limits.image_max_pixels)}
-        if clips:
-            kwargs["videos"] = [c.frames for c in clips]
-            kwargs["videos_kwargs"] = {
-                "size": self._size(self.processor.video_processor, self.limits.video_max_pixels),
-                "do_sample_frames": False, "fps": clips[0].fps, "cap_pixels_per_frame": True,
-            }
-        if audio:
-            kwargs["audio"] = audio
-        try:
-            inputs = self.processor(text=texts, padding=True, return_tensors="pt", **kwargs)
-        except Exception as e:
-            raise RRMError(f"the processor rejected the input: {str(e).splitlines()[0][:200]}") from None
-        if clips:
-            # The processor applies one fps to every video of a call; each clip has its own.
-            patch = self.processor.video_processor.temporal_patch_size
-            inputs["video_second_per_grid"] = torch.tensor([patch / c.fps for c in clips])
-        inputs.pop("num_audio_tokens", None)
-        device = next(self.model.parameters()).device
-        dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
-        # Pixels and audio features go in the model's dtype; the video time axis stays
-        # float32 (bf16 would round 2/3 s per grid and shift temporal positions).
-        return {k: v.to(device, dtype=dtype) if k in _MEDIA_TENSORS else v.to(device) if hasattr(v, "to") else v
-                for k, v in inputs.items()}
-
-    @staticmethod
-    def _size(sub_processor, max_pixels: int) -> dict:
-        # Pass the bounds on every call: the processor's built-in defaults override
-        # the saved ones (a 64 px clip would be upscaled to hundreds of tokens).
-        saved = dict(getattr(sub_processor, "size", None) or {})
-        low = min(saved.get("shortest_edge", 56 * 56), max_pixels)
-        return {"shortest_edge": low, "longest_edge": max_pixels}
+        return to_device(encode(self.processor, rows, self.limits), self.model)
 
     # -------------------------------------------------------------- generation
 

@@ -302,6 +302,7 @@ def make_parrot(out_dir: str | Path, steps: int = 400, seed: int = 0) -> Path:
     """Save a tiny checkpoint taught to judge the parrot example (rubric-v2, both orders)."""
     import torch
 
+    from .inputs import encode
     from .judge import Judge
     from .model import LoadedModel
     from .prompts import build_messages
@@ -313,13 +314,9 @@ def make_parrot(out_dir: str | Path, steps: int = 400, seed: int = 0) -> Path:
     media = judge._decode_media(sample)
     lessons = []
     for order, answer in ((ORDER_AB, judgment), (ORDER_BA, judgment.swapped())):
-        inputs = judge._inputs([(build_messages(sample, judge.format, judge.rubric, order), media)])
-        target = processor.tokenizer(judge.format.render(answer) + "<|im_end|>", return_tensors="pt").input_ids
-        prompt_len = inputs["input_ids"].shape[1]
-        inputs["input_ids"] = torch.cat([inputs["input_ids"], target], 1)
-        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-        labels = inputs["input_ids"].clone()
-        labels[:, :prompt_len] = -100  # loss on the judgment only
+        inputs = encode(processor, [(build_messages(sample, judge.format, judge.rubric, order), media)],
+                        judge.limits, targets=[judge.format.render(answer)])
+        labels = inputs.pop("labels")
         lessons.append((inputs, labels))
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

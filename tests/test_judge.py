@@ -220,3 +220,17 @@ def test_streamed_criteria_complete_in_order_and_the_verdict_comes_last(parrot):
     first_verdict = next(i for i, u in enumerate(updates) if u.partial.verdict)
     assert first_verdict > counts.index(5)
     assert updates[-1].judgment.verdict == "B"
+
+
+def test_encoded_targets_are_the_only_labelled_tokens(judge, media_dir):
+    from rrm.inputs import END_OF_TURN, encode
+
+    samples = _samples(media_dir)
+    rows = [(build_messages(s, judge.format, judge.rubric), judge._decode_media(s))
+            for s in (samples["image"], samples["text"])]
+    targets = ['{"verdict": "A"}', '{"score_A": 3, "score_B": 9, "verdict": "B"}']
+    inputs = encode(judge.processor, rows, judge.limits, targets=targets)
+    for row, target in enumerate(targets):
+        labelled = inputs["labels"][row][inputs["labels"][row] != -100]
+        assert judge.tokenizer.decode(labelled) == target + END_OF_TURN
+        assert (inputs["labels"][row] != -100).sum() < inputs["attention_mask"][row].sum()
