@@ -1,0 +1,141 @@
+"""Training on the tiny fixture: data, collator, and two-step SFT runs whose adapter the judge then loads."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rrm.judge import Judge
+from rrm.media import MediaLimits
+from rrm.prompts import get_format
+from rrm.rubric import DEFAULT_RUBRIC
+from rrm.schema import ORDER_BA
+from train.data import load_pairs, order_for, randomise_order
+from train.sft import JudgeCollator, build_dataset, main as sft_main
+from train.common import JudgeTrainingArguments
+
+ASSETS = Path(__file__).parent.parent / "assets"
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    for name in ("ball.png", "ball_rolling.mp4", "three_beeps.wav", "train_pairs.jsonl"):
+        shutil.copy(ASSETS / name, tmp_path / name)
+    return tmp_path
+
+
+def test_loader_skips_and_counts_bad_rows(data_dir):
+    good = (data_dir / "train_pairs.jsonl").read_text().splitlines()
+    bad = [json.dumps({**json.loads(good[1]), "id": "nomedia", "image": "gone.png"}),
+           json.dumps({**json.loads(good[0]), "id": "badlabel", "label": "C"}),
+           '{"id": "cut", "query": "tr',
+           json.dumps({**json.loads(good[0]), "id": "rl-row", "split": "rl"})]
+    (data_dir / "mixed.jsonl").write_text("\n".join(good + bad) + "\n")
+    pairs, report = load_pairs(data_dir / "mixed.jsonl", splits=("sft",))
+    assert [p.sample.id for p in pairs] == ["egg", "ball-image", "ball-video", "beeps"]
+    assert report.skipped == {"missing media": 1, "bad labels": 1, "unreadable lines": 1}
+    assert "4 pairs kept" in str(report)
+    rl, _ = load_pairs(data_dir / "mixed.jsonl", splits=("rl",))
+    assert [p.sample.id for p in rl] == ["rl-row"]
+
+
+def test_benchmark_files_load_as_pairs():
+    pairs, report = load_pairs(Path(__file__).parent / "fixtures" / "benchmarks" / "hh_rlhf.jsonl", fmt="hh-rlhf")
+    assert report.kept == 3 and all(p.target(DEFAULT_RUBRIC) is None for p in pairs)  # labels only: RL data
+
+
+def test_order_is_seeded_per_pair_and_balanced(data_dir):
+    pairs, _ = load_pairs(data_dir / "train_pairs.jsonl")
+    many = [dataclasses.replace(p, sample=dataclasses.replace(p.sample, id=f"pair-{i}-{n}"))
+            for i in range(100) for n, p in enumerate(pairs)]
+    shuffled = randomise_order(many, seed=1)
+    assert 0.4 < sum(p.label == "A" for p in shuffled) / len(shuffled) < 0.6
+    assert [p.label for p in randomise_order(list(reversed(many)), seed=1)] == [p.label for p in reversed(shuffled)]
+    swapped = next(p for p in many if order_for(p.sample.id, 1) == ORDER_BA)
+    s = swapped.swapped()
+    assert s.sample.response_a == swapped.sample.response_b and s.score_a == swapped.score_b
+    assert s.criteria["relevance"]["score_A"] == swapped.criteria["relevance"]["score_B"]
+
+
+def test_collator_carries_every_modality_and_labels_only_the_judgment(data_dir, tiny_dir):
+    from transformers import AutoProcessor
+
+    args = JudgeTrainingArguments(model=str(tiny_dir), data=str(data_dir / "train_pairs.jsonl"))
+    dataset = build_dataset(args, seed=0)
+    processor = AutoProcessor.from_pretrained(tiny_dir)
+    collator = JudgeCollator(processor, get_format("rubric-v2"), DEFAULT_RUBRIC, MediaLimits(video_max_frames=4))
+    batch = collator([dataset[i] for i in range(len(dataset))])
+    for key in ("pixel_values", "pixel_values_videos", "video_grid_thw", "input_features", "feature_attention_mask"):
+        assert key in batch, key
+    # The whole clip reaches the audio tower: nothing is cut to a text length.
+    import soundfile as sf
+
+    seconds = sf.info(str(data_dir / "three_beeps.wav")).duration
+    assert batch["feature_attention_mask"].sum() == round(seconds * 100)  # 100 mel frames a second
+    tok = processor.tokenizer
+    for row, example in enumerate(dataset):
+        labelled = batch["labels"][row][batch["labels"][row] != -100]
+        assert tok.decode(labelled) == example["target"] + "<|im_end|>"
+
+
+def _trained(adapter: Path, part: str) -> bool:
+    """Whether every LoRA B matrix under `part` moved from its zero start."""
+    state = load_file(adapter / "adapter_model.safetensors")
+    found = [v for k, v in state.items() if "lora_B" in k and part in k]
+    return bool(found) and all(v.abs().sum() > 0 for v in found)
+
+
+@pytest.mark.parametrize("modality", ["text", "image", "video", "audio"])
+def test_two_step_sft_per_modality_then_the_judge_loads_the_adapter(data_dir, tiny_dir, tmp_path, modality):
+    rows = [json.loads(x) for x in (data_dir / "train_pairs.jsonl").read_text().splitlines()]
+    (data_dir / "one.jsonl").write_text(json.dumps(next(r for r in rows if r["modality"] == modality)) + "\n")
+    out = tmp_path / "adapter"
+    argv = ["--model", str(tiny_dir), "--data", str(data_dir / "one.jsonl"), "--output_dir", str(out),
+            "--max_steps", "2", "--per_device_train_batch_size", "1", "--effective_batch_size", "1",
+            "--learning_rate", "1e-3", "--use_cpu", "true", "--report_to", "none", "--save_steps", "1",
+            "--video_max_frames", "4", "--logging_steps", "1"]
+    assert sft_main(argv) == 0
+    assert _trained(out, "language_model")
+    # The media reached the loss: the projector of that modality was trained, the other not.
+    assert _trained(out, "visual.merger") == (modality in ("image", "video"))
+    assert _trained(out, "audio_tower.proj") == (modality == "audio")
+    state = json.loads((out / "trainer_state.json").read_text()) if (out / "trainer_state.json").exists() else \
+        json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(x)) for x in losses)
+    judge = Judge.from_pretrained(str(out))
+    assert judge.loaded.adapter == str(out) and judge.format.name == "rubric-v2"
+    sample = build_dataset(JudgeTrainingArguments(data=str(data_dir / "one.jsonl")), seed=0)[0]
+    from rrm.schema import Sample
+
+    j = judge.judge(Sample.from_dict(json.loads(sample["sample"])), swap_check=True)
+    assert j.timing.generated_tokens >= 1 and j.swap is not None
+
+
+def test_sft_resumes_from_its_checkpoint_and_can_merge(data_dir, tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    base = ["--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"), "--output_dir", str(out),
+            "--per_device_train_batch_size", "2", "--effective_batch_size", "2", "--use_cpu", "true",
+            "--report_to", "none", "--save_steps", "1", "--video_max_frames", "4"]
+    assert sft_main([*base, "--max_steps", "1"]) == 0
+    first = (out / "checkpoint-1" / "adapter_model.safetensors").stat().st_mtime_ns
+    assert sft_main([*base, "--max_steps", "2", "--resume_from_checkpoint", "auto", "--merge", "true"]) == 0
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    # Resumed, not restarted: step 1 was not trained (and saved) again.
+    assert (out / "checkpoint-1" / "adapter_model.safetensors").stat().st_mtime_ns == first
+    merged = Judge.from_pretrained(str(out / "merged"))
+    assert merged.loaded.adapter is None and merged.format.name == "rubric-v2"
+    assert type(merged.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
+
+
+def test_sft_without_usable_rows_says_so(tmp_path, tiny_dir, capsys):
+    (tmp_path / "labels_only.jsonl").write_text(json.dumps(
+        {"id": "x", "query": "q", "response_a": "a", "response_b": "b", "label": "A"}) + "\n")
+    code = sft_main(["--model", str(tiny_dir), "--data", str(tmp_path / "labels_only.jsonl"),
+                     "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"])
+    assert code == 2 and "rationale for every criterion" in capsys.readouterr().err

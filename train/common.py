@@ -1,0 +1,92 @@
+"""What SFT and GRPO share: the judge arguments, the model and LoRA setup, and saving a checkpoint rrm loads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rrm.media import MediaLimits
+from rrm.model import JUDGE_CONFIG_FILE, _load_thinker, resolve
+from rrm.prompts import get_format
+from rrm.rubric import load_rubric
+
+# LoRA on every linear layer of the language model and on the multimodal projectors
+# (vision merger, audio projection); the vision and audio encoders stay frozen.
+LORA_TARGETS = (r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+                r"|model\.visual\.merger\.mlp\.(0|2)|model\.audio_tower\.proj")
+
+
+@dataclass
+class JudgeTrainingArguments:
+    model: str = field(default="Omni-RRM/Omni-RRM-7B",
+                       metadata={"help": "base: hub id or local Qwen2.5-Omni checkpoint (full or thinker-only)"})
+    data: str = field(default="", metadata={"help": "preference JSONL (or a benchmark file with --data-format)"})
+    data_format: str = field(default="preference", metadata={"help": "preference, or an rrm.eval benchmark name"})
+    media_root: str | None = field(default=None, metadata={"help": "media paths are relative to this"})
+    prompt_format: str = field(default="rubric-v2", metadata={"help": "rubric-v2, or omni-rrm for released models"})
+    rubric: str | None = field(default=None, metadata={"help": "JSON rubric file (default: the five criteria)"})
+    quantization: str = field(default="none", metadata={"help": "none, or 4bit for QLoRA on one 24 GB GPU"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    effective_batch_size: int = field(default=96, metadata={"help": "per-device batch x devices x accumulation"})
+    image_max_pixels: int = field(default=MediaLimits.image_max_pixels, metadata={"help": "image pixel bound"})
+    video_fps: float = field(default=1.0, metadata={"help": "video sampling rate (the paper: 1 fps)"})
+    video_max_frames: int = field(default=20, metadata={"help": "at most this many frames per video"})
+    video_max_pixels: int = field(default=MediaLimits.video_max_pixels, metadata={"help": "pixels per frame"})
+    audio_max_seconds: float = field(default=MediaLimits.audio_max_seconds, metadata={"help": "audio cut"})
+    merge: bool = field(default=False, metadata={"help": "also save a merged full model in OUTPUT/merged"})
+
+    def limits(self) -> MediaLimits:
+        return MediaLimits(image_max_pixels=self.image_max_pixels, video_fps=self.video_fps,
+                           video_max_frames=self.video_max_frames, video_max_pixels=self.video_max_pixels,
+                           audio_max_seconds=self.audio_max_seconds)
+
+    def prompt(self):
+        return get_format(self.prompt_format), load_rubric(self.rubric)
+
+
+def accumulation_steps(effective: int, per_device: int, world_size: int) -> int:
+    return max(1, -(-effective // (per_device * world_size)))
+
+
+def load_base(source: str, quantization: str):
+    """The thinker to train, on this process's device (a 4-bit base is prepared for QLoRA)."""
+    from accelerate import PartialState
+    from transformers import AutoProcessor
+
+    device = str(PartialState().device)
+    path = resolve(source)
+    model = _load_thinker(path, quantization, device)
+    if quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model.config.use_cache = False
+    return model, AutoProcessor.from_pretrained(path), path
+
+
+def lora_config(args: JudgeTrainingArguments):
+    from peft import LoraConfig
+
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+
+
+def save_judge(model, processor, out: Path, base: str, args: JudgeTrainingArguments) -> None:
+    """Save the adapter so that `rrm` and `app.py --model OUT` load it and speak its prompt format."""
+    fmt, rubric = args.prompt()
+    model.peft_config["default"].base_model_name_or_path = base
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / JUDGE_CONFIG_FILE).write_text(json.dumps({"prompt_format": fmt.name, "rubric": rubric.to_dict()},
+                                                    indent=2))
+    if args.merge:
+        from rrm.model import load_model
+
+        merged = load_model(str(out), quantization="none", device="cpu", merge_adapter=True)
+        target = out / "merged"
+        merged.model.save_pretrained(target)
+        processor.save_pretrained(target)
+        (target / JUDGE_CONFIG_FILE).write_text((out / JUDGE_CONFIG_FILE).read_text())

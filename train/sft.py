@@ -1,0 +1,108 @@
+"""Supervised fine-tuning of a judge: LoRA on TRL's SFTTrainer, loss on the judgment tokens only.
+
+    python -m train.sft --config train/recipes/sft-7b-80gb.yaml [--key value ...]
+    accelerate launch --config_file train/recipes/accelerate-ddp-8gpu.yaml -m train.sft --config ...
+
+The targets are teacher judgments rendered by rrm in the chosen prompt format,
+with a seeded A/B order per pair. The output directory holds a LoRA adapter
+that `rrm` and `app.py --model DIR` load directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rrm.errors import RRMError
+from rrm.inputs import encode
+from rrm.media import load_media
+from rrm.prompts import build_messages
+from rrm.schema import Sample
+
+from .common import JudgeTrainingArguments, accumulation_steps, load_base, lora_config, save_judge
+from .data import load_pairs, randomise_order
+
+log = logging.getLogger(__name__)
+
+
+class JudgeCollator:
+    """Batches of (prompt with its media, target judgment): images, video frames and audio features included.
+
+    TRL's collator handles images only, and its max_length would cut the audio
+    features; this one encodes everything through rrm.inputs and truncates nothing.
+    """
+
+    def __init__(self, processor, fmt, rubric, limits):
+        self.processor, self.fmt, self.rubric, self.limits = processor, fmt, rubric, limits
+
+    def __call__(self, examples: list[dict]):
+        rows, targets = [], []
+        for ex in examples:
+            sample = Sample.from_dict(json.loads(ex["sample"]))
+            media = [(m.kind, load_media(m, self.limits)) for m in sample.media]
+            rows.append((build_messages(sample, self.fmt, self.rubric), media))
+            targets.append(ex["target"])
+        return dict(encode(self.processor, rows, self.limits, targets=targets))
+
+
+def build_dataset(args: JudgeTrainingArguments, seed: int):
+    """The SFT rows: pairs with a teacher rationale, each in its seeded order, rendered as targets."""
+    from datasets import Dataset
+
+    fmt, rubric = args.prompt()
+    pairs, report = load_pairs(args.data, args.media_root, args.data_format, splits=("sft",))
+    rows, no_target = [], 0
+    for pair in randomise_order(pairs, seed):
+        target = pair.target(rubric)
+        if target is None:
+            no_target += 1
+            continue
+        rows.append({"id": pair.sample.id, "sample": json.dumps(pair.sample.to_dict()),
+                     "target": fmt.render(target, rubric), "label": pair.label})
+    log.warning("SFT data: %s; %d without a full teacher rationale; %d rows", report, no_target, len(rows))
+    if not rows:
+        raise RRMError(f"no SFT rows in {args.data}: each needs a label and a rationale for every criterion")
+    return Dataset.from_list(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trl import SFTConfig, SFTTrainer, TrlParser
+
+    parser = TrlParser((JudgeTrainingArguments, SFTConfig))
+    args, config = parser.parse_args_and_config(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        dataset = build_dataset(args, config.seed)
+        model, processor, base_path = load_base(args.model, args.quantization)
+    except RRMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    config.remove_unused_columns = False  # the collator needs the raw columns
+    config.dataset_kwargs = {"skip_prepare_dataset": True}
+    config.max_length = None  # never cut audio features or judgments
+    config.gradient_accumulation_steps = accumulation_steps(
+        args.effective_batch_size, config.per_device_train_batch_size, config.world_size)
+    fmt, rubric = args.prompt()
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor,
+                         data_collator=JudgeCollator(processor, fmt, rubric, args.limits()),
+                         peft_config=lora_config(args))
+    trainer.train(resume_from_checkpoint=_resume(config))
+    if trainer.accelerator.is_main_process:
+        save_judge(trainer.model, processor, Path(config.output_dir), args.model, args)
+    return 0
+
+
+def _resume(config) -> str | bool | None:
+    """`--resume_from_checkpoint auto` resumes from the newest checkpoint in output_dir, if any."""
+    wanted = config.resume_from_checkpoint
+    if wanted == "auto":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    return wanted
+
+
+if __name__ == "__main__":
+    sys.exit(main())
