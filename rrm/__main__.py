@@ -180,22 +180,30 @@ def _many(args) -> int:
     return 1 if problems else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run_command(command, args) -> int:
+    """Run a command line's work: quiet libraries, and a one-line error with exit 2 on bad input."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        _check_args(args)
-        return _many(args) if args.pairs else _one(args)
+        return command(args)
     except RRMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _judge_command(args) -> int:
+    _check_args(args)
+    return _many(args) if args.pairs else _one(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(_judge_command, _parser().parse_args(argv))
 
 
 if __name__ == "__main__":

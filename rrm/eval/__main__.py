@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
-from ..__main__ import add_judge_arguments, build_judge
+from ..__main__ import add_judge_arguments, build_judge, run_command
 from ..errors import RRMError
 from ..pairs import done_ids
 from .bon import STRATEGIES, bon_markdown, load_bon, select_item, summarize_bon
@@ -89,27 +88,21 @@ def _bon(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        from transformers.utils import logging as hf_logging
+def _command(args) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.command == "merge":
+        merge(args.parts, args.out)
+        print((Path(args.out) / TABLE).read_text())
+        return 0
+    if args.command == "compare":
+        print(compare(args.outs))
+        return 0
+    return _bon(args)
 
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        if args.command == "run":
-            return _run(args)
-        if args.command == "merge":
-            merge(args.parts, args.out)
-            print((Path(args.out) / TABLE).read_text())
-            return 0
-        if args.command == "compare":
-            print(compare(args.outs))
-            return 0
-        return _bon(args)
-    except RRMError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(_command, _parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""Select hard, low-contrast pairs for RL.
+
+    python -m train.mine_hard --data pairs.jsonl --out rl.jsonl [--max-gap 2]
+    python -m train.mine_hard --data pairs.jsonl --out rl.jsonl --model runs/sft-7b --samples 4 [--rule either]
+
+A pair is hard when the teachers' score gap is at most --max-gap, and/or (with
+--model) when the judge is unstable on it: its sampled verdicts disagree across
+--samples draws, or its two A/B orders disagree. Ties never go to RL (a tie
+label gives GRPO no direction). The kept records are written as they came, with
+"split": "rl" and the evidence under "hardness".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rrm.__main__ import add_judge_arguments, build_judge, run_command
+from rrm.judge import GenerationSettings
+from rrm.schema import VERDICT_TIE
+
+from .data import load_pairs
+
+
+def teacher_gap(record: dict) -> float | None:
+    a, b = record.get("score_a"), record.get("score_b")
+    return None if a is None or b is None else abs(a - b)
+
+
+def instability(judge, sample, samples: int, seed: int, settings: GenerationSettings) -> dict:
+    """How much the judge wavers on a pair: sampled verdicts (both orders each time) and their spread."""
+    verdicts, swap_disagreements = [], 0
+    for k in range(samples):
+        j = judge.judge(sample, swap_check=True, settings=GenerationSettings(
+            max_new_tokens=settings.max_new_tokens, temperature=settings.temperature or 1.0,
+            top_p=settings.top_p, seed=seed + k))
+        verdicts.append(j.verdict)
+        swap_disagreements += j.swap is not None and j.swap.agree is False
+    return {"verdicts": verdicts, "flips": len(set(verdicts)) > 1, "swap_disagreements": swap_disagreements}
+
+
+def is_hard(gap: float | None, unstable: dict | None, max_gap: float, rule: str) -> bool:
+    low_gap = gap is not None and gap <= max_gap
+    wavers = unstable is not None and (unstable["flips"] or unstable["swap_disagreements"] > 0)
+    if unstable is None:
+        return low_gap
+    if gap is None:
+        return wavers
+    return (low_gap and wavers) if rule == "both" else (low_gap or wavers)
+
+
+def _command(args) -> int:
+    from tqdm.auto import tqdm
+
+    path = Path(args.data)
+    pairs, report = load_pairs(path, args.media_root, splits=("sft", "rl"))
+    records = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        records[str(r.get("id"))] = r
+    judge = build_judge(args) if args.samples else None
+    kept, ties = [], 0
+    for pair in tqdm(pairs, desc="mining", unit="pair"):
+        if pair.label == VERDICT_TIE:
+            ties += 1
+            continue
+        record = records[pair.sample.id]
+        gap = teacher_gap(record)
+        unstable = instability(judge, pair.sample, args.samples, args.seed, judge.generation) if judge else None
+        if is_hard(gap, unstable, args.max_gap, args.rule):
+            kept.append({**record, "split": "rl", "hardness": {"teacher_gap": gap, "judge": unstable}})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        for r in kept:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    print(f"{len(kept)} hard pairs of {len(pairs)} written to {out} ({ties} ties left out; {report})",
+          file=sys.stderr)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train.mine_hard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="preference JSONL")
+    parser.add_argument("--media-root")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--max-gap", type=float, default=2.0, help="teacher score gap at most this is low contrast")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="judge each pair this many times with sampling (needs --model); 0: teacher gap only")
+    parser.add_argument("--rule", choices=["either", "both"], default="either",
+                        help="with both signals: hard if either says so, or only if both do")
+    add_judge_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.samples < 0:
+        print("error: --samples must be 0 or more", file=sys.stderr)
+        return 2
+    return run_command(_command, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
