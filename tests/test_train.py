@@ -139,3 +139,65 @@ def test_sft_without_usable_rows_says_so(tmp_path, tiny_dir, capsys):
     code = sft_main(["--model", str(tiny_dir), "--data", str(tmp_path / "labels_only.jsonl"),
                      "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"])
     assert code == 2 and "rationale for every criterion" in capsys.readouterr().err
+
+
+def _rl_file(data_dir, modality=None) -> Path:
+    rows = [json.loads(x) | {"split": "rl"} for x in (data_dir / "train_pairs.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if modality is None or r["modality"] == modality]
+    path = data_dir / f"rl-{modality or 'all'}.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def _grpo_argv(data, tiny_dir, out, *extra):
+    return ["--model", str(tiny_dir), "--data", str(data), "--output_dir", str(out), "--max_steps", "2",
+            "--per_device_train_batch_size", "2", "--num_generations", "2", "--effective_batch_size", "2",
+            "--max_completion_length", "8", "--use_cpu", "true", "--report_to", "none", "--logging_steps", "1",
+            "--video_max_frames", "4", "--beta", "0.04", *extra]
+
+
+@pytest.mark.parametrize("modality,encoder", [("text", None), ("image", "Qwen2_5OmniVisionEncoder"),
+                                              ("video", "Qwen2_5OmniVisionEncoder"),
+                                              ("audio", "Qwen2_5OmniAudioEncoder")])
+def test_two_step_grpo_feeds_the_media_to_the_loss_forward(data_dir, tiny_dir, tmp_path, modality, encoder):
+    from train.grpo import main as grpo_main
+
+    # Record every encoder call, and whether gradients were on: only the loss forward runs with them.
+    calls = []
+
+    def spy(module, args, output):
+        calls.append((type(module).__name__, torch.is_grad_enabled()))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(spy)
+    try:
+        assert grpo_main(_grpo_argv(_rl_file(data_dir, modality), tiny_dir, tmp_path / "grpo", "--save_steps", "2")) == 0
+    finally:
+        handle.remove()
+    encoders = {"Qwen2_5OmniVisionEncoder", "Qwen2_5OmniAudioEncoder"}
+    with_grad = {name for name, grad in calls if grad and name in encoders}
+    without_grad = {name for name, grad in calls if not grad and name in encoders}
+    assert with_grad == ({encoder} if encoder else set())  # the loss forward saw the media
+    assert without_grad == ({encoder} if encoder else set())  # so did the rollouts and the reference
+    state = json.loads((tmp_path / "grpo" / "checkpoint-2" / "trainer_state.json").read_text())
+    logged = [h for h in state["log_history"] if "loss" in h]
+    assert len(logged) == 2
+    for key in ("rewards/format_reward/mean", "rewards/preference_reward/mean", "rewards/rubric_reward/mean",
+                "rewards/verdict_accuracy/mean", "rewards/format_valid/mean", "completions/mean_length", "kl"):
+        assert key in logged[0], key
+    judge = Judge.from_pretrained(str(tmp_path / "grpo"))
+    assert judge.format.name == "rubric-v2" and judge.loaded.adapter
+
+
+def test_grpo_starts_from_an_sft_adapter(data_dir, tiny_dir, tmp_path):
+    from train.grpo import main as grpo_main
+
+    sft_out = tmp_path / "sft"
+    assert sft_main(["--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"), "--output_dir",
+                     str(sft_out), "--max_steps", "1", "--per_device_train_batch_size", "2", "--effective_batch_size",
+                     "2", "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4"]) == 0
+    out = tmp_path / "grpo"
+    assert grpo_main(_grpo_argv(_rl_file(data_dir), tiny_dir, out, "--init_adapter", str(sft_out),
+                                "--save_steps", "1")) == 0
+    assert (out / "checkpoint-2").exists()
+    assert Judge.from_pretrained(str(out)).judge(
+        __import__("rrm").Sample("Describe the sounds.", "a dog", "beeps")).timing.generated_tokens >= 1

@@ -90,3 +90,13 @@ def save_judge(model, processor, out: Path, base: str, args: JudgeTrainingArgume
         merged.model.save_pretrained(target)
         processor.save_pretrained(target)
         (target / JUDGE_CONFIG_FILE).write_text((out / JUDGE_CONFIG_FILE).read_text())
+
+
+def resume_checkpoint(config) -> str | bool | None:
+    """`--resume_from_checkpoint auto` resumes from the newest checkpoint in output_dir, if any."""
+    wanted = config.resume_from_checkpoint
+    if wanted == "auto":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    return wanted

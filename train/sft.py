@@ -21,7 +21,7 @@ from rrm.media import load_media
 from rrm.prompts import build_messages
 from rrm.schema import Sample
 
-from .common import JudgeTrainingArguments, accumulation_steps, load_base, lora_config, save_judge
+from .common import JudgeTrainingArguments, accumulation_steps, load_base, lora_config, resume_checkpoint, save_judge
 from .data import load_pairs, randomise_order
 
 log = logging.getLogger(__name__)
@@ -88,20 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor,
                          data_collator=JudgeCollator(processor, fmt, rubric, args.limits()),
                          peft_config=lora_config(args))
-    trainer.train(resume_from_checkpoint=_resume(config))
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config))
     if trainer.accelerator.is_main_process:
         save_judge(trainer.model, processor, Path(config.output_dir), args.model, args)
     return 0
-
-
-def _resume(config) -> str | bool | None:
-    """`--resume_from_checkpoint auto` resumes from the newest checkpoint in output_dir, if any."""
-    wanted = config.resume_from_checkpoint
-    if wanted == "auto":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
-    return wanted
 
 
 if __name__ == "__main__":

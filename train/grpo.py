@@ -1,0 +1,194 @@
+"""GRPO from an SFT adapter, with image, video and audio in both the rollouts and the loss.
+
+    python -m train.grpo --config train/recipes/grpo-7b-80gb.yaml --init_adapter runs/sft-7b [--key value ...]
+
+TRL 1.16's GRPOTrainer feeds video and audio features to generation but not to
+the forward passes that score completions (old, reference and loss log-probs):
+the policy would be updated on inputs it never saw. `JudgeGRPOTrainer` fixes
+that with one mechanism: prompts are encoded by `rrm.inputs` (every modality,
+our media bounds, each clip's own fps), each rollout row keeps an index to its
+media, and every log-prob forward gets the media of exactly the rows it scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rrm.errors import RRMError
+from rrm.inputs import encode
+from rrm.media import load_media
+from rrm.parse import parse_judgment
+from rrm.prompts import build_messages
+from rrm.schema import Sample
+
+from .common import JudgeTrainingArguments, accumulation_steps, load_base, lora_config, resume_checkpoint, save_judge
+from .data import load_pairs, randomise_order
+from .rewards import DEFAULT_WEIGHTS, format_score, get_rewards
+
+log = logging.getLogger(__name__)
+
+_NOT_MEDIA = ("input_ids", "attention_mask", "labels")
+
+
+@dataclass
+class GRPOJudgeArguments(JudgeTrainingArguments):
+    init_adapter: str | None = field(default=None, metadata={"help": "the SFT adapter to start from"})
+    reward_weights_by_name: str = field(default=json.dumps(DEFAULT_WEIGHTS),
+                                        metadata={"help": 'JSON weights by reward name, e.g. {"format": 0.4, ...}'})
+
+
+def verdict_accuracy(completions, label, **_) -> list[float]:
+    """Logged, not rewarded (weight 0): 1 when the completion's verdict is the label."""
+    return [float(parse_judgment(c if isinstance(c, str) else str(c)).verdict == y) for c, y in zip(completions, label)]
+
+
+def format_valid(completions, **_) -> list[float]:
+    """Logged, not rewarded (weight 0): 1 when the completion passes every format check."""
+    return [float(format_score(c if isinstance(c, str) else str(c)) == 1.0) for c in completions]
+
+
+class _WithMedia:
+    """The model, called with extra media inputs (TRL builds the text inputs, this adds the rest)."""
+
+    def __init__(self, model, media: dict):
+        self.model, self.media = model, media
+
+    def __call__(self, **kwargs):
+        return self.model(**kwargs, **self.media)
+
+
+def _collate(features: list[dict], device) -> dict:
+    """Media of several rows, concatenated in row order (as their placeholders appear)."""
+    keys = {k for f in features for k in f}
+    return {k: torch.cat([f[k] for f in features if k in f]).to(device) for k in keys}
+
+
+def make_trainer(fmt, rubric, limits, **trainer_kwargs):
+    """TRL's GRPOTrainer, with every modality in the rollouts and in every log-prob forward."""
+    from trl import GRPOTrainer
+
+    class JudgeGRPOTrainer(GRPOTrainer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.judge_format, self.judge_rubric, self.media_limits = fmt, rubric, limits
+            self._row_media: list[dict] = []
+            self._rows_in_forward: list[int] | None = None
+
+        def _rows(self, prompts: list[str]):
+            decoded = {}
+            rows = []
+            for prompt in prompts:  # a prompt is a serialized Sample; rollouts repeat it num_generations times
+                if prompt not in decoded:
+                    sample = Sample.from_dict(json.loads(prompt))
+                    decoded[prompt] = (build_messages(sample, self.judge_format, self.judge_rubric),
+                                       [(m.kind, load_media(m, self.media_limits)) for m in sample.media])
+                rows.append(decoded[prompt])
+            return rows
+
+        def _tokenize_prompts(self, prompts):
+            inputs = encode(self.processing_class, self._rows(prompts), self.media_limits)
+            ids = [row[mask.bool()].tolist() for row, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+            return ids, None, {k: v for k, v in inputs.items() if k not in _NOT_MEDIA}
+
+        def _generate_and_score_completions(self, inputs):
+            rows = self._rows([x["prompt"] for x in inputs])
+            self._row_media = [{k: v for k, v in encode(self.processing_class, [row], self.media_limits).items()
+                                if k not in _NOT_MEDIA} for row in rows]
+            self._rows_in_forward = list(range(len(inputs)))  # old and reference log-probs, in rollout order
+            try:
+                output = super()._generate_and_score_completions(inputs)
+            finally:
+                self._rows_in_forward = None
+            output["media_row"] = torch.arange(len(inputs), device=self.accelerator.device)
+            return output
+
+        def _compute_loss(self, model, inputs):
+            self._rows_in_forward = inputs["media_row"].tolist()  # rows were shuffled and split: follow them
+            try:
+                return super()._compute_loss(model, inputs)
+            finally:
+                self._rows_in_forward = None
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                               **image_kwargs):
+            rows = self._rows_in_forward
+            if rows is None:
+                raise RuntimeError("a log-prob forward without its rows' media")
+            step = batch_size or input_ids.size(0)
+            logps, entropies, aux = [], [], []
+            for start in range(0, input_ids.size(0), step):
+                end = min(start + step, input_ids.size(0))
+                media = _collate([self._row_media[r] for r in rows[start:end]], input_ids.device)
+                lp, ent, ax = super()._get_per_token_logps_and_entropies(
+                    _WithMedia(model, media), input_ids[start:end], attention_mask[start:end], logits_to_keep,
+                    batch_size=end - start, compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss)
+                logps.append(lp)
+                entropies.append(ent)
+                aux.append(ax)
+            return (torch.cat(logps), torch.cat(entropies) if compute_entropy else None,
+                    torch.stack(aux).mean() if compute_aux_loss else None)
+
+    return JudgeGRPOTrainer(**trainer_kwargs)
+
+
+def build_dataset(args: GRPOJudgeArguments, seed: int):
+    """RL rows: the serialized sample (in its seeded A/B order) as the prompt, with the label and teacher scores."""
+    from datasets import Dataset
+
+    pairs, report = load_pairs(args.data, args.media_root, args.data_format, splits=("rl",) if
+                               args.data_format == "preference" else ("sft", "rl"))
+    rows = [{"prompt": json.dumps(p.sample.to_dict()), "label": p.label, "score_a": p.score_a, "score_b": p.score_b}
+            for p in randomise_order(pairs, seed)]
+    log.warning("GRPO data: %s", report)
+    if not rows:
+        raise RRMError(f"no RL rows in {args.data} (records with \"split\": \"rl\" and a label)")
+    return Dataset.from_list(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from peft import PeftModel
+    from trl import GRPOConfig, TrlParser
+
+    parser = TrlParser((GRPOJudgeArguments, GRPOConfig))
+    args, config = parser.parse_args_and_config(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        dataset = build_dataset(args, config.seed)
+        funcs, weights = get_rewards(json.loads(args.reward_weights_by_name))
+        model, processor, _ = load_base(args.model, args.quantization)
+    except (RRMError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    peft_config = None
+    if args.init_adapter:
+        model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)
+    else:
+        peft_config = lora_config(args)
+    fmt, rubric = args.prompt()
+    from rrm.judge import Judge
+    from rrm.model import LoadedModel
+
+    suppress = Judge(LoadedModel(model, processor, "", None, "", "", {}))._suppress
+    config.generation_kwargs = {**(config.generation_kwargs or {}), "suppress_tokens": suppress}
+    config.reward_weights = [*weights, 0.0, 0.0]
+    config.remove_unused_columns = False
+    config.gradient_accumulation_steps = accumulation_steps(
+        args.effective_batch_size, config.per_device_train_batch_size, config.world_size)
+    trainer = make_trainer(fmt, rubric, args.limits(), model=model, args=config, train_dataset=dataset,
+                           processing_class=processor, reward_funcs=[*funcs, verdict_accuracy, format_valid],
+                           peft_config=peft_config)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config))
+    if trainer.accelerator.is_main_process:
+        save_judge(trainer.model, processor, Path(config.output_dir), args.model, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
