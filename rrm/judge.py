@@ -41,6 +41,13 @@ _MULTIMODAL_TOKEN_ATTRS = ("image_token", "video_token", "audio_token", "vision_
                            "audio_bos_token", "audio_eos_token")
 _MULTIMODAL_TOKENS = ("<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>", "<|vision_bos|>",
                       "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>")
+def multimodal_token_ids(tokenizer) -> list[int]:
+    """Ids of every media placeholder token: suppressed whenever a judge writes."""
+    names = {getattr(tokenizer, a, None) for a in _MULTIMODAL_TOKEN_ATTRS} | set(_MULTIMODAL_TOKENS)
+    vocab = tokenizer.get_vocab()
+    return sorted({vocab[n] for n in names if n and n in vocab})
+
+
 class OutOfMemory(RRMError):
     """The device ran out of memory; the cache has been freed."""
 
@@ -120,7 +127,7 @@ class Judge:
         self.rubric = load_rubric(rubric if rubric is not None else recorded.get("rubric"))
         self.limits = limits
         self.generation = generation
-        self._suppress = self._multimodal_token_ids()
+        self._suppress = multimodal_token_ids(self.tokenizer)
         self._eos = self._eos_ids()
         self._lock = threading.Lock()  # one generation at a time per model
 
@@ -154,12 +161,6 @@ class Judge:
         return f"{self.loaded.describe()} · {self.format.name}"
 
     # ------------------------------------------------------------------ tokens
-
-    def _multimodal_token_ids(self) -> list[int]:
-        tok = self.tokenizer
-        names = {getattr(tok, a, None) for a in _MULTIMODAL_TOKEN_ATTRS} | set(_MULTIMODAL_TOKENS)
-        vocab = tok.get_vocab()
-        return sorted({vocab[n] for n in names if n and n in vocab})
 
     def _eos_ids(self) -> list[int]:
         vocab = self.tokenizer.get_vocab()
@@ -416,4 +417,4 @@ def combine_orders(ab: Judgment, ba: Judgment) -> Judgment:
 
 
 __all__ = ["Judge", "GenerationSettings", "StreamUpdate", "BestOfN", "OutOfMemory", "combine_orders",
-           "failed_judgment"]
+           "failed_judgment", "multimodal_token_ids"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,26 @@ def save_judge(model, processor, out: Path, base: str, args: JudgeTrainingArgume
         merged.model.save_pretrained(target)
         processor.save_pretrained(target)
         (target / JUDGE_CONFIG_FILE).write_text((out / JUDGE_CONFIG_FILE).read_text())
+
+
+def parse_recipe(arguments_class, config_class, argv: list[str] | None):
+    """(judge arguments, TRL config) from a YAML recipe (--config) and command-line overrides."""
+    from trl import TrlParser
+
+    args, config = TrlParser((arguments_class, config_class)).parse_args_and_config(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    config.remove_unused_columns = False  # the judge's own columns reach the collator and the rewards
+    config.gradient_accumulation_steps = accumulation_steps(
+        args.effective_batch_size, config.per_device_train_batch_size, config.world_size)
+    return args, config
+
+
+def train_and_save(trainer, processor, args: JudgeTrainingArguments, config) -> int:
+    """Train (resuming when asked), then save the adapter as a judge checkpoint."""
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config))
+    if trainer.accelerator.is_main_process:
+        save_judge(trainer.model, processor, Path(config.output_dir), args.model, args)
+    return 0
 
 
 def resume_checkpoint(config) -> str | bool | None:

@@ -16,18 +16,18 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from rrm.errors import RRMError
 from rrm.inputs import encode
+from rrm.judge import multimodal_token_ids
 from rrm.media import load_media
 from rrm.parse import parse_judgment
 from rrm.prompts import build_messages
 from rrm.schema import Sample
 
-from .common import JudgeTrainingArguments, accumulation_steps, load_base, lora_config, resume_checkpoint, save_judge
+from .common import JudgeTrainingArguments, load_base, lora_config, parse_recipe, train_and_save
 from .data import load_pairs, randomise_order
 from .rewards import DEFAULT_WEIGHTS, format_score, get_rewards
 
@@ -154,11 +154,9 @@ def build_dataset(args: GRPOJudgeArguments, seed: int):
 
 def main(argv: list[str] | None = None) -> int:
     from peft import PeftModel
-    from trl import GRPOConfig, TrlParser
+    from trl import GRPOConfig
 
-    parser = TrlParser((GRPOJudgeArguments, GRPOConfig))
-    args, config = parser.parse_args_and_config(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args, config = parse_recipe(GRPOJudgeArguments, GRPOConfig, argv)
     try:
         dataset = build_dataset(args, config.seed)
         funcs, weights = get_rewards(json.loads(args.reward_weights_by_name))
@@ -171,23 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)
     else:
         peft_config = lora_config(args)
+    config.generation_kwargs = {**(config.generation_kwargs or {}),
+                                "suppress_tokens": multimodal_token_ids(processor.tokenizer)}
+    config.reward_weights = [*weights, 0.0, 0.0]  # the last two are logged, not rewarded
     fmt, rubric = args.prompt()
-    from rrm.judge import Judge
-    from rrm.model import LoadedModel
-
-    suppress = Judge(LoadedModel(model, processor, "", None, "", "", {}))._suppress
-    config.generation_kwargs = {**(config.generation_kwargs or {}), "suppress_tokens": suppress}
-    config.reward_weights = [*weights, 0.0, 0.0]
-    config.remove_unused_columns = False
-    config.gradient_accumulation_steps = accumulation_steps(
-        args.effective_batch_size, config.per_device_train_batch_size, config.world_size)
     trainer = make_trainer(fmt, rubric, args.limits(), model=model, args=config, train_dataset=dataset,
                            processing_class=processor, reward_funcs=[*funcs, verdict_accuracy, format_valid],
                            peft_config=peft_config)
-    trainer.train(resume_from_checkpoint=resume_checkpoint(config))
-    if trainer.accelerator.is_main_process:
-        save_judge(trainer.model, processor, Path(config.output_dir), args.model, args)
-    return 0
+    return train_and_save(trainer, processor, args, config)
 
 
 if __name__ == "__main__":

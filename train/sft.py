@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
 from rrm.errors import RRMError
 from rrm.inputs import encode
@@ -21,7 +20,7 @@ from rrm.media import load_media
 from rrm.prompts import build_messages
 from rrm.schema import Sample
 
-from .common import JudgeTrainingArguments, accumulation_steps, load_base, lora_config, resume_checkpoint, save_judge
+from .common import JudgeTrainingArguments, load_base, lora_config, parse_recipe, train_and_save
 from .data import load_pairs, randomise_order
 
 log = logging.getLogger(__name__)
@@ -68,30 +67,22 @@ def build_dataset(args: JudgeTrainingArguments, seed: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trl import SFTConfig, SFTTrainer, TrlParser
+    from trl import SFTConfig, SFTTrainer
 
-    parser = TrlParser((JudgeTrainingArguments, SFTConfig))
-    args, config = parser.parse_args_and_config(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args, config = parse_recipe(JudgeTrainingArguments, SFTConfig, argv)
     try:
         dataset = build_dataset(args, config.seed)
-        model, processor, base_path = load_base(args.model, args.quantization)
+        model, processor, _ = load_base(args.model, args.quantization)
     except RRMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    config.remove_unused_columns = False  # the collator needs the raw columns
     config.dataset_kwargs = {"skip_prepare_dataset": True}
     config.max_length = None  # never cut audio features or judgments
-    config.gradient_accumulation_steps = accumulation_steps(
-        args.effective_batch_size, config.per_device_train_batch_size, config.world_size)
     fmt, rubric = args.prompt()
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor,
                          data_collator=JudgeCollator(processor, fmt, rubric, args.limits()),
                          peft_config=lora_config(args))
-    trainer.train(resume_from_checkpoint=resume_checkpoint(config))
-    if trainer.accelerator.is_main_process:
-        save_judge(trainer.model, processor, Path(config.output_dir), args.model, args)
-    return 0
+    return train_and_save(trainer, processor, args, config)
 
 
 if __name__ == "__main__":
