@@ -25,3 +25,22 @@ def test_bf16_greedy_judgments_repeat_exactly(tiny_dir, media_dir):
                                   generation=GenerationSettings(max_new_tokens=16, min_new_tokens=16))
     sample = Sample("What is heard?", "a tone", "a dog", media=[MediaItem("audio", str(media_dir / "tone.wav"))])
     assert judge.judge(sample).raw == judge.judge(sample).raw
+
+
+def test_out_of_memory_becomes_a_message_and_the_judge_keeps_serving(tiny_dir, media_dir):
+    from rrm.judge import OutOfMemory
+
+    judge = Judge.from_pretrained(str(tiny_dir), quantization="none",
+                                  generation=GenerationSettings(max_new_tokens=8, min_new_tokens=8))
+    sample = Sample("Where does the bar move?", "right", "left", media=[MediaItem("video", str(media_dir / "clip.mp4"))])
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(free - 2 * 1024**2, dtype=torch.uint8, device="cuda")  # leave 2 MB
+    try:
+        with pytest.raises(OutOfMemory, match="fewer video frames"):
+            judge.judge(sample, swap_check=True)
+        failed = judge.judge_batch([sample, sample], batch_size=2, progress=False)
+        assert all(not j.ok and "out of GPU memory" in j.status.errors[0] for j in failed)
+    finally:
+        del hog
+        torch.cuda.empty_cache()
+    assert judge.judge(sample).timing.generated_tokens == 8  # serving again
