@@ -124,6 +124,8 @@ class Judge:
         self.tokenizer = self.processor.tokenizer
         recorded = loaded.judge_config or {}
         self.format = get_format(prompt_format or recorded.get("prompt_format") or DEFAULT_FORMAT)
+        if prompt_format is None and recorded.get("prompt_template"):  # trained on a template of its own
+            self.format = TemplateFormat(recorded["prompt_template"], self.format, "recorded")
         self.rubric = load_rubric(rubric if rubric is not None else recorded.get("rubric"))
         self.limits = limits
         self.generation = generation
@@ -141,7 +143,7 @@ class Judge:
         fmt = prompt_format
         if prompt_template:
             base = get_format(prompt_format or loaded.judge_config.get("prompt_format") or DEFAULT_FORMAT)
-            fmt = TemplateFormat(prompt_template, base)
+            fmt = TemplateFormat.from_file(prompt_template, base)
         return cls(loaded, prompt_format=fmt, rubric=rubric, limits=limits, generation=generation)
 
     def configured(self, *, prompt_format: str | PromptFormat | None = None, rubric: Rubric | dict | None = None,

@@ -192,19 +192,24 @@ class TemplateFormat(PromptFormat):
 
     REQUIRED = ("question", "answer_a", "answer_b")
 
-    def __init__(self, path: str | Path, base: PromptFormat | None = None):
-        path = Path(path)
-        try:
-            self.template = string.Template(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as e:
-            raise RRMError(f"cannot read prompt template {path}: {e}") from None
+    def __init__(self, text: str, base: PromptFormat | None = None, source: str = "template"):
+        self.text = text
+        self.template = string.Template(text)
         names = set(self.template.get_identifiers())
         missing = [n for n in self.REQUIRED if n not in names]
         if missing:
-            raise RRMError(f"prompt template {path} lacks ${{{missing[0]}}}; it needs "
+            raise RRMError(f"prompt template {source} lacks ${{{missing[0]}}}; it needs "
                            + ", ".join(f"${{{n}}}" for n in self.REQUIRED))
         self.base = base or OmniRRMFormat()
-        self.name = f"template:{path.name}"
+        self.name = f"template:{Path(source).name}"
+
+    @classmethod
+    def from_file(cls, path: str | Path, base: PromptFormat | None = None) -> TemplateFormat:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise RRMError(f"cannot read prompt template {path}: {e}") from None
+        return cls(text, base, str(path))
 
     def user_text(self, sample: Sample, rubric: Rubric, order: str) -> str:
         first, second = _responses(sample, order)

@@ -221,6 +221,10 @@ def build_thinker(tokenizer=None, seed: int = 0):
     processor = build_processor(tokenizer)
     torch.manual_seed(seed)
     model = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(processor.tokenizer))
+    with torch.no_grad():
+        # At the default init (std 0.02, 64 wide) the output head caps logits near 1.3: a LoRA could
+        # never make the model confident, and the learning self-check could not learn.
+        model.lm_head.weight.mul_(10)
     return model.eval(), processor
 
 

@@ -86,7 +86,7 @@ def test_unknown_format_lists_the_known_ones():
 def test_template_format_substitutes_and_requires_placeholders(tmp_path):
     good = tmp_path / "t.txt"
     good.write_text("Q=${question}\nA=${answer_a}\nB=${answer_b}\nabout ${media}\n${criteria}\n{\"json\": 1}")
-    fmt = TemplateFormat(good)
+    fmt = TemplateFormat.from_file(good)
     ab, ba = build_pair(_sample("audio"), fmt)
     text = ab[1]["content"][-1]["text"]
     assert f"Q={QUESTION}\nA={FIRST}\nB={SECOND}\nabout audio clip" in text
@@ -95,9 +95,9 @@ def test_template_format_substitutes_and_requires_placeholders(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("only ${question} and ${answer_a}")
     with pytest.raises(RRMError, match="answer_b"):
-        TemplateFormat(bad)
+        TemplateFormat.from_file(bad)
     with pytest.raises(RRMError, match="cannot read"):
-        TemplateFormat(tmp_path / "missing.txt")
+        TemplateFormat.from_file(tmp_path / "missing.txt")
 
 
 @pytest.mark.parametrize("fmt", list(PROMPT_FORMATS))

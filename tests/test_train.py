@@ -201,3 +201,35 @@ def test_grpo_starts_from_an_sft_adapter(data_dir, tiny_dir, tmp_path):
     assert (out / "checkpoint-2").exists()
     assert Judge.from_pretrained(str(out)).judge(
         __import__("rrm").Sample("Describe the sounds.", "a dog", "beeps")).timing.generated_tokens >= 1
+
+
+def test_a_prompt_template_trained_with_is_recorded_and_spoken(data_dir, tiny_dir, tmp_path):
+    template = tmp_path / "short.txt"
+    template.write_text("Q: ${question}\nA: ${answer_a}\nB: ${answer_b}\nWhich fits the ${media}?")
+    out = tmp_path / "templated"
+    assert sft_main(["--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"), "--output_dir", str(out),
+                     "--max_steps", "1", "--per_device_train_batch_size", "2", "--effective_batch_size", "2",
+                     "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4",
+                     "--prompt_template", str(template)]) == 0
+    record = json.loads((out / "rrm_judge.json").read_text())
+    assert record["prompt_template"] == template.read_text() and record["prompt_format"] == "rubric-v2"
+    judge = Judge.from_pretrained(str(out))
+    from rrm.prompts import build_messages
+    from rrm.schema import Sample
+
+    text = build_messages(Sample("What?", "x", "y"), judge.format, judge.rubric)[1]["content"][-1]["text"]
+    assert text == "Q: What?\nA: x\nB: y\nWhich fits the text?"
+
+
+@pytest.mark.slow
+def test_selfcheck_runs_every_stage_and_reports_a_table(tmp_path):
+    from train.selfcheck import MODALITIES, Setting, markdown, run
+
+    setting = Setting(train_items=2, test_items=2, sft_steps=2, grpo_steps=1, batch=2)
+    table = run(tmp_path / "sc", setting)
+    assert list(table) == ["untrained", "after SFT", "after GRPO", "after GRPO, media withheld"]
+    assert all(set(row) == set(MODALITIES) and all(0.0 <= v <= 1.0 for v in row.values()) for row in table.values())
+    text = markdown(table, "test", setting)
+    assert [line.split(" | ")[0] for line in text.splitlines()[-3:]] == ["| image", "| audio", "| video"]
+    assert "chance is 50" in text
+    assert (tmp_path / "sc" / "grpo" / "rrm_judge.json").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rrm.media import MediaLimits
 from rrm.model import JUDGE_CONFIG_FILE, _load_thinker, resolve
-from rrm.prompts import get_format
+from rrm.prompts import TemplateFormat, get_format
 from rrm.rubric import load_rubric
 
 # LoRA on every linear layer of the language model and on the multimodal projectors
@@ -26,6 +26,8 @@ class JudgeTrainingArguments:
     data_format: str = field(default="preference", metadata={"help": "preference, or an rrm.eval benchmark name"})
     media_root: str | None = field(default=None, metadata={"help": "media paths are relative to this"})
     prompt_format: str = field(default="rubric-v2", metadata={"help": "rubric-v2, or omni-rrm for released models"})
+    prompt_template: str | None = field(default=None, metadata={"help": "your own user prompt (a template file); "
+                                                                        "the output schema stays the format's"})
     rubric: str | None = field(default=None, metadata={"help": "JSON rubric file (default: the five criteria)"})
     quantization: str = field(default="none", metadata={"help": "none, or 4bit for QLoRA on one 24 GB GPU"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
@@ -45,7 +47,10 @@ class JudgeTrainingArguments:
                            audio_max_seconds=self.audio_max_seconds)
 
     def prompt(self):
-        return get_format(self.prompt_format), load_rubric(self.rubric)
+        fmt = get_format(self.prompt_format)
+        if self.prompt_template:
+            fmt = TemplateFormat.from_file(self.prompt_template, fmt)
+        return fmt, load_rubric(self.rubric)
 
 
 def accumulation_steps(effective: int, per_device: int, world_size: int) -> int:
@@ -81,8 +86,10 @@ def save_judge(model, processor, out: Path, base: str, args: JudgeTrainingArgume
     model.peft_config["default"].base_model_name_or_path = base
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / JUDGE_CONFIG_FILE).write_text(json.dumps({"prompt_format": fmt.name, "rubric": rubric.to_dict()},
-                                                    indent=2))
+    record = {"prompt_format": args.prompt_format, "rubric": rubric.to_dict()}
+    if isinstance(fmt, TemplateFormat):
+        record["prompt_template"] = fmt.text
+    (out / JUDGE_CONFIG_FILE).write_text(json.dumps(record, indent=2))
     if args.merge:
         from rrm.model import load_model
 

@@ -1,0 +1,197 @@
+"""Learning self-check: does the recipe teach a judge to use the media?
+
+    python -m train.selfcheck [--out runs/selfcheck] [--setting small|large]
+
+Builds a synthetic preference set per modality where the better answer can only
+be known from the media (image: the colour of a square; audio: a high or a low
+tone; video: the direction a dot moves), trains the tiny fixture with the
+project's SFT recipe and then GRPO from that adapter, and reports held-out
+verdict accuracy per modality: untrained, after SFT, after GRPO, and after
+GRPO with the media withheld (the control, which should stay near chance).
+The `small` setting runs on a CPU in minutes; `large` is for a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rrm.judge import GenerationSettings, Judge
+from rrm.schema import MediaItem, Sample
+
+TEMPLATE = "Question: ${question}\nAnswer A: ${answer_a}\nAnswer B: ${answer_b}\nWhich answer matches the ${media}?"
+RUBRIC = {"criteria": [{"key": "grounding", "title": "Grounding",
+                        "description": "Does the answer say what the image, audio or video shows?"}]}
+MODALITIES = ("image", "audio", "video")
+
+
+@dataclass(frozen=True)
+class Setting:
+    train_items: int  # per modality
+    test_items: int  # per modality
+    sft_steps: int
+    grpo_steps: int
+    batch: int
+
+
+SETTINGS = {"small": Setting(400, 24, 1000, 4, 8), "large": Setting(2000, 200, 4000, 100, 16)}
+
+
+def _task(modality: str, truth: bool, path: Path) -> tuple[str, str, str]:
+    """Write the media for one item; return (question, right answer, wrong answer)."""
+    if modality == "image":
+        from PIL import Image
+
+        Image.new("RGB", (56, 56), (220, 30, 30) if truth else (30, 30, 220)).save(path.with_suffix(".png"))
+        options = ("It is red.", "It is blue.")
+        return "What colour is the square?", *(options if truth else options[::-1])
+    if modality == "audio":
+        import soundfile as sf
+
+        t = np.arange(int(0.6 * 16000)) / 16000
+        sf.write(path.with_suffix(".wav"), (0.4 * np.sin(2 * np.pi * (1200 if truth else 300) * t)).astype(np.float32),
+                 16000)
+        options = ("The tone is high.", "The tone is low.")
+        return "Is the tone high or low?", *(options if truth else options[::-1])
+    import cv2
+
+    writer = cv2.VideoWriter(str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), 3, (56, 56))
+    for i in range(6):
+        frame = np.zeros((56, 56, 3), np.uint8)
+        x = 6 + 8 * i if truth else 50 - 8 * i
+        frame[24:32, max(0, x - 4):x + 4] = 255
+        writer.write(frame)
+    writer.release()
+    options = ("It moves to the right.", "It moves to the left.")
+    return "Which way does the dot move?", *(options if truth else options[::-1])
+
+
+_EXT = {"image": ".png", "audio": ".wav", "video": ".mp4"}
+
+
+def make_data(out: Path, setting: Setting, seed: int) -> tuple[Path, list[tuple[str, Sample, str]]]:
+    """The training JSONL (sft and rl rows, the right answer in slot A: training randomises the order)
+    and the held-out samples (in random order, with their labels)."""
+    rng = random.Random(seed)
+    media = out / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    rows, test = [], []
+    for modality in MODALITIES:
+        for i in range(setting.train_items + setting.test_items):
+            name = f"{modality}-{i}"
+            question, right, wrong = _task(modality, rng.random() < 0.5, media / name)
+            rel = f"media/{name}{_EXT[modality]}"
+            if i < setting.train_items:
+                criteria = {"grounding": {"rationale": f"A says what the {modality} shows; B does not.",
+                                          "score_A": 9, "score_B": 1}}
+                for split in ("sft", "rl"):
+                    rows.append({"id": f"{name}-{split}", "modality": modality, "query": question, modality: rel,
+                                 "response_a": right, "response_b": wrong, "label": "A", "score_a": 9, "score_b": 1,
+                                 "criteria": criteria, "split": split})
+            else:
+                first = rng.random() < 0.5
+                a, b = (right, wrong) if first else (wrong, right)
+                sample = Sample(question, a, b, media=[MediaItem(modality, str(out / rel))], id=name)
+                test.append((modality, sample, "A" if first else "B"))
+    data = out / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return data, test
+
+
+def accuracy(judge: Judge, test, withhold_media: bool = False) -> dict[str, float]:
+    samples = [Sample(s.query, s.response_a, s.response_b, media=[] if withhold_media else s.media, id=s.id)
+               for _, s, _ in test]
+    judgments = judge.judge_batch(samples, batch_size=16, progress=False)
+    scores = {}
+    for modality in MODALITIES:
+        hits = [j.verdict == label for (m, _, label), j in zip(test, judgments) if m == modality]
+        scores[modality] = sum(hits) / len(hits)
+    return scores
+
+
+def _common(model: str, data: Path, files: dict, out: Path, steps: int, setting: Setting) -> list[str]:
+    return ["--model", model, "--data", str(data), "--output_dir", str(out), "--max_steps", str(steps),
+            "--prompt_template", str(files["template"]), "--rubric", str(files["rubric"]),
+            "--per_device_train_batch_size", str(setting.batch), "--effective_batch_size", str(setting.batch),
+            "--report_to", "none", "--save_strategy", "no", "--seed", "0", "--logging_steps", "50",
+            "--video_max_frames", "6", "--video_fps", "3"]
+
+
+def run(out: Path, setting: Setting, seed: int = 0) -> dict[str, dict[str, float]]:
+    from rrm.testing import make_tiny
+
+    from .grpo import main as grpo_main
+    from .sft import main as sft_main
+
+    out.mkdir(parents=True, exist_ok=True)
+    data, test = make_data(out, setting, seed)
+    files = {"template": out / "template.txt", "rubric": out / "rubric.json"}
+    files["template"].write_text(TEMPLATE)
+    files["rubric"].write_text(json.dumps(RUBRIC))
+    tiny = str(make_tiny(out / "tiny", seed=seed))
+    generation = GenerationSettings(max_new_tokens=160)
+    cpu = [] if _cuda() else ["--use_cpu", "true"]
+
+    def judge(path):
+        return Judge.from_pretrained(path, prompt_format="rubric-v2", prompt_template=str(files["template"]),
+                                     rubric=str(files["rubric"]), generation=generation)
+
+    table = {"untrained": accuracy(judge(tiny), test)}
+    sft_out = out / "sft"
+    if sft_main([*_common(tiny, data, files, sft_out, setting.sft_steps, setting), "--learning_rate", "3e-3",
+                 "--lr_scheduler_type", "constant", "--lora_dropout", "0",
+                 *cpu]) != 0:
+        raise SystemExit("SFT failed")
+    table["after SFT"] = accuracy(judge(str(sft_out)), test)
+    grpo_out = out / "grpo"
+    if grpo_main([*_common(tiny, data, files, grpo_out, setting.grpo_steps, setting), "--learning_rate", "1e-4",
+                  "--init_adapter", str(sft_out), "--num_generations", "2", "--max_completion_length", "160",
+                  "--beta", "0.04", *cpu]) != 0:
+        raise SystemExit("GRPO failed")
+    final = judge(str(grpo_out))
+    table["after GRPO"] = accuracy(final, test)
+    table["after GRPO, media withheld"] = accuracy(final, test, withhold_media=True)
+    return table
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def markdown(table: dict[str, dict[str, float]], setting_name: str, setting: Setting) -> str:
+    stages = list(table)
+    lines = [f"Held-out verdict accuracy (%), setting `{setting_name}`: {setting.train_items} training and "
+             f"{setting.test_items} held-out pairs per modality, {setting.sft_steps} SFT steps, "
+             f"{setting.grpo_steps} GRPO steps; chance is 50.", "",
+             "| modality | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
+    for modality in MODALITIES:
+        lines.append(f"| {modality} | " + " | ".join(f"{100 * table[s][modality]:.0f}" for s in stages) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.selfcheck", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/selfcheck")
+    parser.add_argument("--setting", choices=list(SETTINGS), default="small")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    setting = SETTINGS[args.setting]
+    table = run(Path(args.out), setting, args.seed)
+    text = markdown(table, args.setting, setting)
+    (Path(args.out) / "selfcheck.md").write_text(text)
+    (Path(args.out) / "selfcheck.json").write_text(json.dumps(table, indent=2))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
