@@ -232,4 +232,4 @@ def test_selfcheck_runs_every_stage_and_reports_a_table(tmp_path):
     text = markdown(table, "test", setting)
     assert [line.split(" | ")[0] for line in text.splitlines()[-3:]] == ["| image", "| audio", "| video"]
     assert "chance is 50" in text
-    assert (tmp_path / "sc" / "grpo" / "rrm_judge.json").exists()
+    assert all((tmp_path / "sc" / m / "grpo" / "rrm_judge.json").exists() for m in MODALITIES)

@@ -106,6 +106,10 @@ def parse_recipe(arguments_class, config_class, argv: list[str] | None):
 
     args, config = TrlParser((arguments_class, config_class)).parse_args_and_config(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if config.bf16 and (config.use_cpu or not cuda_available()):
+        # TRL turns bf16 on by default; on a CPU it only slows training and blurs small gradients.
+        logging.getLogger(__name__).warning("no CUDA device: training in float32 (bf16 off)")
+        config.bf16 = False
     config.remove_unused_columns = False  # the judge's own columns reach the collator and the rewards
     config.gradient_accumulation_steps = accumulation_steps(
         args.effective_batch_size, config.per_device_train_batch_size, config.world_size)
@@ -128,3 +132,9 @@ def resume_checkpoint(config) -> str | bool | None:
 
         return get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
     return wanted
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
