@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .errors import RRMError
-from .inputs import Row, encode, to_device
+from .inputs import END_OF_TURN, Row, encode, to_device
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, LoadedModel, load_model
 from .parse import PartialJudgment, parse_grade, parse_judgment, parse_partial
@@ -166,7 +166,7 @@ class Judge:
 
     def _eos_ids(self) -> list[int]:
         vocab = self.tokenizer.get_vocab()
-        ids = {vocab[t] for t in ("<|im_end|>", "<|endoftext|>") if t in vocab}
+        ids = {vocab[t] for t in (END_OF_TURN, "<|endoftext|>") if t in vocab}
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return sorted(ids)

@@ -25,7 +25,7 @@ from .errors import RRMError
 from .rubric import DEFAULT_RUBRIC, Rubric
 from .schema import (
     AUDIO, IMAGE, KEY_BETTER, KEY_CRITERIA, KEY_FINAL_VERDICT, KEY_RATIONALE, KEY_REASONING, KEY_SCORE,
-    KEY_SCORE_A, KEY_SCORE_B, KEY_VERDICT, ORDER_AB, ORDER_BA, RELEASED_EQUAL, VERDICT_TIE, VIDEO, Grade,
+    KEY_SCORE_A, KEY_SCORE_B, KEY_VERDICT, ORDER_AB, ORDER_BA, RELEASED_EQUAL, VERDICT_TIE, VIDEO,
     Judgment, Sample,
 )
 
@@ -282,18 +282,6 @@ def build_grade_messages(sample: Sample, rubric: Rubric = DEFAULT_RUBRIC) -> lis
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
         {"role": "user", "content": [*_media_parts(sample), {"type": "text", "text": text}]},
     ]
-
-
-def render_grade(grade: Grade, rubric: Rubric = DEFAULT_RUBRIC) -> str:
-    by_key = {c.key: c for c in grade.criteria}
-    return json.dumps({
-        KEY_CRITERIA: {
-            c.key: {KEY_RATIONALE: by_key[c.key].rationale if c.key in by_key else "",
-                    KEY_SCORE: _int_or_none(by_key[c.key].score_a) if c.key in by_key else None}
-            for c in rubric.criteria
-        },
-        KEY_SCORE: _int_or_none(grade.score),
-    }, ensure_ascii=False)
 
 
 def _int_or_none(x):

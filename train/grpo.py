@@ -29,7 +29,7 @@ from rrm.schema import Sample
 
 from .common import JudgeTrainingArguments, load_base, lora_config, parse_recipe, train_and_save
 from .data import load_pairs, randomise_order
-from .rewards import DEFAULT_WEIGHTS, format_score, get_rewards
+from .rewards import DEFAULT_WEIGHTS, completion_text, format_score, get_rewards
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,12 @@ class GRPOJudgeArguments(JudgeTrainingArguments):
 
 def verdict_accuracy(completions, label, **_) -> list[float]:
     """Logged, not rewarded (weight 0): 1 when the completion's verdict is the label."""
-    return [float(parse_judgment(c if isinstance(c, str) else str(c)).verdict == y) for c, y in zip(completions, label)]
+    return [float(parse_judgment(completion_text(c)).verdict == y) for c, y in zip(completions, label)]
 
 
 def format_valid(completions, **_) -> list[float]:
     """Logged, not rewarded (weight 0): 1 when the completion passes every format check."""
-    return [float(format_score(c if isinstance(c, str) else str(c)) == 1.0) for c in completions]
+    return [float(format_score(completion_text(c)) == 1.0) for c in completions]
 
 
 class _WithMedia:

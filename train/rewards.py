@@ -33,7 +33,7 @@ _THINK = re.compile(r"^<think>.*</think>$", re.S)
 _COMPARES = re.compile(r"\b(A|B)\b")
 
 
-def _text(completion) -> str:
+def completion_text(completion) -> str:
     """TRL passes plain strings, or conversational completions as lists of messages."""
     if isinstance(completion, list):
         return "".join(m.get("content", "") if isinstance(m.get("content"), str) else
@@ -114,17 +114,17 @@ def _column(values, i):
 
 
 def format_reward(completions, rubric: Rubric = DEFAULT_RUBRIC, **_) -> list[float]:
-    return [format_score(_text(c), rubric) for c in completions]
+    return [format_score(completion_text(c), rubric) for c in completions]
 
 
 def preference_reward(completions, label, score_a=None, score_b=None, rubric: Rubric = DEFAULT_RUBRIC,
                       **_) -> list[float]:
-    return [preference_score(_text(c), label[i], _column(score_a, i), _column(score_b, i), rubric)
+    return [preference_score(completion_text(c), label[i], _column(score_a, i), _column(score_b, i), rubric)
             for i, c in enumerate(completions)]
 
 
 def rubric_reward(completions, rubric: Rubric = DEFAULT_RUBRIC, **_) -> list[float]:
-    return [rubric_score(_text(c), rubric) for c in completions]
+    return [rubric_score(completion_text(c), rubric) for c in completions]
 
 
 REWARDS: dict[str, Callable[..., list[float]]] = {
