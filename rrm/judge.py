@@ -26,7 +26,10 @@ from .inputs import END_OF_TURN, Row, encode, to_device
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, LoadedModel, load_model
 from .parse import PartialJudgment, parse_grade, parse_judgment, parse_partial
-from .prompts import DEFAULT_FORMAT, PromptFormat, TemplateFormat, build_grade_messages, build_messages, get_format
+from .prompts import (
+    DEFAULT_FORMAT, PromptFormat, TemplateFormat, build_grade_messages, build_messages, build_question_messages,
+    get_format,
+)
 from .rubric import Rubric, load_rubric
 from .schema import (
     ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE, Grade, Judgment, MediaItem, ParseStatus,
@@ -357,6 +360,16 @@ class Judge:
         rows = [(build_grade_messages(sample, self.rubric), self._decode_media(sample))]
         texts, timings = self._generate_texts(self._inputs(rows), 1, settings)
         return dataclasses.replace(parse_grade(texts[0], self.rubric), timing=timings[0], model=self.description)
+
+    def answer(self, samples: Sequence[Sample], settings: GenerationSettings | None = None) -> list[str]:
+        """Plain answers to the samples' queries (responses are ignored): how a local model generates candidates.
+
+        One batched call; a sample whose media cannot be read raises its MediaError.
+        """
+        settings = settings or self.generation
+        rows = [(build_question_messages(s), self._decode_media(s)) for s in samples]
+        texts, _ = self._generate_texts(self._inputs(rows), len(rows), settings)
+        return texts
 
     def best_of_n(self, query: str, responses: Sequence[str], media: Sequence[MediaItem] = (),
                   swap_check: bool = True, settings: GenerationSettings | None = None) -> BestOfN:

@@ -49,15 +49,19 @@ def _media_path(root: Path, rel: str, confine: bool) -> str:
     return str(path)
 
 
-def read_pairs(path: Path, media_root: Path, confine: bool = False) -> tuple[list[Sample], list[str]]:
-    """Samples, and a message for each line that could not be read."""
+def read_pairs(path: Path, media_root: Path, confine: bool = False,
+               defaults: dict | None = None) -> tuple[list[Sample], list[str]]:
+    """Samples, and a message for each line that could not be read (`defaults` fill fields a line lacks)."""
     samples, problems, seen = [], [], set()
     with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                sample = sample_from_record(json.loads(line), media_root, confine)
+                record = json.loads(line)
+                if defaults and isinstance(record, dict):
+                    record = {**defaults, **record}
+                sample = sample_from_record(record, media_root, confine)
             except json.JSONDecodeError as e:
                 problems.append(f"{path} line {n}: not valid JSON ({e.msg}); skipped")
                 continue

@@ -261,6 +261,11 @@ def build_pair(sample: Sample, fmt: str | PromptFormat = DEFAULT_FORMAT,
     return build_messages(sample, fmt, rubric, ORDER_AB), build_messages(sample, fmt, rubric, ORDER_BA)
 
 
+def build_question_messages(sample: Sample) -> list[dict]:
+    """The query alone, media parts first: asks a model for an answer, not a judgment."""
+    return [{"role": "user", "content": [*_media_parts(sample), {"type": "text", "text": sample.query}]}]
+
+
 def build_grade_messages(sample: Sample, rubric: Rubric = DEFAULT_RUBRIC) -> list[dict]:
     """Pointwise grading of `sample.response_a` alone."""
     keys = ", ".join(f'"{k}"' for k in rubric.keys)

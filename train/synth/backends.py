@@ -1,0 +1,196 @@
+"""Generators and teachers: a local model through rrm, or a model behind an OpenAI-compatible endpoint.
+
+    local:DIR            a Qwen2.5-Omni checkpoint or adapter (hub id or directory), loaded by rrm
+    api:MODEL@URL        e.g. api:gpt-4o-mini@https://api.openai.com/v1 (key from $OPENAI_API_KEY)
+    NAME=SPEC            the same, named NAME in the outputs and the report
+
+A recipe may instead give a mapping with the fields of `ModelSpec`. Both kinds
+answer a list of items with (item, result) pairs as each finishes, a result
+being the answer or the exception that item met; a stage writes each one as it
+comes. Local models run batched; endpoints run `concurrency` calls at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from rrm.errors import RRMError
+from rrm.judge import GenerationSettings, Judge, combine_orders
+from rrm.media import MediaLimits, load_media
+from rrm.parse import parse_judgment
+from rrm.prompts import build_messages, build_question_messages, get_format
+from rrm.rubric import Rubric
+from rrm.schema import ORDER_AB, ORDER_BA, Judgment, Sample
+
+from .endpoint import TEACHER_LIMITS, ChatClient, Endpoint, EndpointError, openai_messages
+
+KINDS = ("local", "api")
+
+
+@dataclass
+class ModelSpec:
+    model: str  # checkpoint (local) or model name (api)
+    kind: str = "local"
+    name: str | None = None  # how outputs and the report name it (default: the model)
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 120.0
+    max_retries: int = 5
+    backoff_s: float = 2.0
+    concurrency: int = 4
+    price_in: float = 0.0  # per million prompt tokens
+    price_out: float = 0.0  # per million completion tokens
+    quantization: str = "auto"
+    batch_size: int = 4
+    max_new_tokens: int | None = None  # default: 512 for a generator, 2048 for a teacher
+    temperature: float | None = None  # default: 0.7 for a generator, greedy for a teacher
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise RRMError(f"unknown model kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if self.kind == "api" and not self.base_url:
+            raise RRMError(f"api model {self.model!r} needs a base_url")
+        self.name = self.name or self.model
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.model, self.base_url, self.api_key_env, self.timeout_s, self.max_retries,
+                        self.backoff_s, self.concurrency, self.price_in, self.price_out)
+
+
+def parse_spec(spec: str | dict | ModelSpec) -> ModelSpec:
+    """A ModelSpec from '[NAME=]local:DIR', '[NAME=]api:MODEL@URL' or a recipe mapping."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    if isinstance(spec, dict):
+        unknown = set(spec) - {f.name for f in dataclasses.fields(ModelSpec)}
+        if unknown:
+            raise RRMError(f"unknown model field(s) {', '.join(sorted(unknown))}")
+        return ModelSpec(**spec)
+    text = str(spec).strip()
+    name = None
+    if "=" in text.partition(":")[0]:
+        name, _, text = text.partition("=")
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in KINDS or not rest:
+        raise RRMError(f"model {spec!r}: write local:DIR or api:MODEL@URL (optionally NAME= before)")
+    if kind == "local":
+        return ModelSpec(rest, name=name)
+    model, at, url = rest.rpartition("@")
+    if not at or not model:
+        raise RRMError(f"model {spec!r}: write api:MODEL@URL, e.g. api:gpt-4o-mini@https://api.openai.com/v1")
+    return ModelSpec(model, kind="api", base_url=url, name=name)
+
+
+@dataclass
+class Answer:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Verdict:
+    judgment: Judgment  # both orders, combined by rrm (the other order in judgment.swap.other)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Backend:
+    """A loaded model (local) or a client (api): answers queries and judges pairs."""
+
+    def __init__(self, spec: ModelSpec, role: str, seed: int = 0, limits: MediaLimits = MediaLimits(),
+                 prompt_format: str = "rubric-v2", rubric: Rubric | None = None):
+        self.spec, self.seed, self.limits = spec, seed, limits
+        self.format, self.rubric = get_format(prompt_format), rubric
+        generator = role == "generator"
+        self.settings = GenerationSettings(
+            max_new_tokens=spec.max_new_tokens or (512 if generator else 2048),
+            temperature=spec.temperature if spec.temperature is not None else (0.7 if generator else 0.0),
+            top_p=0.95, seed=seed)
+        if spec.kind == "local":
+            self.judge = Judge.from_pretrained(spec.model, quantization=spec.quantization, limits=limits,
+                                               prompt_format=prompt_format, rubric=rubric, generation=self.settings)
+            self.rubric = self.judge.rubric
+        else:
+            self.client = ChatClient(spec.endpoint())
+            self.media_limits = TEACHER_LIMITS if not generator else limits
+
+    # ------------------------------------------------------------------ answers
+
+    def answer_all(self, samples: Sequence[Sample]) -> Iterator[tuple[Sample, Answer | Exception]]:
+        if self.spec.kind == "local":
+            yield from self._local_batches(samples, self._local_answers)
+        else:
+            yield from self._concurrently(samples, self._api_answer)
+
+    def _local_answers(self, chunk: Sequence[Sample]) -> list[Answer]:
+        texts = self.judge.answer(chunk, self.settings)
+        return [Answer(t, 0, len(self.judge.tokenizer(t).input_ids)) for t in texts]
+
+    def _api_answer(self, sample: Sample) -> Answer:
+        media = [(m.kind, load_media(m, self.media_limits)) for m in sample.media]
+        reply = self.client.complete(openai_messages(build_question_messages(sample), media),
+                                     self.settings.max_new_tokens, self.settings.temperature, self.seed)
+        return Answer(reply.text, reply.prompt_tokens, reply.completion_tokens)
+
+    # ------------------------------------------------------------------ judgments
+
+    def judge_all(self, samples: Sequence[Sample]) -> Iterator[tuple[Sample, Verdict | Exception]]:
+        """Each pair judged in both orders (one batched call when local)."""
+        if self.spec.kind == "local":
+            yield from self._local_batches(samples, self._local_verdicts)
+        else:
+            yield from self._concurrently(samples, self._api_verdict)
+
+    def _local_verdicts(self, chunk: Sequence[Sample]) -> list[Verdict]:
+        judgments = self.judge.judge_batch(chunk, batch_size=len(chunk), swap_check=True, progress=False)
+        out = []
+        for j in judgments:
+            if not j.ok and not j.raw and j.status.errors:  # rrm could not even ask (a bad media file)
+                raise RRMError(j.status.errors[0])
+            other = j.swap.other if j.swap else None
+            tokens = sum((x.timing.generated_tokens or 0) for x in (j, other) if x is not None and x.timing)
+            out.append(Verdict(j, 0, tokens))
+        return out
+
+    def _api_verdict(self, sample: Sample) -> Verdict:
+        media = [(m.kind, load_media(m, self.media_limits)) for m in sample.media]
+        replies = [self.client.complete(openai_messages(build_messages(sample, self.format, self.rubric, order), media),
+                                        self.settings.max_new_tokens, self.settings.temperature, self.seed)
+                   for order in (ORDER_AB, ORDER_BA)]
+        ab = parse_judgment(replies[0].text, self.rubric)
+        # The teacher saw (B, A) second: its "A" is the pair's B.
+        ba = dataclasses.replace(parse_judgment(replies[1].text, self.rubric).swapped(), order=ORDER_BA)
+        judgment = dataclasses.replace(combine_orders(ab, ba), model=self.spec.name, sample_id=sample.id)
+        return Verdict(judgment, sum(r.prompt_tokens for r in replies), sum(r.completion_tokens for r in replies))
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _local_batches(self, items: Sequence[Sample], run) -> Iterator:
+        size = max(1, self.spec.batch_size)
+        for start in range(0, len(items), size):
+            chunk = items[start:start + size]
+            try:
+                yield from zip(chunk, run(chunk))
+            except RRMError:  # one bad item: retry one at a time so that only it fails
+                for item in chunk:
+                    try:
+                        yield item, run([item])[0]
+                    except RRMError as e:
+                        yield item, e
+
+    def _concurrently(self, items: Sequence[Sample], call) -> Iterator:
+        with ThreadPoolExecutor(max_workers=max(1, self.spec.concurrency)) as pool:
+            futures = {pool.submit(call, item): item for item in items}
+            try:
+                for future in as_completed(futures):
+                    error = future.exception()
+                    if isinstance(error, EndpointError):
+                        raise error
+                    yield futures[future], error if error is not None else future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
