@@ -190,6 +190,42 @@ def load_model(source: str = DEFAULT_MODEL, quantization: str = "auto", device: 
     return LoadedModel(model, processor, name, adapter, quantization, device, judge_config)
 
 
+def is_omni(source: str) -> bool:
+    """Whether a checkpoint (or the base of an adapter) is a Qwen2.5-Omni model, which the judge path loads."""
+    path = resolve(source)
+    if (path / "adapter_config.json").exists():
+        path = resolve(_read_json(path / "adapter_config.json").get("base_model_name_or_path") or str(path))
+    config = path / "config.json"
+    return config.exists() and _read_json(config).get("model_type") in (_FULL, _THINKER)
+
+
+def load_chat_model(source: str, quantization: str = "auto", device: str | None = None) -> LoadedModel:
+    """Any other chat model, to write answers: an image-text-to-text VLM, or a text-only language model.
+
+    The processor of a VLM, or the tokenizer of a text model, is LoadedModel.processor.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    device = device or default_device()
+    quantization = _pick_quantization(quantization, device)
+    path = resolve(source)
+    if not (path / "config.json").exists():
+        raise ModelLoadError(f"{path} has no config.json: not a model checkpoint")
+    vision = _read_json(path / "config.json").get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    try:
+        model_class, processor_class = ((AutoModelForImageTextToText, AutoProcessor) if vision
+                                        else (AutoModelForCausalLM, AutoTokenizer))
+        model = model_class.from_pretrained(path, **_load_kwargs(quantization, device))
+        processor = processor_class.from_pretrained(path)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the chat model in {path}: {str(e).splitlines()[0][:200]}") from None
+    log.info("loaded %s (%s, %s)", source, quantization, device)
+    return LoadedModel(model.eval(), processor, str(source), None, quantization, device, {})
+
+
 def _attach_adapter(model, path: Path, merge: bool, quantization: str):
     try:
         from peft import PeftModel

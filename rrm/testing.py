@@ -9,6 +9,7 @@ loading, LoRA and quantization.
     python -m rrm.testing make-tiny DIR          # thinker-only checkpoint
     python -m rrm.testing make-tiny DIR --full   # thinker + talker, as released
     python -m rrm.testing make-tiny DIR --parrot # taught to judge one example pair
+    python -m rrm.testing make-tiny DIR --chat vl|text  # a tiny Qwen2.5-VL or text LM (a synthesis generator)
 """
 
 from __future__ import annotations
@@ -258,6 +259,53 @@ def make_tiny(out_dir: str | Path, full: bool = False, seed: int = 0, judge_conf
     return out
 
 
+CHAT_KINDS = ("vl", "text")
+
+
+def make_tiny_chat(out_dir: str | Path, kind: str = "vl", seed: int = 0) -> Path:
+    """Save a tiny random chat model that is not an Omni judge: a Qwen2.5-VL ('vl') or a Qwen2 text LM ('text').
+
+    They stand for the generators of preference-data synthesis (the paper pairs
+    Qwen2.5-VL 7B with 3B); they share the Omni fixture's tokenizer and template.
+    """
+    import torch
+    from transformers import (
+        Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2Config, Qwen2ForCausalLM,
+        Qwen2VLImageProcessor, Qwen2VLVideoProcessor,
+    )
+
+    if kind not in CHAT_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(CHAT_KINDS)}, got {kind!r}")
+    tokenizer = build_tokenizer()
+    ids = _token_ids(tokenizer)
+    text = dict(vocab_size=len(tokenizer), hidden_size=TEXT_HIDDEN, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                bos_token_id=ids["eos_token"], eos_token_id=ids["im_end"], pad_token_id=ids["eos_token"])
+    torch.manual_seed(seed)
+    if kind == "text":
+        model, processor = Qwen2ForCausalLM(Qwen2Config(**text)), tokenizer
+    else:
+        size = {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16}
+        processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(size=size),
+                                        video_processor=Qwen2VLVideoProcessor(size=size), tokenizer=tokenizer,
+                                        chat_template=CHAT_TEMPLATE)
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+        config = Qwen2_5_VLConfig(
+            text_config=text,
+            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TEXT_HIDDEN,
+                               fullatt_block_indexes=[1], window_size=56, patch_size=14, spatial_merge_size=2,
+                               temporal_patch_size=2),
+            image_token_id=ids["image_token"], video_token_id=ids["video_token"],
+            vision_start_token_id=ids["vision_bos_token"], vision_end_token_id=ids["vision_eos_token"],
+            eos_token_id=ids["im_end"], pad_token_id=ids["eos_token"])
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
 # The parrot: the tiny model taught, in seconds, to write one valid judgment for
 # one example pair (in both orders). Its output parses, streams criterion by
 # criterion and agrees with itself under the swap check, so the app and the
@@ -359,8 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--parrot", action="store_true",
                       help="teach it (about 30 s) to judge one example pair, so that its output is a real judgment")
+    make.add_argument("--chat", choices=CHAT_KINDS,
+                      help="instead, a tiny non-Omni chat model (a generator for train.synth): a VLM or a text LM")
     args = parser.parse_args(argv)
-    out = make_parrot(args.dir, seed=args.seed) if args.parrot else make_tiny(args.dir, full=args.full, seed=args.seed)
+    if args.chat:
+        out = make_tiny_chat(args.dir, args.chat, seed=args.seed)
+    elif args.parrot:
+        out = make_parrot(args.dir, seed=args.seed)
+    else:
+        out = make_tiny(args.dir, full=args.full, seed=args.seed)
     print(out)
     return 0
 

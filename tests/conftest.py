@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rrm.judge import GenerationSettings, Judge
-from rrm.testing import make_parrot, make_tiny
+from rrm.testing import make_parrot, make_tiny, make_tiny_chat
 
 from .media_files import make_audio, make_image, make_video
 
@@ -19,6 +19,16 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_full_dir(tmp_path_factory):
     return make_tiny(tmp_path_factory.mktemp("tiny") / "full", full=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_dir(tmp_path_factory):
+    return make_tiny_chat(tmp_path_factory.mktemp("tiny") / "vl", "vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_text_dir(tmp_path_factory):
+    return make_tiny_chat(tmp_path_factory.mktemp("tiny") / "text", "text")
 
 
 @pytest.fixture(scope="session")

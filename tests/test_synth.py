@@ -363,3 +363,41 @@ def test_calls_that_keep_failing_are_left_for_the_next_run(tmp_path, server, pro
     assert len(gens) == 11
     assert synth_main(["generate", "--config", str(path)]) == 0
     assert len((tmp_path / "out/generations.jsonl").read_text().splitlines()) == 12
+
+
+def test_local_chat_models_as_generators_with_http_teachers(tmp_path, server, prompt_dir, monkeypatch, tiny_vl_dir,
+                                                            tiny_dir):
+    """A tiny Qwen2.5-VL (strong) and the tiny Omni (weak) write the answers; scripted endpoints judge them."""
+    monkeypatch.setenv("SYNTH_TEST_KEY", SECRET)
+    recipe = json.loads(_recipe(tmp_path, server, prompt_dir).read_text())
+    recipe["strong"] = {"model": str(tiny_vl_dir), "max_new_tokens": 12}
+    recipe["weak"] = {"model": str(tiny_dir), "max_new_tokens": 12}
+    path = tmp_path / "local.yaml"
+    path.write_text(json.dumps(recipe))
+    assert synth_main(["run", "--config", str(path)]) == 0
+    out = tmp_path / "out"
+    gens = {json.loads(line)["id"]: json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()}
+    assert gens["aud:strong"]["error"].endswith("is an image-text model: prompt aud has audio it cannot take")
+    assert all(g.get("text") for i, g in gens.items() if i != "aud:strong")
+    report = json.loads((out / "report.json").read_text())
+    assert report["dropped"][rules.GENERATION_FAILED] == {"audio": 1, "total": 1}
+    data = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    assert {r["modality"] for r in data} == {"text", "image", "video"}
+
+
+def test_a_text_model_answers_text_and_refuses_media(tiny_text_dir, prompt_dir):
+    from rrm.judge import GenerationSettings
+    from rrm.model import load_chat_model
+    from rrm.schema import MediaItem, Sample
+    from train.synth.local import ChatGenerator
+
+    chat = ChatGenerator(load_chat_model(str(tiny_text_dir)))
+    samples = [Sample("Hello?", "", "", id="a"), Sample("How are you today?", "", "", id="b")]
+    sampled = GenerationSettings(max_new_tokens=6, temperature=0.7, seed=1)
+    texts = chat.answer(samples, sampled)
+    assert len(texts) == 2 and all(texts) and chat.answer(samples, sampled) == texts  # seeded
+    greedy = GenerationSettings(max_new_tokens=6)
+    assert chat.answer(samples[:1], greedy) == chat.answer(samples, greedy)[:1]  # left padding changes nothing
+    with pytest.raises(Exception, match="is a text model: prompt p has image it cannot take"):
+        chat.answer([Sample("What is it?", "", "", [MediaItem("image", str(prompt_dir / "ball.png"))], id="p")],
+                    greedy)

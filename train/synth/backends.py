@@ -1,6 +1,7 @@
 """Generators and teachers: a local model through rrm, or a model behind an OpenAI-compatible endpoint.
 
-    local:DIR            a Qwen2.5-Omni checkpoint or adapter (hub id or directory), loaded by rrm
+    local:DIR            a checkpoint (hub id or directory) loaded by rrm: a Qwen2.5-Omni checkpoint or
+                         adapter (generator or teacher), or any VLM or text chat model (generator)
     api:MODEL@URL        e.g. api:gpt-4o-mini@https://api.openai.com/v1 (key from $OPENAI_API_KEY)
     NAME=SPEC            the same, named NAME in the outputs and the report
 
@@ -20,12 +21,14 @@ from dataclasses import dataclass
 from rrm.errors import RRMError
 from rrm.judge import GenerationSettings, Judge, combine_orders
 from rrm.media import MediaLimits, load_media
+from rrm.model import is_omni, load_chat_model
 from rrm.parse import parse_judgment
 from rrm.prompts import build_messages, build_question_messages, get_format
 from rrm.rubric import Rubric
 from rrm.schema import ORDER_AB, ORDER_BA, Judgment, Sample
 
 from .endpoint import TEACHER_LIMITS, ChatClient, Endpoint, EndpointError, openai_messages
+from .local import ChatGenerator
 
 KINDS = ("local", "api")
 
@@ -110,10 +113,14 @@ class Backend:
             max_new_tokens=spec.max_new_tokens or (512 if generator else 2048),
             temperature=spec.temperature if spec.temperature is not None else (0.7 if generator else 0.0),
             top_p=0.95, seed=seed)
-        if spec.kind == "local":
+        if spec.kind == "local" and generator and not is_omni(spec.model):
+            self.chat = ChatGenerator(load_chat_model(spec.model, spec.quantization), limits)
+            self._answer, self._tokenizer = self.chat.answer, self.chat.tokenizer
+        elif spec.kind == "local":
             self.judge = Judge.from_pretrained(spec.model, quantization=spec.quantization, limits=limits,
                                                prompt_format=prompt_format, rubric=rubric, generation=self.settings)
             self.rubric = self.judge.rubric
+            self._answer, self._tokenizer = self.judge.answer, self.judge.tokenizer
         else:
             self.client = ChatClient(spec.endpoint())
             self.media_limits = TEACHER_LIMITS if not generator else limits
@@ -127,8 +134,8 @@ class Backend:
             yield from self._concurrently(samples, self._api_answer)
 
     def _local_answers(self, chunk: Sequence[Sample]) -> list[Answer]:
-        texts = self.judge.answer(chunk, self.settings)
-        return [Answer(t, 0, len(self.judge.tokenizer(t).input_ids)) for t in texts]
+        texts = self._answer(chunk, self.settings)
+        return [Answer(t, 0, len(self._tokenizer(t).input_ids)) for t in texts]
 
     def _api_answer(self, sample: Sample) -> Answer:
         media = [(m.kind, load_media(m, self.media_limits)) for m in sample.media]
