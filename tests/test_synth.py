@@ -216,7 +216,7 @@ def _recipe(tmp_path, server, prompt_dir, **extra) -> Path:
     return path
 
 
-def test_pipeline_over_http_end_to_end(tmp_path, server, prompt_dir, monkeypatch, capsys, tiny_dir):
+def test_pipeline_over_http_end_to_end(tmp_path, server, prompt_dir, monkeypatch, capsys):
     monkeypatch.setenv("SYNTH_TEST_KEY", SECRET)
     server.faults = ["429", "500", "malformed"]
     recipe = _recipe(tmp_path, server, prompt_dir)
@@ -265,15 +265,6 @@ def test_pipeline_over_http_end_to_end(tmp_path, server, prompt_dir, monkeypatch
     for f in out.iterdir():
         assert SECRET not in f.read_text()
     assert SECRET not in capsys.readouterr().out
-
-    # train.sft trains on the data as written.
-    from train import sft
-
-    run_dir = tmp_path / "sft"
-    rc = sft.main(["--config", str(ROOT / "train/recipes/sft-tiny.yaml"), "--model", str(tiny_dir),
-                   "--data", str(out / "data.jsonl"), "--media_root", str(prompt_dir),
-                   "--output_dir", str(run_dir), "--max_steps", "1"])
-    assert rc == 0 and (run_dir / "adapter_model.safetensors").exists()
 
 
 def test_length_rebalance_from_the_command_line(tmp_path, server, prompt_dir, monkeypatch):
@@ -383,6 +374,15 @@ def test_local_chat_models_as_generators_with_http_teachers(tmp_path, server, pr
     assert report["dropped"][rules.GENERATION_FAILED] == {"audio": 1, "total": 1}
     data = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
     assert {r["modality"] for r in data} == {"text", "image", "video"}
+
+    # train.sft trains on the data as written.
+    from train import sft
+
+    run_dir = tmp_path / "sft"
+    rc = sft.main(["--config", str(ROOT / "train/recipes/sft-tiny.yaml"), "--model", str(tiny_dir),
+                   "--data", str(out / "data.jsonl"), "--media_root", str(prompt_dir),
+                   "--output_dir", str(run_dir), "--max_steps", "2"])
+    assert rc == 0 and (run_dir / "adapter_model.safetensors").exists()
 
 
 def test_a_text_model_answers_text_and_refuses_media(tiny_text_dir, prompt_dir):
