@@ -27,6 +27,9 @@ from .pairs import done_ids, read_pairs
 from .prompts import PROMPT_FORMATS
 from .schema import AUDIO, MEDIA_KINDS, VIDEO, MediaItem, Sample
 
+BACKENDS = ("transformers", "vllm")
+
+
 def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) -> None:
     """The model, prompt, generation and media options shared by every command that judges."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, checkpoint directory or LoRA adapter")
@@ -50,7 +53,9 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
     gen.add_argument("--video-max-pixels", type=int)
     gen.add_argument("--audio-max-seconds", type=float)
     if batch:
-        gen.add_argument("--batch-size", type=int, default=4)
+        gen.add_argument("--batch-size", type=int, default=4, help="pairs per generate call (with vllm: use 64+)")
+        parser.add_argument("--backend", default="transformers", choices=BACKENDS,
+                            help="vllm: a vLLM engine for large sweeps (pip install vllm; CUDA)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,7 +112,12 @@ def build_judge(args):
 
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                   top_p=args.top_p, seed=args.seed)
-    return Judge.from_pretrained(
+    judge_class = Judge
+    if getattr(args, "backend", "transformers") == "vllm":
+        from .vllm_judge import VLLMJudge
+
+        judge_class = VLLMJudge
+    return judge_class.from_pretrained(
         args.model, quantization=args.quantization, device=args.device, prompt_format=args.prompt_format,
         prompt_template=args.prompt_template, rubric=args.rubric, merge_adapter=args.merge_adapter,
         limits=limits_from(args), generation=settings,

@@ -143,11 +143,8 @@ class Judge:
                         limits: MediaLimits = MediaLimits(),
                         generation: GenerationSettings = GenerationSettings()) -> Judge:
         loaded = load_model(model, quantization=quantization, device=device, merge_adapter=merge_adapter)
-        fmt = prompt_format
-        if prompt_template:
-            base = get_format(prompt_format or loaded.judge_config.get("prompt_format") or DEFAULT_FORMAT)
-            fmt = TemplateFormat.from_file(prompt_template, base)
-        return cls(loaded, prompt_format=fmt, rubric=rubric, limits=limits, generation=generation)
+        return cls(loaded, prompt_format=_format_with_template(loaded, prompt_format, prompt_template),
+                   rubric=rubric, limits=limits, generation=generation)
 
     def configured(self, *, prompt_format: str | PromptFormat | None = None, rubric: Rubric | dict | None = None,
                    limits: MediaLimits | None = None) -> Judge:
@@ -387,6 +384,14 @@ class Judge:
             if judgment.verdict in (VERDICT_A, VERDICT_B):  # a tie or no verdict keeps the incumbent, unscored
                 result.wins[result.best] += 1
         return result
+
+
+def _format_with_template(loaded: LoadedModel, prompt_format: str | None, prompt_template: str | None):
+    """The prompt format asked for; a template file replaces its user text (on the recorded format by default)."""
+    if not prompt_template:
+        return prompt_format
+    base = get_format(prompt_format or loaded.judge_config.get("prompt_format") or DEFAULT_FORMAT)
+    return TemplateFormat.from_file(prompt_template, base)
 
 
 def _validate(sample: Sample) -> None:

@@ -159,43 +159,55 @@ def default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass
+class Checkpoint:
+    """Where a judge's files are: its weights (the base, for an adapter), its adapter, its processor, its record."""
+
+    weights: Path
+    adapter: Path | None
+    name: str  # the base model's id or path
+    judge_config: dict
+
+    @property
+    def processor_dirs(self) -> tuple[Path, ...]:
+        return (self.adapter, self.weights) if self.adapter else (self.weights,)
+
+
+def locate(source: str) -> Checkpoint:
+    """Resolve a full checkpoint, thinker checkpoint or LoRA adapter (hub id or directory) to its files."""
+    path = resolve(source)
+    if not (path / "adapter_config.json").exists():
+        record = path / JUDGE_CONFIG_FILE
+        return Checkpoint(path, None, str(source), _read_json(record) if record.exists() else {})
+    base_source = _read_json(path / "adapter_config.json").get("base_model_name_or_path")
+    if not base_source:
+        raise ModelLoadError(f"{path}/adapter_config.json names no base_model_name_or_path")
+    base_path = resolve(base_source)
+    judge_config = {}
+    for d in (base_path, path):  # the adapter's own record wins
+        if (d / JUDGE_CONFIG_FILE).exists():
+            judge_config = _read_json(d / JUDGE_CONFIG_FILE)
+    return Checkpoint(base_path, path, str(base_source), judge_config)
+
+
 def load_model(source: str = DEFAULT_MODEL, quantization: str = "auto", device: str | None = None,
                merge_adapter: bool = False) -> LoadedModel:
     """Load a judge: full checkpoint, thinker checkpoint or LoRA adapter; see the module doc."""
     device = device or default_device()
     quantization = _pick_quantization(quantization, device)
-    path = resolve(source)
-    adapter = None
-    judge_config = {}
-    if (path / "adapter_config.json").exists():
-        adapter_cfg = _read_json(path / "adapter_config.json")
-        base_source = adapter_cfg.get("base_model_name_or_path")
-        if not base_source:
-            raise ModelLoadError(f"{path}/adapter_config.json names no base_model_name_or_path")
-        base_path = resolve(base_source)
-        model = _load_thinker(base_path, quantization, device)
-        model = _attach_adapter(model, path, merge_adapter, quantization)
-        processor = _load_processor(path, base_path)
-        adapter, name = str(source), str(base_source)
-        for d in (base_path, path):  # the adapter's own record wins
-            if (d / JUDGE_CONFIG_FILE).exists():
-                judge_config = _read_json(d / JUDGE_CONFIG_FILE)
-    else:
-        model = _load_thinker(path, quantization, device)
-        processor = _load_processor(path)
-        name = str(source)
-        if (path / JUDGE_CONFIG_FILE).exists():
-            judge_config = _read_json(path / JUDGE_CONFIG_FILE)
-    log.info("loaded %s (%s, %s)", name, quantization, device)
-    return LoadedModel(model, processor, name, adapter, quantization, device, judge_config)
+    checkpoint = locate(source)
+    model = _load_thinker(checkpoint.weights, quantization, device)
+    if checkpoint.adapter:
+        model = _attach_adapter(model, checkpoint.adapter, merge_adapter, quantization)
+    processor = _load_processor(*checkpoint.processor_dirs)
+    adapter = str(source) if checkpoint.adapter else None
+    log.info("loaded %s (%s, %s)", checkpoint.name, quantization, device)
+    return LoadedModel(model, processor, checkpoint.name, adapter, quantization, device, checkpoint.judge_config)
 
 
 def is_omni(source: str) -> bool:
     """Whether a checkpoint (or the base of an adapter) is a Qwen2.5-Omni model, which the judge path loads."""
-    path = resolve(source)
-    if (path / "adapter_config.json").exists():
-        path = resolve(_read_json(path / "adapter_config.json").get("base_model_name_or_path") or str(path))
-    config = path / "config.json"
+    config = locate(source).weights / "config.json"
     return config.exists() and _read_json(config).get("model_type") in (_FULL, _THINKER)
 
 
