@@ -81,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def limits_from(args) -> MediaLimits:
-    return MediaLimits().replace(
+def limits_from(args, base: MediaLimits | None = None) -> MediaLimits:
+    """The media bounds: the flags given, on top of `base` (default: the defaults)."""
+    return (base or MediaLimits()).replace(
         image_max_pixels=args.image_max_pixels, video_fps=args.video_fps, video_max_frames=args.video_max_frames,
         video_max_pixels=args.video_max_pixels, audio_max_seconds=args.audio_max_seconds,
     )
@@ -117,11 +118,13 @@ def build_judge(args):
         from .vllm_judge import VLLMJudge
 
         judge_class = VLLMJudge
-    return judge_class.from_pretrained(
+    judge = judge_class.from_pretrained(
         args.model, quantization=args.quantization, device=args.device, prompt_format=args.prompt_format,
         prompt_template=args.prompt_template, rubric=args.rubric, merge_adapter=args.merge_adapter,
-        limits=limits_from(args), generation=settings,
+        generation=settings,
     )
+    judge.limits = limits_from(args, judge.limits)  # flags override what the checkpoint records
+    return judge
 
 
 def _one(args) -> int:

@@ -120,7 +120,7 @@ class _Cancelled:
 
 class Judge:
     def __init__(self, loaded: LoadedModel, prompt_format: str | PromptFormat | None = None,
-                 rubric: Rubric | dict | str | None = None, limits: MediaLimits = MediaLimits(),
+                 rubric: Rubric | dict | str | None = None, limits: MediaLimits | None = None,
                  generation: GenerationSettings = GenerationSettings()):
         self.loaded = loaded
         self.model, self.processor = loaded.model, loaded.processor
@@ -130,7 +130,8 @@ class Judge:
         if prompt_format is None and recorded.get("prompt_template"):  # trained on a template of its own
             self.format = TemplateFormat(recorded["prompt_template"], self.format, "recorded")
         self.rubric = load_rubric(rubric if rubric is not None else recorded.get("rubric"))
-        self.limits = limits
+        # Media bounds: as given, else as the checkpoint was trained with, else the defaults.
+        self.limits = limits if limits is not None else recorded_limits(recorded)
         self.generation = generation
         self._suppress = multimodal_token_ids(self.tokenizer)
         self._eos = self._eos_ids()
@@ -140,7 +141,7 @@ class Judge:
     def from_pretrained(cls, model: str = DEFAULT_MODEL, *, quantization: str = "auto", device: str | None = None,
                         prompt_format: str | None = None, prompt_template: str | None = None,
                         rubric: Rubric | dict | str | None = None, merge_adapter: bool = False,
-                        limits: MediaLimits = MediaLimits(),
+                        limits: MediaLimits | None = None,
                         generation: GenerationSettings = GenerationSettings()) -> Judge:
         loaded = load_model(model, quantization=quantization, device=device, merge_adapter=merge_adapter)
         return cls(loaded, prompt_format=_format_with_template(loaded, prompt_format, prompt_template),
@@ -384,6 +385,12 @@ class Judge:
             if judgment.verdict in (VERDICT_A, VERDICT_B):  # a tie or no verdict keeps the incumbent, unscored
                 result.wins[result.best] += 1
         return result
+
+
+def recorded_limits(judge_config: dict) -> MediaLimits:
+    """The media bounds a checkpoint records (those it was trained with), on top of the defaults."""
+    known = {f.name for f in dataclasses.fields(MediaLimits)}
+    return MediaLimits(**{k: v for k, v in (judge_config.get("media_limits") or {}).items() if k in known})
 
 
 def _format_with_template(loaded: LoadedModel, prompt_format: str | None, prompt_template: str | None):

@@ -41,7 +41,7 @@ class VLLMJudge(Judge):
     def from_pretrained(cls, model: str = DEFAULT_MODEL, *, quantization: str = "auto", device: str | None = None,
                         prompt_format: str | None = None, prompt_template: str | None = None,
                         rubric: Rubric | dict | str | None = None, merge_adapter: bool = False,
-                        limits: MediaLimits = MediaLimits(),
+                        limits: MediaLimits | None = None,
                         generation: GenerationSettings = GenerationSettings(), **engine_kwargs) -> VLLMJudge:
         """Start a vLLM engine on the checkpoint; `engine_kwargs` go to `vllm.LLM` (e.g. tensor_parallel_size)."""
         vllm = import_vllm()

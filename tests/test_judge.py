@@ -6,6 +6,7 @@ import torch
 
 from rrm.errors import RRMError
 from rrm.judge import GenerationSettings, Judge, combine_orders
+from rrm.media import MediaLimits
 from rrm.parse import parse_judgment
 from rrm.prompts import build_messages
 from rrm.schema import MediaItem, Sample, Timing
@@ -234,3 +235,16 @@ def test_encoded_targets_are_the_only_labelled_tokens(judge, media_dir):
         labelled = inputs["labels"][row][inputs["labels"][row] != -100]
         assert judge.tokenizer.decode(labelled) == target + END_OF_TURN
         assert (inputs["labels"][row] != -100).sum() < inputs["attention_mask"][row].sum()
+
+
+def test_media_bounds_recorded_by_a_checkpoint_are_used_and_flags_override_them(tmp_path):
+    from rrm.__main__ import _parser, build_judge
+    from rrm.testing import make_tiny
+
+    ckpt = make_tiny(tmp_path / "t", judge_config={"media_limits": {"video_max_frames": 5, "video_fps": 3.0}})
+    recorded = Judge.from_pretrained(str(ckpt)).limits
+    assert (recorded.video_max_frames, recorded.video_fps) == (5, 3.0)
+    args = _parser().parse_args(["judge", "--model", str(ckpt), "--video-fps", "0.5"])
+    limits = build_judge(args).limits
+    assert (limits.video_max_frames, limits.video_fps) == (5, 0.5)
+    assert Judge.from_pretrained(str(ckpt), limits=MediaLimits()).limits == MediaLimits()

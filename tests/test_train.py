@@ -109,6 +109,7 @@ def test_two_step_sft_per_modality_then_the_judge_loads_the_adapter(data_dir, ti
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(x)) for x in losses)
     judge = Judge.from_pretrained(str(out))
     assert judge.loaded.adapter == str(out) and judge.format.name == "rubric-v2"
+    assert judge.limits.video_max_frames == 4 and judge.limits.video_fps == 1.0  # as trained, not the defaults
     sample = build_dataset(JudgeTrainingArguments(data=str(data_dir / "one.jsonl")), seed=0)[0]
     from rrm.schema import Sample
 
@@ -233,3 +234,14 @@ def test_selfcheck_runs_every_stage_and_reports_a_table(tmp_path):
     assert [line.split(" | ")[0] for line in text.splitlines()[-3:]] == ["| image", "| audio", "| video"]
     assert "chance is 50" in text
     assert all((tmp_path / "sc" / m / "grpo" / "rrm_judge.json").exists() for m in MODALITIES)
+
+
+def test_selfcheck_control_gives_each_item_another_items_media_of_its_kind(tmp_path):
+    from train.selfcheck import Setting, make_data, withheld_media
+
+    _, test = make_data(tmp_path, Setting(train_items=0, test_items=5, sft_steps=0, grpo_steps=0, batch=1), seed=0)
+    media = withheld_media(test, seed=3)
+    for (modality, sample, _), given in zip(test, media):
+        assert given != sample.media and given[0].kind == modality
+    assert sorted(m[0].path for m in media) == sorted(s.media[0].path for _, s, _ in test)  # a permutation
+    assert withheld_media(test, seed=3) == media  # seeded

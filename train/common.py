@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -86,7 +87,8 @@ def save_judge(model, processor, out: Path, base: str, args: JudgeTrainingArgume
     model.peft_config["default"].base_model_name_or_path = base
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    record = {"prompt_format": args.prompt_format, "rubric": rubric.to_dict()}
+    record = {"prompt_format": args.prompt_format, "rubric": rubric.to_dict(),
+              "media_limits": dataclasses.asdict(args.limits())}
     if isinstance(fmt, TemplateFormat):
         record["prompt_template"] = fmt.text
     (out / JUDGE_CONFIG_FILE).write_text(json.dumps(record, indent=2))

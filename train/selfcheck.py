@@ -4,13 +4,14 @@
 
 Builds a synthetic preference set per modality where the better answer can only
 be known from the media (image: the colour of a square; audio: a high or a low
-tone; video: the direction a dot moves), trains the tiny fixture with the
+tone; video: the direction a bar moves), trains the tiny fixture with the
 project's SFT recipe and then GRPO from that adapter (one judge per modality),
-and reports held-out
-verdict accuracy per modality: untrained, after SFT, after GRPO, and after
-GRPO with the media withheld (each item's media replaced by a blank of its
-kind: the control, which should stay near chance).
-The `small` setting runs on a CPU in minutes; `large` is for a GPU.
+and reports held-out verdict accuracy per modality: untrained, after SFT, after
+GRPO, and after GRPO with the media withheld (each item's media replaced by
+another held-out item's: the control, which should fall to chance). The
+teacher rationale says what the media hold before the verdict compares the
+answers with it. The `small` setting runs on a 2-core CPU in about 20 minutes;
+`large` is for a GPU.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from rrm.judge import GenerationSettings, Judge
+from rrm.media import MediaLimits
 from rrm.schema import MediaItem, Sample
 
 TEMPLATE = "Question: ${question}\nAnswer A: ${answer_a}\nAnswer B: ${answer_b}\nWhich answer matches the ${media}?"
 RUBRIC = {"criteria": [{"key": "grounding", "title": "Grounding",
                         "description": "Does the answer say what the image, audio or video shows?"}]}
 MODALITIES = ("image", "audio", "video")
+VIDEO_FRAMES, VIDEO_FPS = 6, 3.0  # every frame of the synthetic clips
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Setting:
     batch: int
 
 
-SETTINGS = {"small": Setting(400, 24, 600, 4, 8), "large": Setting(2000, 200, 4000, 100, 16)}
+SETTINGS = {"small": Setting(1600, 48, 2000, 4, 8), "large": Setting(4000, 200, 6000, 100, 16)}
 
 
 def _task(modality: str, truth: bool, path: Path) -> tuple[str, str, str]:
@@ -59,19 +62,19 @@ def _task(modality: str, truth: bool, path: Path) -> tuple[str, str, str]:
         t = np.arange(int(0.6 * 16000)) / 16000
         sf.write(path.with_suffix(".wav"), (0.4 * np.sin(2 * np.pi * (1200 if truth else 300) * t)).astype(np.float32),
                  16000)
-        options = ("The tone is high.", "The tone is low.")
+        options = ("It is high.", "It is low.")
         return "Is the tone high or low?", *(options if truth else options[::-1])
     import cv2
 
     writer = cv2.VideoWriter(str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), 3, (56, 56))
-    for i in range(6):
+    for i in range(6):  # a white bar sweeps across the frame
         frame = np.zeros((56, 56, 3), np.uint8)
         x = 6 + 8 * i if truth else 50 - 8 * i
-        frame[24:32, max(0, x - 4):x + 4] = 255
+        frame[:, max(0, x - 8):x + 8] = 255
         writer.write(frame)
     writer.release()
     options = ("It moves to the right.", "It moves to the left.")
-    return "Which way does the dot move?", *(options if truth else options[::-1])
+    return "Which way does the bar move?", *(options if truth else options[::-1])
 
 
 _EXT = {"image": ".png", "audio": ".wav", "video": ".mp4"}
@@ -90,8 +93,9 @@ def make_data(out: Path, setting: Setting, seed: int) -> tuple[Path, list[tuple[
             question, right, wrong = _task(modality, rng.random() < 0.5, media / name)
             rel = f"media/{name}{_EXT[modality]}"
             if i < setting.train_items:
-                criteria = {"grounding": {"rationale": f"A says what the {modality} shows; B does not.",
-                                          "score_A": 9, "score_B": 1}}
+                # The rationale says what the media hold, in the words of the right answer (it names
+                # no slot, so it stays true when training swaps A and B): first perceive, then compare.
+                criteria = {"grounding": {"rationale": f"In the {modality}: {right}", "score_A": 9, "score_B": 1}}
                 for split in ("sft", "rl"):
                     rows.append({"id": f"{name}-{split}", "modality": modality, "query": question, modality: rel,
                                  "response_a": right, "response_b": wrong, "label": "A", "score_a": 9, "score_b": 1,
@@ -106,27 +110,28 @@ def make_data(out: Path, setting: Setting, seed: int) -> tuple[Path, list[tuple[
     return data, test
 
 
-def _blanks(out: Path) -> dict[str, MediaItem]:
-    """Media with the content withheld: a grey square, silence, a still black clip."""
-    import cv2
-    import soundfile as sf
-    from PIL import Image
+def withheld_media(test, seed: int = 0) -> list:
+    """For each held-out item, the media of another item of the same modality (a seeded derangement)."""
+    out = [None] * len(test)
+    for modality in dict.fromkeys(m for m, _, _ in test):
+        mine = [i for i, (m, _, _) in enumerate(test) if m == modality]
+        if len(mine) < 2:
+            raise ValueError(f"the media-withheld control needs two held-out {modality} items at least")
+        order = mine[:]
+        rng = random.Random(seed)
+        while any(i == j for i, j in zip(mine, order)):
+            rng.shuffle(order)
+        for i, j in zip(mine, order):
+            out[i] = test[j][1].media
+    return out
 
-    media = out / "media"
-    Image.new("RGB", (56, 56), (128, 128, 128)).save(media / "blank.png")
-    sf.write(media / "blank.wav", np.zeros(int(0.6 * 16000), np.float32), 16000)
-    writer = cv2.VideoWriter(str(media / "blank.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 3, (56, 56))
-    for _ in range(6):
-        writer.write(np.zeros((56, 56, 3), np.uint8))
-    writer.release()
-    return {m: MediaItem(m, str(media / f"blank{_EXT[m]}")) for m in MODALITIES}
 
-
-def accuracy(judge: Judge, test, blanks: dict[str, MediaItem] | None = None) -> dict[str, float]:
-    """Held-out verdict accuracy per modality; with `blanks`, each item's media is replaced by a blank
-    of the same kind, so the prompt is unchanged but the answer cannot be seen."""
-    samples = [Sample(s.query, s.response_a, s.response_b, media=[blanks[m]] if blanks else s.media, id=s.id)
-               for m, s, _ in test]
+def accuracy(judge: Judge, test, withheld: bool = False, seed: int = 0) -> dict[str, float]:
+    """Held-out verdict accuracy per modality. With `withheld`, each item's media is replaced by that of
+    another held-out item of its kind (a seeded derangement): the prompt stays well-formed, but its
+    media no longer tell which answer is right, so a judge that reads the media falls to chance."""
+    media = withheld_media(test, seed) if withheld else [s.media for _, s, _ in test]
+    samples = [Sample(s.query, s.response_a, s.response_b, media=m, id=s.id) for (_, s, _), m in zip(test, media)]
     judgments = judge.judge_batch(samples, batch_size=16, progress=False)
     scores = {}
     for modality in dict.fromkeys(m for m, _, _ in test):
@@ -140,7 +145,7 @@ def _common(model: str, data: Path, files: dict, out: Path, steps: int, setting:
             "--prompt_template", str(files["template"]), "--rubric", str(files["rubric"]),
             "--per_device_train_batch_size", str(setting.batch), "--effective_batch_size", str(setting.batch),
             "--report_to", "none", "--save_strategy", "no", "--seed", "0", "--logging_steps", "50",
-            "--video_max_frames", "6", "--video_fps", "3"]
+            "--video_max_frames", str(VIDEO_FRAMES), "--video_fps", str(VIDEO_FPS)]
 
 
 def run(out: Path, setting: Setting, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -153,7 +158,6 @@ def run(out: Path, setting: Setting, seed: int = 0) -> dict[str, dict[str, float
     files["template"].write_text(TEMPLATE)
     files["rubric"].write_text(json.dumps(RUBRIC))
     tiny = str(make_tiny(out / "tiny", seed=seed))
-    blanks = _blanks(out)
     table: dict[str, dict[str, float]] = {}
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     for modality in MODALITIES:
@@ -163,12 +167,12 @@ def run(out: Path, setting: Setting, seed: int = 0) -> dict[str, dict[str, float
         subset.write_text("".join(json.dumps({**r, modality: f"../{r[modality]}"}) + "\n"
                                   for r in rows if r["modality"] == modality))
         held_out = [t for t in test if t[0] == modality]
-        for stage, score in _train_one(tiny, subset, files, part, setting, held_out, blanks).items():
+        for stage, score in _train_one(tiny, subset, files, part, setting, held_out).items():
             table.setdefault(stage, {})[modality] = score
     return table
 
 
-def _train_one(tiny: str, data: Path, files: dict, out: Path, setting: Setting, test, blanks) -> dict[str, float]:
+def _train_one(tiny: str, data: Path, files: dict, out: Path, setting: Setting, test) -> dict[str, float]:
     from .common import cuda_available
     from .grpo import main as grpo_main
     from .sft import main as sft_main
@@ -177,11 +181,12 @@ def _train_one(tiny: str, data: Path, files: dict, out: Path, setting: Setting, 
     cpu = [] if cuda_available() else ["--use_cpu", "true"]
     modality = test[0][0]
 
-    def judge(path):
+    def judge(path, limits=None):  # a trained judge reads its media bounds from its checkpoint
         return Judge.from_pretrained(path, prompt_format="rubric-v2", prompt_template=str(files["template"]),
-                                     rubric=str(files["rubric"]), generation=generation)
+                                     rubric=str(files["rubric"]), generation=generation, limits=limits)
 
-    scores = {"untrained": accuracy(judge(tiny), test)[modality]}
+    scores = {"untrained": accuracy(judge(tiny, MediaLimits(video_fps=VIDEO_FPS, video_max_frames=VIDEO_FRAMES)),
+                                    test)[modality]}
     sft_out = out / "sft"
     # A tiny model learns the media cue only with plain float32 steps: a constant rate, no dropout,
     # no gradient clipping and no checkpointing (TRL's defaults for large models hold it at chance).
@@ -197,7 +202,7 @@ def _train_one(tiny: str, data: Path, files: dict, out: Path, setting: Setting, 
         raise SystemExit("GRPO failed")
     final = judge(str(grpo_out))
     scores["after GRPO"] = accuracy(final, test)[modality]
-    scores["after GRPO, media withheld"] = accuracy(final, test, blanks)[modality]
+    scores["after GRPO, media withheld"] = accuracy(final, test, withheld=True)[modality]
     return scores
 
 
