@@ -35,9 +35,6 @@ class Store:
             os.close(fd)
         self.done.add(record["id"])
 
-    def records(self) -> list[dict]:
-        return read_records(self.path)
-
 
 def read_records(path: str | Path) -> list[dict]:
     """Every whole record of a store (a missing file has none)."""
