@@ -248,13 +248,7 @@ class Judge:
         return [(build_messages(sample, self.format, self.rubric, o), media) for o in orders]
 
     def _finish(self, sample: Sample, texts: list[str], timings: list[Timing]) -> Judgment:
-        ab = dataclasses.replace(parse_judgment(texts[0], self.rubric), timing=timings[0])
-        if len(texts) > 1:
-            # The model saw (B, A): its "A" is the caller's B.
-            ba = dataclasses.replace(parse_judgment(texts[1], self.rubric).swapped(), order=ORDER_BA,
-                                     timing=timings[1])
-            ab = combine_orders(ab, ba)
-        return dataclasses.replace(ab, model=self.description, sample_id=sample.id)
+        return judgment_from_texts(sample, texts, self.rubric, self.description, timings)
 
     def judge(self, sample: Sample, swap_check: bool = False, settings: GenerationSettings | None = None) -> Judgment:
         """Judge one pair. With swap_check, both orders go through one batched generate call."""
@@ -409,6 +403,17 @@ def _validate(sample: Sample) -> None:
         raise RRMError("the query is empty and there is no media")
 
 
+def judgment_from_texts(sample: Sample, texts: Sequence[str], rubric: Rubric, model: str | None = None,
+                        timings: Sequence[Timing | None] = (None, None)) -> Judgment:
+    """The judgment read from a model's output for (A, B) and, with the swap check, for (B, A) after it."""
+    ab = dataclasses.replace(parse_judgment(texts[0], rubric), timing=timings[0])
+    if len(texts) > 1:
+        # The model saw (B, A): its "A" is the caller's B.
+        ba = dataclasses.replace(parse_judgment(texts[1], rubric).swapped(), order=ORDER_BA, timing=timings[1])
+        ab = combine_orders(ab, ba)
+    return dataclasses.replace(ab, model=model, sample_id=sample.id)
+
+
 def failed_judgment(sample: Sample, reason: str, model: str | None = None) -> Judgment:
     """A judgment that records why a sample could not be judged (no verdict is made up)."""
     return Judgment(None, None, None, [], "", ParseStatus(False, "none", [reason], False), model=model,
@@ -444,4 +449,4 @@ def combine_orders(ab: Judgment, ba: Judgment) -> Judgment:
 
 
 __all__ = ["Judge", "GenerationSettings", "StreamUpdate", "BestOfN", "OutOfMemory", "combine_orders",
-           "failed_judgment", "multimodal_token_ids"]
+           "failed_judgment", "judgment_from_texts", "multimodal_token_ids"]

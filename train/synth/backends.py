@@ -19,10 +19,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from rrm.errors import RRMError
-from rrm.judge import GenerationSettings, Judge, combine_orders
+from rrm.judge import GenerationSettings, Judge, judgment_from_texts
 from rrm.media import MediaLimits, load_media
 from rrm.model import is_omni, load_chat_model
-from rrm.parse import parse_judgment
 from rrm.prompts import build_messages, build_question_messages, get_format
 from rrm.rubric import Rubric
 from rrm.schema import ORDER_AB, ORDER_BA, Judgment, Sample
@@ -106,7 +105,7 @@ class Backend:
 
     def __init__(self, spec: ModelSpec, role: str, seed: int = 0, limits: MediaLimits = MediaLimits(),
                  prompt_format: str = "rubric-v2", rubric: Rubric | None = None):
-        self.spec, self.seed, self.limits = spec, seed, limits
+        self.spec, self.seed = spec, seed
         self.format, self.rubric = get_format(prompt_format), rubric
         generator = role == "generator"
         self.settings = GenerationSettings(
@@ -168,10 +167,7 @@ class Backend:
         replies = [self.client.complete(openai_messages(build_messages(sample, self.format, self.rubric, order), media),
                                         self.settings.max_new_tokens, self.settings.temperature, self.seed)
                    for order in (ORDER_AB, ORDER_BA)]
-        ab = parse_judgment(replies[0].text, self.rubric)
-        # The teacher saw (B, A) second: its "A" is the pair's B.
-        ba = dataclasses.replace(parse_judgment(replies[1].text, self.rubric).swapped(), order=ORDER_BA)
-        judgment = dataclasses.replace(combine_orders(ab, ba), model=self.spec.name, sample_id=sample.id)
+        judgment = judgment_from_texts(sample, [r.text for r in replies], self.rubric, self.spec.name)
         return Verdict(judgment, sum(r.prompt_tokens for r in replies), sum(r.completion_tokens for r in replies))
 
     # ------------------------------------------------------------------ scheduling
