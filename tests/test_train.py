@@ -48,6 +48,49 @@ def test_benchmark_files_load_as_pairs():
     assert report.kept == 3 and all(p.target(DEFAULT_RUBRIC) is None for p in pairs)  # labels only: RL data
 
 
+OMNI_PREFERENCE = Path(__file__).parent / "fixtures" / "omni_preference"
+
+
+@pytest.fixture
+def released_root(tmp_path):
+    """Media laid out as a user unpacks the release: the rows name the authors' absolute paths."""
+    (tmp_path / "rlaif-v-dataset" / "images").mkdir(parents=True)
+    shutil.copy(ASSETS / "ball.png", tmp_path / "rlaif-v-dataset" / "images" / "ball.png")
+    shutil.copy(ASSETS / "three_beeps.wav", tmp_path / "three_beeps.wav")
+    shutil.copy(ASSETS / "ball_rolling.mp4", tmp_path / "ball_rolling.mp4")
+    return tmp_path
+
+
+def test_released_omni_preference_rows_load(released_root):
+    pairs, report = load_pairs(OMNI_PREFERENCE / "sft.jsonl", released_root, fmt="omni-preference")
+    assert report.skipped == {"bad labels": 1, "malformed records": 1, "missing media": 1, "unreadable lines": 1}
+    image, tie, video = pairs
+    assert (image.sample.query, image.sample.response_a, image.sample.response_b) == \
+        ("What colour is the ball?", "It is blue.", "It is red.")
+    # The authors' path is found under the root by its longest tail that exists there.
+    assert image.sample.media[0].path == str(released_root / "rlaif-v-dataset" / "images" / "ball.png")
+    assert (image.label, image.score_a, image.score_b, image.split) == ("B", 3, 8, "sft")
+    target = image.target(DEFAULT_RUBRIC)
+    assert [c.rationale for c in target.criteria][1] == "B is about the red ball in the image; A is not."
+    assert (tie.sample.id, tie.label, tie.sample.modality) == ("beeps-tie", "tie", "audio")
+    assert video.sample.media[0].kind == "video" and video.label == "A"
+    assert get_format("omni-rrm").render(target).startswith('{"score_A": 3, "score_B": 8, "better": "B"')
+    rl, report = load_pairs(OMNI_PREFERENCE / "rl.jsonl", released_root, fmt="omni-preference", splits=("rl",))
+    assert [(p.sample.id, p.label, p.score_a, p.score_b) for p in rl] == [("rl-image", "A", 8, 6),
+                                                                        ("rl-audio", "B", 5, 7)]
+    assert report.skipped == {"bad labels": 1} and all(p.target(DEFAULT_RUBRIC) is None for p in rl)
+
+
+def test_sft_trains_on_released_rows(released_root, tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    assert sft_main(["--model", str(tiny_dir), "--data", str(OMNI_PREFERENCE / "sft.jsonl"), "--data_format",
+                     "omni-preference", "--media_root", str(released_root), "--prompt_format", "omni-rrm",
+                     "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "1",
+                     "--effective_batch_size", "1", "--use_cpu", "true", "--report_to", "none",
+                     "--video_max_frames", "4"]) == 0
+    assert Judge.from_pretrained(str(out)).format.name == "omni-rrm"
+
+
 def test_order_is_seeded_per_pair_and_balanced(data_dir):
     pairs, _ = load_pairs(data_dir / "train_pairs.jsonl")
     many = [dataclasses.replace(p, sample=dataclasses.replace(p.sample, id=f"pair-{i}-{n}"))

@@ -24,7 +24,8 @@ class JudgeTrainingArguments:
     model: str = field(default="Omni-RRM/Omni-RRM-7B",
                        metadata={"help": "base: hub id or local Qwen2.5-Omni checkpoint (full or thinker-only)"})
     data: str = field(default="", metadata={"help": "preference JSONL (or a benchmark file with --data-format)"})
-    data_format: str = field(default="preference", metadata={"help": "preference, or an rrm.eval benchmark name"})
+    data_format: str = field(default="preference", metadata={
+        "help": "preference, omni-preference (the released rows), or an rrm.eval benchmark name"})
     media_root: str | None = field(default=None, metadata={"help": "media paths are relative to this"})
     prompt_format: str = field(default="rubric-v2", metadata={"help": "rubric-v2, or omni-rrm for released models"})
     prompt_template: str | None = field(default=None, metadata={"help": "your own user prompt (a template file); "

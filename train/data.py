@@ -8,16 +8,19 @@
      "split": "sft"}                                                            # sft or rl
 
 Media paths are relative to `media_root`. The benchmark formats that `rrm.eval`
-reads load too (label only). Rows with missing media or a bad label are
+reads load too (label only), and so do the released Omni-Preference rows
+(`omni-preference`, see `omni_preference_pair`). Rows with missing media or a bad label are
 skipped and counted; they never stop a run. Every row gets a seeded A/B order,
 so that neither slot is the better one more often.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +28,18 @@ from pathlib import Path
 from rrm.errors import RRMError
 from rrm.eval.loaders import LOADERS, load_benchmark
 from rrm.pairs import sample_from_record
-from rrm.rubric import Rubric
+from rrm.parse import parse_judgment
+from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import (
-    ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE, VERDICTS, CriterionResult, Judgment, ParseStatus, Sample,
+    AUDIO, IMAGE, KEY_BETTER, KEY_SCORE_A, KEY_SCORE_B, ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE,
+    VERDICTS, VIDEO, CriterionResult, Judgment, MediaItem, ParseStatus, Sample,
 )
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("sft", "rl")
+OMNI_PREFERENCE = "omni-preference"
+FORMATS = (OMNI_PREFERENCE, *LOADERS)  # LOADERS has "preference"
 
 
 @dataclass
@@ -93,18 +100,114 @@ def _missing_media(sample: Sample) -> str | None:
     return next((m.path for m in sample.media if m.data is None and not Path(m.path).is_file()), None)
 
 
+def _preference_pair(r: dict, root: Path) -> PreferencePair:
+    return PreferencePair(sample_from_record(r, root), _label(r.get("label")), str(r.get("split") or "sft"),
+                          r.get("score_a"), r.get("score_b"), _criteria(r.get("criteria")))
+
+
+# ---------------------------------------------------------------- Omni-Preference rows
+# The release trains with ms-swift, one chat row per pair: the user turn holds the
+# released prompt, whose input block ends "[Question]: q [Answer A]: a [Answer B]: b";
+# media are listed under images / videos / audios (with <image>-style tags in the
+# text); an SFT row's assistant turn is the teacher's judgment in the released JSON,
+# an RL row has no assistant turn but a `solution` JSON with better, score_A, score_B.
+# Paths are the authors' absolute paths (the release's scripts rewrite their prefix):
+# a path that does not exist is looked up under media_root by its longest tail that does.
+_INPUT_BLOCK = re.compile(
+    r"\[Question\]:?\s*(?P<query>.*?)\s*\[(?:Answer|Response) A\]:?\s*(?P<a>.*?)\s*"
+    r"\[(?:Answer|Response) B\]:?\s*(?P<b>.*?)\s*$", re.S)
+_MEDIA_TAG = re.compile(r"<(?:image|video|audio)>")
+_MEDIA_KEYS = {"images": IMAGE, "image": IMAGE, "videos": VIDEO, "video": VIDEO, "audios": AUDIO, "audio": AUDIO}
+
+
+def _turn_text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # OpenAI-style parts
+        content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    if not isinstance(content, str):
+        raise RRMError("a message has no text content")
+    return content
+
+
+def _released_path(raw, root: Path) -> str:
+    rel = raw.get("path") if isinstance(raw, dict) else raw
+    if not isinstance(rel, str) or not rel:
+        raise RRMError(f"bad media entry {raw!r}")
+    path = Path(rel)
+    if not path.is_absolute():
+        return str(root / path)
+    if path.is_file():
+        return str(path)
+    parts = path.parts[1:]
+    for i in range(len(parts)):  # longest tail first
+        candidate = root.joinpath(*parts[i:])
+        if candidate.is_file():
+            return str(candidate)
+    return str(root / path.name)
+
+
+def _solution(value) -> dict:
+    if isinstance(value, list) and value:  # some loaders wrap it
+        value = value[0]
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise RRMError("solution is not a JSON object")
+    return value
+
+
+def omni_preference_pair(row: dict, root: Path, rubric: Rubric = DEFAULT_RUBRIC) -> PreferencePair:
+    """One released Omni-Preference row (ms-swift chat layout) as a pair; raises RRMError naming the problem."""
+    if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+        raise RRMError("no messages list")
+    turns = [m for m in row["messages"] if isinstance(m, dict)]
+    user = [m for m in turns if m.get("role") == "user"]
+    assistant = [m for m in turns if m.get("role") == "assistant"]
+    if not user:
+        raise RRMError("no user turn")
+    found = _INPUT_BLOCK.search(_MEDIA_TAG.sub("", _turn_text(user[-1])))
+    if not found:
+        raise RRMError("the user turn has no [Question] / [Answer A] / [Answer B] block")
+    media = []
+    for key, kind in _MEDIA_KEYS.items():
+        entries = row.get(key) or []
+        for entry in entries if isinstance(entries, list) else [entries]:
+            media.append(MediaItem(kind, _released_path(entry, root)))
+    query, a, b = found.group("query"), found.group("a"), found.group("b")
+    sample_id = row.get("id")
+    if sample_id is None:
+        key = json.dumps([query, a, b, [m.path for m in media]], ensure_ascii=False)
+        sample_id = hashlib.sha1(key.encode()).hexdigest()[:16]
+    sample = Sample(query, a, b, media=media, id=str(sample_id))
+    if assistant:  # SFT row: the teacher's judgment
+        judgment = parse_judgment(_turn_text(assistant[-1]), rubric)
+        if judgment.verdict is None:
+            raise RRMError(f"bad label: the assistant turn is not a judgment ({judgment.status.errors[-1]})")
+        criteria = {c.key: {"rationale": c.rationale} for c in judgment.criteria if c.rationale}
+        return PreferencePair(sample, judgment.verdict, str(row.get("split") or "sft"),
+                              judgment.score_a, judgment.score_b, criteria)
+    if "solution" not in row:
+        raise RRMError("bad label: neither an assistant turn nor a solution")
+    try:
+        solution = _solution(row["solution"])
+    except json.JSONDecodeError as e:
+        raise RRMError(f"bad label: solution is not JSON ({e.msg})") from None
+    return PreferencePair(sample, _label(solution.get(KEY_BETTER)), str(row.get("split") or "rl"),
+                          solution.get(KEY_SCORE_A), solution.get(KEY_SCORE_B))
+
+
 def load_pairs(path: str | Path, media_root: str | Path | None = None, fmt: str = "preference",
                splits: tuple[str, ...] = SPLITS) -> tuple[list[PreferencePair], LoadReport]:
-    """Pairs from a preference JSONL (or a benchmark file when `fmt` names one), with a report of skips."""
+    """Pairs from a preference JSONL, released Omni-Preference rows, or a benchmark file, with a report of skips."""
     path = Path(path)
     root = Path(media_root) if media_root else path.parent
     report = LoadReport()
-    pairs: list[PreferencePair] = []
-    if fmt != "preference":
-        if fmt not in LOADERS:
-            raise RRMError(f"unknown data format {fmt!r}; known: {', '.join(LOADERS)}")
+    if fmt not in FORMATS:
+        raise RRMError(f"unknown data format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt not in ("preference", OMNI_PREFERENCE):
         candidates = [PreferencePair(i.sample, i.label) for i in load_benchmark(fmt, str(path), str(root))]
     else:
+        read = omni_preference_pair if fmt == OMNI_PREFERENCE else _preference_pair
         candidates = []
         if not path.is_file():
             raise RRMError(f"data file {path} does not exist")
@@ -112,16 +215,14 @@ def load_pairs(path: str | Path, media_root: str | Path | None = None, fmt: str 
             if not line.strip():
                 continue
             try:
-                r = json.loads(line)
-                candidates.append(PreferencePair(
-                    sample_from_record(r, root), _label(r.get("label")), str(r.get("split") or "sft"),
-                    r.get("score_a"), r.get("score_b"), _criteria(r.get("criteria"))))
+                candidates.append(read(json.loads(line), root))
             except json.JSONDecodeError:
                 report.skipped["unreadable lines"] += 1
             except (RRMError, KeyError, TypeError, ValueError) as e:
                 reason = "bad labels" if "label" in str(e) else "malformed records"
                 report.skipped[reason] += 1
                 log.debug("%s line %d: %s", path, n, e)
+    pairs: list[PreferencePair] = []
     for pair in candidates:
         if pair.split not in splits:
             continue
