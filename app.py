@@ -24,7 +24,7 @@ import gradio as gr
 import pandas as pd
 
 from rrm import RRMError
-from rrm.judge import GenerationSettings, Judge, OutOfMemory
+from rrm.judge import DECODINGS, GenerationSettings, Judge, OutOfMemory
 from rrm.media import EXTENSIONS, MediaLimits, media_kind
 from rrm.model import DEFAULT_MODEL, QUANTIZATIONS
 from rrm.pairs import read_pairs
@@ -481,6 +481,7 @@ def _model_markdown(judge: Judge) -> str:
         f"| adapter | `{_e(loaded.adapter or 'none')}` |",
         f"| quantization | {loaded.quantization} |",
         f"| device | {loaded.device} |",
+        f"| decoding | {judge.decoding}: {_e(judge.decoding_note)} |",
         f"| weights | {weights:,.1f} MiB |",
         f"| memory | {memory} |",
         f"| prompt format | {judge.format.name} |",
@@ -493,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, checkpoint directory or LoRA adapter")
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
     parser.add_argument("--prompt-format", choices=list(PROMPT_FORMATS))
+    parser.add_argument("--decoding", default="auto", choices=DECODINGS,
+                        help="auto: a static KV cache and a compiled decode step where they work (warmed up at load)")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the local network: mind who can reach it")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--max-upload-mb", type=int, default=200)
@@ -502,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args(argv)
     try:
-        judge = Judge.from_pretrained(args.model, quantization=args.quantization, prompt_format=args.prompt_format)
+        judge = Judge.from_pretrained(args.model, quantization=args.quantization, prompt_format=args.prompt_format,
+                                      decoding=args.decoding)
     except RRMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

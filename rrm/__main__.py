@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from .errors import RRMError
+from .judge import DECODINGS
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
 from .pairs import done_ids, read_pairs
@@ -36,6 +37,8 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
                         help="auto: 4-bit NF4 on CUDA, full precision on CPU")
     parser.add_argument("--device", help="cuda:0, cpu ... (default: cuda:0 when available)")
+    parser.add_argument("--decoding", default="auto", choices=DECODINGS,
+                        help="auto: a static KV cache and a compiled decode step where they work, else plain generate")
     parser.add_argument("--merge-adapter", action="store_true", help="merge a LoRA adapter into its base")
     parser.add_argument("--prompt-format", choices=list(PROMPT_FORMATS),
                         help="default: what the checkpoint records, else omni-rrm")
@@ -121,7 +124,7 @@ def build_judge(args):
     judge = judge_class.from_pretrained(
         args.model, quantization=args.quantization, device=args.device, prompt_format=args.prompt_format,
         prompt_template=args.prompt_template, rubric=args.rubric, merge_adapter=args.merge_adapter,
-        generation=settings,
+        generation=settings, decoding=args.decoding,
     )
     judge.limits = limits_from(args, judge.limits)  # flags override what the checkpoint records
     return judge

@@ -8,6 +8,18 @@
 The swap check judges (A, B) and (B, A) in one batched `generate` call, maps the
 second verdict back to the caller's order and combines the two: when the orders
 disagree, the verdict is a tie.
+
+Decoding paths (`decoding=`): `plain` is transformers' `generate` with its
+dynamic KV cache; `static` preallocates the KV cache (STATIC_CACHE_TOKENS, grown
+in steps of that size when a call needs more), which lets transformers compile
+the decode step with torch.compile and CUDA graphs where it can (a CUDA device,
+weights it can compile). `auto`, the default, takes `static` on a GPU when the
+weights are not bitsandbytes-quantized (transformers does not compile those,
+and a static cache alone does not speed them up), else `plain`. The static path
+is warmed up at load (the compilation happens then, not on the first judgment),
+and checked: if it fails, or its greedy tokens differ from plain `generate`'s on
+the warm-up pair, the judge falls back to `plain` and says why
+(`Judge.decoding_note`).
 """
 
 from __future__ import annotations
@@ -49,6 +61,14 @@ def multimodal_token_ids(tokenizer) -> list[int]:
     names = {getattr(tokenizer, a, None) for a in _MULTIMODAL_TOKEN_ATTRS} | set(_MULTIMODAL_TOKENS)
     vocab = tokenizer.get_vocab()
     return sorted({vocab[n] for n in names if n and n in vocab})
+
+
+DECODINGS = ("auto", "plain", "static")
+STATIC_CACHE_TOKENS = 4096  # a judgment with its prompt fits (an image or 16 video frames, 2K new tokens)
+WARM_UP_TOKENS = 24
+_WARM_UP_PAIR = Sample(query="Which answer names the capital of France correctly?",
+                       response_a="The capital of France is Paris.", response_b="The capital of France is Lyon.",
+                       id="warm-up")
 
 
 class OutOfMemory(RRMError):
@@ -121,7 +141,7 @@ class _Cancelled:
 class Judge:
     def __init__(self, loaded: LoadedModel, prompt_format: str | PromptFormat | None = None,
                  rubric: Rubric | dict | str | None = None, limits: MediaLimits | None = None,
-                 generation: GenerationSettings = GenerationSettings()):
+                 generation: GenerationSettings = GenerationSettings(), decoding: str = "auto"):
         self.loaded = loaded
         self.model, self.processor = loaded.model, loaded.processor
         self.tokenizer = self.processor.tokenizer
@@ -136,16 +156,19 @@ class Judge:
         self._suppress = multimodal_token_ids(self.tokenizer)
         self._eos = self._eos_ids()
         self._lock = threading.Lock()  # one generation at a time per model
+        self.decoding, self.decoding_note = self._pick_decoding(decoding)
+        if self.decoding == "static" and self.loaded.device.startswith("cuda"):
+            self.warm_up()
 
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, *, quantization: str = "auto", device: str | None = None,
                         prompt_format: str | None = None, prompt_template: str | None = None,
                         rubric: Rubric | dict | str | None = None, merge_adapter: bool = False,
                         limits: MediaLimits | None = None,
-                        generation: GenerationSettings = GenerationSettings()) -> Judge:
+                        generation: GenerationSettings = GenerationSettings(), decoding: str = "auto") -> Judge:
         loaded = load_model(model, quantization=quantization, device=device, merge_adapter=merge_adapter)
         return cls(loaded, prompt_format=_format_with_template(loaded, prompt_format, prompt_template),
-                   rubric=rubric, limits=limits, generation=generation)
+                   rubric=rubric, limits=limits, generation=generation, decoding=decoding)
 
     def configured(self, *, prompt_format: str | PromptFormat | None = None, rubric: Rubric | dict | None = None,
                    limits: MediaLimits | None = None) -> Judge:
@@ -162,6 +185,52 @@ class Judge:
     @property
     def description(self) -> str:
         return f"{self.loaded.describe()} · {self.format.name}"
+
+    # ---------------------------------------------------------------- decoding
+
+    def _pick_decoding(self, requested: str) -> tuple[str, str]:
+        if requested not in DECODINGS:
+            raise RRMError(f"unknown decoding {requested!r}; known: {', '.join(DECODINGS)}")
+        if requested != "auto":
+            return requested, "as asked"
+        if not self.loaded.device.startswith("cuda"):
+            return "plain", f"no GPU ({self.loaded.device})"
+        if self.loaded.quantization != "none":
+            return "plain", f"transformers does not compile {self.loaded.quantization} bitsandbytes weights"
+        return "static", "static KV cache, compiled decode step"
+
+    def warm_up(self) -> None:
+        """Run the static path on a short pair (batch 1 and 2: one order and the swap check) and check it.
+
+        Any failure, or greedy tokens that differ from plain generate's, switches this judge to plain.
+        """
+        settings = GenerationSettings(max_new_tokens=WARM_UP_TOKENS, min_new_tokens=WARM_UP_TOKENS)
+        started = time.perf_counter()
+        try:
+            for rows in (1, 2):
+                inputs = self._inputs(self._rows(_WARM_UP_PAIR, [], swap_check=rows == 2))
+                fast = self._generate_ids(inputs, rows, settings, "static")
+                fast_again = self._generate_ids(inputs, rows, settings, "static")  # after compilation
+                plain = self._generate_ids(inputs, rows, settings, "plain")
+                if fast != plain or fast_again != plain:
+                    self._fall_back(f"its greedy tokens differed from plain generate's at batch {rows}")
+                    return
+        except OutOfMemory:
+            raise
+        except Exception as e:  # a compiler or cache error: judge on the plain path
+            self._fall_back(f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}")
+            return
+        self.decoding_note += f" (warm-up {time.perf_counter() - started:.1f} s)"
+        log.info("decoding: static (%s)", self.decoding_note)
+
+    def _fall_back(self, reason: str) -> None:
+        self.decoding, self.decoding_note = "plain", f"static path off: {reason}"
+        log.warning("decoding falls back to plain generate: %s", reason)
+
+    def _generate_ids(self, inputs: dict, rows: int, settings: GenerationSettings, decoding: str) -> list[list[int]]:
+        streamer = _TokenStreamer(rows)
+        self._run_generate(inputs, streamer, threading.Event(), settings, decoding)
+        return streamer.tokens
 
     # ------------------------------------------------------------------ tokens
 
@@ -183,7 +252,7 @@ class Judge:
 
     # -------------------------------------------------------------- generation
 
-    def _generate_kwargs(self, settings: GenerationSettings) -> dict:
+    def _generate_kwargs(self, settings: GenerationSettings, prompt_tokens: int = 0, decoding: str = "plain") -> dict:
         sampling = settings.temperature > 0
         kwargs = {
             "max_new_tokens": settings.max_new_tokens,
@@ -200,18 +269,24 @@ class Judge:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if settings.min_new_tokens:
             kwargs["min_new_tokens"] = settings.min_new_tokens
+        if decoding == "static":
+            # One cache size for most calls: a new size means a new compilation.
+            need = prompt_tokens + settings.max_new_tokens
+            kwargs.update(cache_implementation="static",
+                          max_cache_len=-(-need // STATIC_CACHE_TOKENS) * STATIC_CACHE_TOKENS)
         return kwargs
 
     def _run_generate(self, inputs: dict, streamer: _TokenStreamer, cancel: threading.Event,
-                      settings: GenerationSettings):
+                      settings: GenerationSettings, decoding: str | None = None):
         import torch
         from transformers import StoppingCriteriaList
 
         if settings.temperature > 0:
             torch.manual_seed(settings.seed)
+        kwargs = self._generate_kwargs(settings, inputs["input_ids"].shape[1], decoding or self.decoding)
         with self._lock, torch.inference_mode():
             try:
-                self.model.generate(**inputs, **self._generate_kwargs(settings), streamer=streamer,
+                self.model.generate(**inputs, **kwargs, streamer=streamer,
                                     stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()

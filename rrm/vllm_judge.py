@@ -42,8 +42,11 @@ class VLLMJudge(Judge):
                         prompt_format: str | None = None, prompt_template: str | None = None,
                         rubric: Rubric | dict | str | None = None, merge_adapter: bool = False,
                         limits: MediaLimits | None = None,
-                        generation: GenerationSettings = GenerationSettings(), **engine_kwargs) -> VLLMJudge:
+                        generation: GenerationSettings = GenerationSettings(), decoding: str = "auto",
+                        **engine_kwargs) -> VLLMJudge:
         """Start a vLLM engine on the checkpoint; `engine_kwargs` go to `vllm.LLM` (e.g. tensor_parallel_size)."""
+        if decoding != "auto":
+            raise RRMError("--decoding is for the transformers backend; vLLM chooses its own (CUDA graphs)")
         vllm = import_vllm()
         if merge_adapter:
             raise RRMError("--merge-adapter is for the transformers backend; vLLM serves the adapter on its base")

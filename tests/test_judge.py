@@ -248,3 +248,44 @@ def test_media_bounds_recorded_by_a_checkpoint_are_used_and_flags_override_them(
     limits = build_judge(args).limits
     assert (limits.video_max_frames, limits.video_fps) == (5, 0.5)
     assert Judge.from_pretrained(str(ckpt), limits=MediaLimits()).limits == MediaLimits()
+
+
+# ---------------------------------------------------------------- decoding paths
+
+
+def test_auto_decoding_is_plain_on_cpu_and_unknown_names_are_refused(judge, tiny_dir):
+    assert judge.decoding == "plain" and judge.decoding_note == "no GPU (cpu)"
+    with pytest.raises(RRMError, match="unknown decoding 'fast'; known: auto, plain, static"):
+        Judge(judge.loaded, decoding="fast")
+
+
+@pytest.mark.parametrize("modality", ["text", "image", "video", "audio"])
+def test_static_cache_decoding_writes_the_same_tokens_as_plain_generate(judge, media_dir, modality):
+    settings = GenerationSettings(max_new_tokens=40, min_new_tokens=40)
+    static = Judge(judge.loaded, decoding="static", generation=settings)
+    plain = Judge(judge.loaded, decoding="plain", generation=settings)
+    sample = _samples(media_dir)[modality]
+    a, b = static.judge(sample, swap_check=True), plain.judge(sample, swap_check=True)
+    assert a.raw == b.raw and a.swap.other.raw == b.swap.other.raw
+    assert a.timing.generated_tokens == 40
+
+
+def test_static_decoding_in_batches_and_on_a_trained_judge(judge, parrot, media_dir):
+    from rrm.testing import parrot_sample
+
+    samples = list(_samples(media_dir).values())
+    static = Judge(judge.loaded, decoding="static")
+    settings = GenerationSettings(max_new_tokens=24, min_new_tokens=24)
+    assert [j.raw for j in static.judge_batch(samples, batch_size=3, swap_check=True, progress=False,
+                                              settings=settings)] == \
+        [j.raw for j in judge.judge_batch(samples, batch_size=3, swap_check=True, progress=False, settings=settings)]
+    # The parrot writes a whole valid judgment, hundreds of tokens long, through the static cache.
+    fast = Judge(parrot.loaded, decoding="static")
+    j = fast.judge(parrot_sample(), swap_check=True)
+    assert j.status.ok and j.verdict == "B" and j.raw == parrot.judge(parrot_sample(), swap_check=True).raw
+
+
+def test_warm_up_checks_the_static_path_against_plain_generate(judge):
+    static = Judge(judge.loaded, decoding="static")
+    static.warm_up()  # on a GPU this runs at load; here it runs the same check without compiling
+    assert static.decoding == "static" and "warm-up" in static.decoding_note
