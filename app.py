@@ -62,9 +62,10 @@ CSS = """
 class JudgeSlot:
     """The loaded judge; the model tab can replace it while the app runs."""
 
-    def __init__(self, judge: Judge, models_root: Path | None = None):
+    def __init__(self, judge: Judge, models_root: Path | None = None, decoding: str = "auto"):
         self.judge = judge
         self.models_root = models_root
+        self.decoding = decoding  # for the checkpoints the model tab loads
 
     def checkpoints(self) -> list[str]:
         """Loadable directories under models_root (the client picks one; it never sends a path)."""
@@ -305,7 +306,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
         if not choice or choice not in slot.checkpoints():
             raise gr.Error("Pick a checkpoint from the list.")
         try:
-            slot.judge = Judge.from_pretrained(str(slot.models_root / choice), quantization=quantization)
+            slot.judge = Judge.from_pretrained(str(slot.models_root / choice), quantization=quantization,
+                                               decoding=slot.decoding)
         except RRMError as e:
             raise gr.Error(str(e)) from None
         return model_info(), rubric_rows(slot.judge.rubric), slot.judge.format.name
@@ -512,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     local = Path(args.model).expanduser()
     root = Path(args.models_root) if args.models_root else (local.parent if local.is_dir() else None)
-    demo = build_demo(JudgeSlot(judge, root), max_text_chars=args.max_text_chars)
+    demo = build_demo(JudgeSlot(judge, root, args.decoding), max_text_chars=args.max_text_chars)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 max_file_size=f"{args.max_upload_mb}mb", theme=THEME, css=CSS)
     return 0

@@ -67,7 +67,7 @@ VOCAB_SIZE = 384  # BPE merges; the special tokens come on top
 TEXT_HIDDEN = 64
 
 
-def build_tokenizer():
+def build_tokenizer(vocab_size: int = VOCAB_SIZE, corpus: list[str] = _CORPUS):
     """A byte-level BPE with the Omni special tokens, wrapped as a Qwen2 tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
@@ -76,12 +76,12 @@ def build_tokenizer():
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS.values()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_CORPUS, trainer=trainer)
+    bpe.train_from_iterator(corpus, trainer=trainer)
     state = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
     named = {k: v for k, v in SPECIAL_TOKENS.items() if k not in ("eos_token", "im_start", "im_end")}
@@ -124,40 +124,55 @@ def _token_ids(tokenizer) -> dict[str, int]:
     return {k: tokenizer.convert_tokens_to_ids(v) for k, v in SPECIAL_TOKENS.items()}
 
 
-def thinker_config(tokenizer):
+# The thinkers of the released Qwen2.5-Omni models (Omni-RRM's bases), shape only: random
+# weights at full size measure speed and memory as well as real ones do.
+FULL_SIZES = {
+    "7b": {
+        "text": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                 "num_attention_heads": 28, "num_key_value_heads": 4},
+        "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                   "fullatt_block_indexes": [7, 15, 23, 31]},
+        "audio": {"encoder_layers": 32, "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280},
+    },
+    "3b": {
+        "text": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                 "num_attention_heads": 16, "num_key_value_heads": 2},
+        "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                   "fullatt_block_indexes": [7, 15, 23, 31]},
+        "audio": {"encoder_layers": 32, "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280},
+    },
+}
+_TINY = {
+    "text": {"hidden_size": TEXT_HIDDEN, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2},
+    "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "fullatt_block_indexes": [1]},
+    "audio": {"encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "d_model": 32},
+}
+
+
+def thinker_config(tokenizer, size: str = "tiny"):
+    """The thinker's config: tiny (the test fixture), or a released size ('7b', '3b') with this tokenizer's special ids."""
     from transformers import Qwen2_5OmniThinkerConfig
 
     ids = _token_ids(tokenizer)
+    shape = _TINY if size == "tiny" else FULL_SIZES[size]
+    hidden = shape["text"]["hidden_size"]
+    head_dim = hidden // shape["text"]["num_attention_heads"]
+    mrope = [2, 3, 3] if size == "tiny" else [16, 24, 24]  # temporal, height, width halves of the head
+    assert sum(mrope) * 2 == head_dim
     return Qwen2_5OmniThinkerConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": TEXT_HIDDEN,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            **shape["text"],
             "max_position_embeddings": 32768,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0 if size == "tiny" else 1000000.0,
+                                "mrope_section": mrope},
             "eos_token_id": ids["eos_token"],
             "pad_token_id": ids["eos_token"],
             "tie_word_embeddings": False,
         },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": TEXT_HIDDEN,
-            "fullatt_block_indexes": [1],
-        },
-        audio_config={
-            "encoder_layers": 1,
-            "encoder_attention_heads": 2,
-            "encoder_ffn_dim": 64,
-            "d_model": 32,
-            "output_dim": TEXT_HIDDEN,
-            "num_mel_bins": 128,
-        },
+        vision_config={**shape["vision"], "out_hidden_size": hidden},
+        audio_config={**shape["audio"], "output_dim": hidden, "num_mel_bins": 128},
         audio_token_index=ids["audio_token"],
         image_token_index=ids["image_token"],
         video_token_index=ids["video_token"],

@@ -35,7 +35,7 @@ def test_make_tiny_then_judge_an_image_with_the_swap_check(tmp_path):
 def test_stream_writes_the_rationale_to_stderr(tmp_path, tiny_dir, media_dir):
     result = run("rrm", "judge", "--model", str(tiny_dir), "--query", "What is heard?",
                  "--audio", str(media_dir / "tone.wav"), "--response-a", "a tone", "--response-b", "a dog",
-                 "--stream", "--max-new-tokens", "16")
+                 "--stream", "--max-new-tokens", "16", "--decoding", "static")
     assert result.returncode == 0, result.stderr
     judgment = json.loads(result.stdout)
     # The output was read in text mode, which turns a random model's stray "\r" into "\n".

@@ -1,0 +1,42 @@
+"""The benchmark's smoke run on CPU: the same code that measures the full-size judge on a GPU."""
+
+import json
+
+from rrm.bench import MODALITIES, Row, main, target_check
+
+
+def test_bench_smoke_run_on_the_tiny_fixture(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--out", str(out), "--tokens", "6", "--batch", "2", "--workdir", str(tmp_path / "w")]) == 0
+    report = json.loads(out.read_text())
+    assert report["environment"]["device"] == "cpu" and report["tokens"] == 6
+    rows = report["rows"]
+    assert [(r["path"], r["modality"]) for r in rows] == [(p, m) for p in ("plain", "static") for m in MODALITIES]
+    tokens = {r["modality"]: r["prompt_tokens"] for r in rows if r["path"] == "plain"}
+    # Media add their own tokens: 8 frames of 448x448 are 1,024 more than none, 16 frames twice that.
+    assert tokens["video16"] - tokens["video8"] == 1024 and tokens["video8"] > tokens["image"] > tokens["text"]
+    assert tokens["audio30"] - tokens["audio10"] == 500  # 25 tokens per second of audio
+    assert all(r["ttft_s"] > 0 and r["decode_tps"] > 0 and r["peak_gib"] is None for r in rows)
+    image = [r for r in rows if r["modality"] == "image"]
+    assert all(r["swap_ratio"] > 0 and r["batch_jpm"] > 0 for r in image)
+    assert rows[0]["load_s"] > 0 and rows[6]["load_s"] is None and rows[6]["warm_up_s"] is not None
+    printed = capsys.readouterr().out
+    assert "| tiny | fp32 | static | video16 |" in printed and "batch 2 j/min" in printed
+    assert (tmp_path / "w" / "media" / "video16.mp4").exists() and not (tmp_path / "w" / "tiny").exists()
+
+
+def _row(path, modality, decode, ttft, peak, swap=None):
+    return Row("7b", "NF4", path, modality, 1000, ttft, decode, peak, swap_ratio=swap)
+
+
+def test_targets_are_read_from_the_fastest_4bit_path():
+    rows = [_row("plain", "image", 35.0, 0.3, 6.5, swap=1.05), _row("plain", "video16", 34.0, 0.5, 8.6),
+            _row("static", "image", 130.0, 0.4, 7.0, swap=1.2), _row("static", "video16", 128.0, 0.6, 12.5)]
+    assert target_check(rows) == [
+        "met  decode tokens/s: 130.00 (target >= 120)",
+        "MISS swap check / one judgment: 1.20 (target <= 1.15)",
+        "met  TTFT image s: 0.40 (target <= 0.5)",
+        "met  peak GiB image: 7.00 (target <= 8)",
+        "MISS peak GiB video16: 12.50 (target <= 12)",
+    ]
+    assert target_check([Row("3b", "NF4", "plain", "image", 1, 0.1, 50.0, 3.0)]) == []
