@@ -126,21 +126,16 @@ def _token_ids(tokenizer) -> dict[str, int]:
 
 # The thinkers of the released Qwen2.5-Omni models (Omni-RRM's bases), shape only: random
 # weights at full size measure speed and memory as well as real ones do.
+_ENCODERS = {  # the same vision and audio towers in both sizes
+    "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+               "fullatt_block_indexes": [7, 15, 23, 31]},
+    "audio": {"encoder_layers": 32, "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280},
+}
 FULL_SIZES = {
-    "7b": {
-        "text": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                 "num_attention_heads": 28, "num_key_value_heads": 4},
-        "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                   "fullatt_block_indexes": [7, 15, 23, 31]},
-        "audio": {"encoder_layers": 32, "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280},
-    },
-    "3b": {
-        "text": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
-                 "num_attention_heads": 16, "num_key_value_heads": 2},
-        "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                   "fullatt_block_indexes": [7, 15, 23, 31]},
-        "audio": {"encoder_layers": 32, "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280},
-    },
+    "7b": {"text": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4}, **_ENCODERS},
+    "3b": {"text": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                    "num_attention_heads": 16, "num_key_value_heads": 2}, **_ENCODERS},
 }
 _TINY = {
     "text": {"hidden_size": TEXT_HIDDEN, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
