@@ -288,3 +288,28 @@ def test_selfcheck_control_gives_each_item_another_items_media_of_its_kind(tmp_p
         assert given != sample.media and given[0].kind == modality
     assert sorted(m[0].path for m in media) == sorted(s.media[0].path for _, s, _ in test)  # a permutation
     assert withheld_media(test, seed=3) == media  # seeded
+
+
+@pytest.mark.slow
+def test_sft_then_grpo_under_ddp_with_two_processes(data_dir, tiny_dir, tmp_path):
+    """Two ranks on CPU (gloo): the launch that `accelerate launch --multi_gpu` makes on GPUs."""
+    import subprocess
+    import sys
+
+    def launch(module, *args):
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", module, *args], capture_output=True, text=True, timeout=600, cwd=ASSETS.parent)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    sft_out, grpo_out = tmp_path / "sft", tmp_path / "grpo"
+    launch("train.sft", "--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"), "--output_dir",
+           str(sft_out), "--max_steps", "2", "--per_device_train_batch_size", "1", "--effective_batch_size", "2",
+           "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4", "--save_steps", "2")
+    state = json.loads((sft_out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["epoch"] == 1.0  # 4 pairs: 2 ranks x 1 pair x 2 steps, no accumulation
+    launch("train.grpo", *_grpo_argv(_rl_file(data_dir), tiny_dir, grpo_out, "--init_adapter", str(sft_out),
+                                     "--save_steps", "2", "--effective_batch_size", "4"))
+    state = json.loads((grpo_out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and len([h for h in state["log_history"] if "loss" in h]) == 2
+    assert Judge.from_pretrained(str(grpo_out)).loaded.adapter == str(grpo_out)
