@@ -313,3 +313,15 @@ def test_sft_then_grpo_under_ddp_with_two_processes(data_dir, tiny_dir, tmp_path
     state = json.loads((grpo_out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and len([h for h in state["log_history"] if "loss" in h]) == 2
     assert Judge.from_pretrained(str(grpo_out)).loaded.adapter == str(grpo_out)
+
+
+def test_an_effective_batch_that_cannot_be_met_exactly_is_reported(tmp_path, caplog):
+    from trl import SFTConfig
+
+    from train.common import parse_recipe
+
+    args, config = parse_recipe(JudgeTrainingArguments, SFTConfig, [
+        "--effective_batch_size", "3", "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path),
+        "--use_cpu", "true", "--report_to", "none"])
+    assert config.gradient_accumulation_steps == 2
+    assert "effective batch 4 (2 per device x 1 devices x 2 accumulation steps), not the 3 asked" in caplog.text

@@ -116,6 +116,12 @@ def parse_recipe(arguments_class, config_class, argv: list[str] | None):
     config.remove_unused_columns = False  # the judge's own columns reach the collator and the rewards
     config.gradient_accumulation_steps = accumulation_steps(
         args.effective_batch_size, config.per_device_train_batch_size, config.world_size)
+    actual = config.per_device_train_batch_size * config.world_size * config.gradient_accumulation_steps
+    if actual != args.effective_batch_size:
+        logging.getLogger(__name__).warning(
+            "effective batch %d (%d per device x %d devices x %d accumulation steps), not the %d asked",
+            actual, config.per_device_train_batch_size, config.world_size, config.gradient_accumulation_steps,
+            args.effective_batch_size)
     return args, config
 
 
