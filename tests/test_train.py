@@ -325,3 +325,35 @@ def test_an_effective_batch_that_cannot_be_met_exactly_is_reported(tmp_path, cap
         "--use_cpu", "true", "--report_to", "none"])
     assert config.gradient_accumulation_steps == 2
     assert "effective batch 4 (2 per device x 1 devices x 2 accumulation steps), not the 3 asked" in caplog.text
+
+
+RECIPES = Path(__file__).parent.parent / "train" / "recipes"
+
+
+@pytest.fixture(scope="module")
+def tiny_sft_adapter(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipes") / "sft"
+    assert sft_main(["--model", str(tiny_dir), "--data", str(ASSETS / "train_pairs.jsonl"), "--output_dir", str(out),
+                     "--max_steps", "1", "--per_device_train_batch_size", "1", "--effective_batch_size", "1",
+                     "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*gb*.yaml")))
+def test_every_gpu_recipe_runs_one_step_on_the_tiny_model(recipe, data_dir, tiny_dir, tiny_sft_adapter, tmp_path):
+    """Each GPU recipe as written (QLoRA, gradient checkpointing, warm-up ...), shrunk to the tiny model on CPU."""
+    from train.grpo import main as grpo_main
+
+    small = ["--config", str(RECIPES / recipe), "--model", str(tiny_dir), "--media_root", str(data_dir),
+             "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--use_cpu", "true", "--save_steps", "1",
+             "--video_max_frames", "4"]
+    if recipe.startswith("sft"):
+        code = sft_main([*small, "--data", str(data_dir / "train_pairs.jsonl"), "--per_device_train_batch_size", "1",
+                         "--effective_batch_size", "1"])
+    else:
+        code = grpo_main([*small, "--data", str(_rl_file(data_dir)), "--init_adapter", str(tiny_sft_adapter),
+                          "--per_device_train_batch_size", "2", "--num_generations", "2", "--effective_batch_size",
+                          "2", "--max_completion_length", "8"])
+    assert code == 0
+    judge = Judge.from_pretrained(str(tmp_path / "out"))
+    assert judge.loaded.adapter == str(tmp_path / "out")
