@@ -357,3 +357,12 @@ def test_every_gpu_recipe_runs_one_step_on_the_tiny_model(recipe, data_dir, tiny
     assert code == 0
     judge = Judge.from_pretrained(str(tmp_path / "out"))
     assert judge.loaded.adapter == str(tmp_path / "out")
+
+
+def test_the_launch_configs_are_what_accelerate_reads():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    ddp = load_config_from_file(str(RECIPES / "accelerate-ddp-8gpu.yaml"))
+    zero2 = load_config_from_file(str(RECIPES / "accelerate-zero2-8gpu.yaml"))
+    assert (ddp.distributed_type.value, ddp.num_processes, ddp.mixed_precision) == ("MULTI_GPU", 8, "bf16")
+    assert (zero2.distributed_type.value, zero2.deepspeed_config["zero_stage"]) == ("DEEPSPEED", 2)
