@@ -43,7 +43,7 @@ from .errors import RRMError
 from .media import MediaLimits
 from .schema import AUDIO, IMAGE, VIDEO, MediaItem, Sample
 
-MODES = {"none": "bf16", "4bit": "NF4", "8bit": "int8"}  # --quantization name -> weights
+MODES = {"4bit": "NF4", "none": "bf16", "8bit": "int8"}  # --quantization name -> weights; 4-bit first, as it matters most
 PATHS = ("plain", "static")
 MODALITIES = ("text", "image", "video8", "video16", "audio10", "audio30")
 # Media bounds that keep every test input whole: 448x448 pixels, 2 frames per second, 16 frames.
