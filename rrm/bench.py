@@ -149,10 +149,10 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def _wall(fn) -> tuple[float, object]:
+def _wall(fn, *args, **kwargs) -> tuple[float, object]:
     _sync()
     started = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     _sync()
     return time.perf_counter() - started, out
 
@@ -180,7 +180,7 @@ def measure(judge, size: str, weights: str, modality: str, sample: Sample, token
 
     first = GenerationSettings(max_new_tokens=1, min_new_tokens=1)
     judge.judge(sample, settings=first)  # one-off costs: decoders, kernels, cache sizes
-    ttft, _ = _wall(lambda: judge.judge(sample, settings=first))
+    ttft, _ = _wall(judge.judge, sample, settings=first)
     _peak_reset()
     run = judge.judge(sample, settings=GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens))
     return Row(size, weights, judge.decoding, modality, _prompt_tokens(judge, sample), ttft,
@@ -193,9 +193,9 @@ def measure_pairs(judge, sample: Sample, tokens: int, batch: int) -> tuple[float
 
     settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens)
     judge.judge_batch([sample] * batch, batch_size=batch, progress=False, settings=settings)  # this batch size's
-    one, _ = _wall(lambda: judge.judge(sample, settings=settings))                           # first call
-    both, _ = _wall(lambda: judge.judge(sample, swap_check=True, settings=settings))
-    many, _ = _wall(lambda: judge.judge_batch([sample] * batch, batch_size=batch, progress=False, settings=settings))
+    one, _ = _wall(judge.judge, sample, settings=settings)                                  # first call
+    both, _ = _wall(judge.judge, sample, swap_check=True, settings=settings)
+    many, _ = _wall(judge.judge_batch, [sample] * batch, batch_size=batch, progress=False, settings=settings)
     return both / one, batch * 60 / many
 
 
@@ -288,9 +288,9 @@ def run(sizes, modes, paths, modalities, tokens: int, batch: int, out: Path, wor
         checkpoint = build_checkpoint(size, workdir / size, device)
         for mode in modes:
             weights = MODES[mode] if device.startswith("cuda") or mode != "none" else "fp32"
-            load_s, loaded = _wall(lambda: load_model(str(checkpoint), quantization=mode, device=device))
+            load_s, loaded = _wall(load_model, str(checkpoint), quantization=mode, device=device)
             for n, path in enumerate(paths):
-                warm_s, judge = _wall(lambda: Judge(loaded, prompt_format="rubric-v2", limits=LIMITS, decoding=path))
+                warm_s, judge = _wall(Judge, loaded, prompt_format="rubric-v2", limits=LIMITS, decoding=path)
                 note = "" if judge.decoding_note == "as asked" else judge.decoding_note
                 for m, modality in enumerate(modalities):
                     sample = Sample(_QUERY, _ANSWER_A, _ANSWER_B, media=media[modality], id=modality)
