@@ -172,9 +172,12 @@ def test_client_bad_key_unknown_model_and_unreachable_endpoint_are_one_line_erro
     with pytest.raises(EndpointError, match="does not serve model 'gpt-9': HTTP 404"):
         _ask(unknown)
     assert len(server.requests) == 2  # neither was retried
-    dead = ChatClient(Endpoint("strong", "http://127.0.0.1:9/v1", max_retries=1, backoff_s=0, timeout_s=1))
-    with pytest.raises(EndpointError, match="cannot reach http://127.0.0.1:9/v1/chat/completions"):
+    waits = []
+    dead = ChatClient(Endpoint("strong", "http://127.0.0.1:9/v1", max_retries=5, backoff_s=1.0, timeout_s=1),
+                      sleep=waits.append)
+    with pytest.raises(EndpointError, match=r"cannot reach http://127.0.0.1:9/v1/chat/completions .* after 3 tries"):
         _ask(dead)
+    assert waits == [1.0, 2.0]  # a refused connection is retried twice, not through the whole backoff
 
 
 # ---------------------------------------------------------------------------- the pipeline

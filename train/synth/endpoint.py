@@ -36,6 +36,7 @@ TEACHER_LIMITS = MediaLimits(video_fps=1.0, video_max_frames=35, video_max_pixel
 FRAME_MAX_SIDE = 512
 JPEG_QUALITY = 90
 _RETRY_STATUS = {408, 409, 429} | set(range(500, 600))
+UNREACHABLE_RETRIES = 2  # a refused connection or unknown host: a blip, or no server at all
 
 
 class EndpointError(RRMError):
@@ -89,17 +90,20 @@ class ChatClient:
         if seed is not None:
             body["seed"] = seed
         data = json.dumps(body).encode("utf-8")
-        problem = _Retry("not tried")
+        problem, tries = _Retry("not tried"), 0
         for attempt in range(self.endpoint.max_retries + 1):
             if attempt:
+                if problem.unreachable and attempt > UNREACHABLE_RETRIES:
+                    break  # nothing listens there: say so in seconds, not after the whole backoff
                 wait = self.endpoint.backoff_s * 2 ** (attempt - 1)
                 self._sleep(min(problem.after, 60.0) if problem.after is not None else wait)
+            tries += 1
             try:
                 return _reply(self._post(data))
             except _Retry as e:
                 problem = e
                 log.info("%s: %s (attempt %d)", self.endpoint.model, e, attempt + 1)
-        tries = f"after {self.endpoint.max_retries + 1} tries"
+        tries = f"after {tries} tries"
         if problem.unreachable:
             raise EndpointError(f"{problem} {tries}")
         raise CallFailed(f"{self.endpoint.model}: {problem} {tries}")
