@@ -42,6 +42,14 @@ def test_teacher_gap_selection_leaves_ties_out(tmp_path, capsys):
     assert "1 ties left out" in capsys.readouterr().err
 
 
+def test_records_without_an_id_are_mined_and_written_as_they_came(tmp_path):
+    row = {"query": "no id here", "response_a": "a", "response_b": "b", "label": "B", "score_a": 4, "score_b": 5}
+    _write(tmp_path / "pairs.jsonl", [row, ROWS[1]])
+    assert main(["--data", str(tmp_path / "pairs.jsonl"), "--out", str(tmp_path / "rl.jsonl")]) == 0
+    kept = [json.loads(x) for x in (tmp_path / "rl.jsonl").read_text().splitlines()]
+    assert kept == [{**row, "split": "rl", "hardness": {"teacher_gap": 1, "judge": None}}]
+
+
 def test_judge_instability_with_sampling(tmp_path, tiny_dir):
     _write(tmp_path / "pairs.jsonl", ROWS)
     assert main(["--data", str(tmp_path / "pairs.jsonl"), "--out", str(tmp_path / "rl.jsonl"), "--model", str(tiny_dir),

@@ -50,6 +50,7 @@ class PreferencePair:
     score_a: float | None = None
     score_b: float | None = None
     criteria: dict = field(default_factory=dict)  # key -> {"rationale", "score_A", "score_B"}
+    record: dict = field(default_factory=dict, repr=False)  # the line it came from (preference format)
 
     def swapped(self) -> PreferencePair:
         criteria = {k: {"rationale": v.get("rationale", ""), "score_A": v.get("score_B"), "score_B": v.get("score_A")}
@@ -102,7 +103,7 @@ def _missing_media(sample: Sample) -> str | None:
 
 def _preference_pair(r: dict, root: Path) -> PreferencePair:
     return PreferencePair(sample_from_record(r, root), _label(r.get("label")), str(r.get("split") or "sft"),
-                          r.get("score_a"), r.get("score_b"), _criteria(r.get("criteria")))
+                          r.get("score_a"), r.get("score_b"), _criteria(r.get("criteria")), record=r)
 
 
 # ---------------------------------------------------------------- Omni-Preference rows

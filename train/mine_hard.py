@@ -24,8 +24,8 @@ from rrm.schema import VERDICT_TIE
 from .data import load_pairs
 
 
-def teacher_gap(record: dict) -> float | None:
-    a, b = record.get("score_a"), record.get("score_b")
+def teacher_gap(pair) -> float | None:
+    a, b = pair.score_a, pair.score_b
     return None if a is None or b is None else abs(a - b)
 
 
@@ -54,26 +54,17 @@ def is_hard(gap: float | None, unstable: dict | None, max_gap: float, rule: str)
 def _command(args) -> int:
     from tqdm.auto import tqdm
 
-    path = Path(args.data)
-    pairs, report = load_pairs(path, args.media_root, splits=("sft", "rl"))
-    records = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        records[str(r.get("id"))] = r
+    pairs, report = load_pairs(args.data, args.media_root, splits=("sft", "rl"))
     judge = build_judge(args) if args.samples else None
     kept, ties = [], 0
     for pair in tqdm(pairs, desc="mining", unit="pair"):
         if pair.label == VERDICT_TIE:
             ties += 1
             continue
-        record = records[pair.sample.id]
-        gap = teacher_gap(record)
+        gap = teacher_gap(pair)
         unstable = instability(judge, pair.sample, args.samples, args.seed, judge.generation) if judge else None
         if is_hard(gap, unstable, args.max_gap, args.rule):
-            kept.append({**record, "split": "rl", "hardness": {"teacher_gap": gap, "judge": unstable}})
+            kept.append({**pair.record, "split": "rl", "hardness": {"teacher_gap": gap, "judge": unstable}})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
