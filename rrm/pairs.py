@@ -34,12 +34,16 @@ def sample_from_record(record: dict, media_root: Path, confine: bool = False) ->
     named += [(m["kind"], m["path"]) for m in record.get("media") or []]
     media = [MediaItem(kind, _media_path(media_root, str(rel), confine)) for kind, rel in named]
     sample_id = record.get("id")
-    if sample_id is None:  # stable across reruns and reorderings of the file
-        key = json.dumps([record["query"], record["response_a"], record["response_b"],
-                          [m.path for m in media]], ensure_ascii=False)
-        sample_id = hashlib.sha1(key.encode()).hexdigest()[:16]
+    if sample_id is None:
+        sample_id = content_id(record["query"], record["response_a"], record["response_b"], media)
     return Sample(query=record["query"], response_a=record["response_a"], response_b=record["response_b"],
                   media=media, reference=record.get("reference"), id=str(sample_id))
+
+
+def content_id(query: str, response_a: str, response_b: str, media: list[MediaItem]) -> str:
+    """An id for a record that has none: stable across reruns and reorderings of its file."""
+    key = json.dumps([query, response_a, response_b, [m.path for m in media]], ensure_ascii=False)
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 def _media_path(root: Path, rel: str, confine: bool) -> str:

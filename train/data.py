@@ -16,7 +16,6 @@ so that neither slot is the better one more often.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from rrm.errors import RRMError
 from rrm.eval.loaders import LOADERS, load_benchmark
-from rrm.pairs import sample_from_record
+from rrm.pairs import content_id, sample_from_record
 from rrm.parse import parse_judgment
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import (
@@ -176,10 +175,7 @@ def omni_preference_pair(row: dict, root: Path, rubric: Rubric = DEFAULT_RUBRIC)
             media.append(MediaItem(kind, _released_path(entry, root)))
     query, a, b = found.group("query"), found.group("a"), found.group("b")
     sample_id = row.get("id")
-    if sample_id is None:
-        key = json.dumps([query, a, b, [m.path for m in media]], ensure_ascii=False)
-        sample_id = hashlib.sha1(key.encode()).hexdigest()[:16]
-    sample = Sample(query, a, b, media=media, id=str(sample_id))
+    sample = Sample(query, a, b, media=media, id=str(content_id(query, a, b, media) if sample_id is None else sample_id))
     if assistant:  # SFT row: the teacher's judgment
         judgment = parse_judgment(_turn_text(assistant[-1]), rubric)
         if judgment.verdict is None:
