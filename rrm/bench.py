@@ -269,14 +269,14 @@ def environment(device: str) -> dict:
 # ------------------------------------------------------------------------ main
 
 
-def run(sizes, modes, paths, modalities, tokens: int, batch: int, out: Path, workdir: Path, device: str) -> list[Row]:
+def run(sizes, modes, paths, modalities, tokens: int, batch: int, out: Path, workdir: Path, device: str,
+        env: dict) -> list[Row]:
     from tqdm.auto import tqdm
 
     from .judge import Judge, OutOfMemory
     from .model import load_model
 
     rows: list[Row] = []
-    env = environment(device)
 
     def save():
         out.write_text(json.dumps({"environment": env, "tokens": tokens, "batch": batch,
@@ -344,16 +344,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tokens must be at least 2 and --batch at least 1")
     device = "cuda:0" if gpu else "cpu"
     scratch = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rrm-bench-"))
+    env = environment(device)
     try:
         rows = run(args.sizes, args.modes, args.paths, args.modalities, args.tokens, args.batch, Path(args.out),
-                   scratch, device)
+                   scratch, device, env)
     except RRMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         if not args.workdir:
             shutil.rmtree(scratch, ignore_errors=True)
-    env = environment(device)
     print(" · ".join(f"{k} {v}" for k, v in env.items()))
     print(table(rows, args.tokens, args.batch))
     for line in target_check(rows):
