@@ -104,18 +104,27 @@ def save_judge(model, processor, out: Path, base: str, args: JudgeTrainingArgume
 
 
 def parse_recipe(arguments_class, config_class, argv: list[str] | None):
-    """(judge arguments, TRL config) from a YAML recipe (--config) and command-line overrides."""
+    """(judge arguments, TRL config) from a YAML recipe (--config) and command-line overrides.
+
+    Precision and accumulation are settled in the arguments, and the config is built once more with them:
+    DeepSpeed (ZeRO-2 under `accelerate launch`) copies both from the config as it is built.
+    """
+    import sys
+
     from trl import TrlParser
 
-    args, config = TrlParser((arguments_class, config_class)).parse_args_and_config(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = TrlParser((arguments_class, config_class))
+    args, config = parser.parse_args_and_config(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    settled = ["--gradient_accumulation_steps", str(accumulation_steps(
+        args.effective_batch_size, config.per_device_train_batch_size, config.world_size))]
     if config.bf16 and (config.use_cpu or not cuda_available()):
         # TRL turns bf16 on by default; on a CPU it only slows training and blurs small gradients.
         logging.getLogger(__name__).warning("no CUDA device: training in float32 (bf16 off)")
-        config.bf16 = False
+        settled += ["--bf16", "false"]
+    args, config = parser.parse_args_and_config([*argv, *settled])
     config.remove_unused_columns = False  # the judge's own columns reach the collator and the rewards
-    config.gradient_accumulation_steps = accumulation_steps(
-        args.effective_batch_size, config.per_device_train_batch_size, config.world_size)
     actual = config.per_device_train_batch_size * config.world_size * config.gradient_accumulation_steps
     if actual != args.effective_batch_size:
         logging.getLogger(__name__).warning(
