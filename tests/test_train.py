@@ -291,25 +291,43 @@ def test_selfcheck_control_gives_each_item_another_items_media_of_its_kind(tmp_p
 
 
 @pytest.mark.slow
-def test_sft_then_grpo_under_ddp_with_two_processes(data_dir, tiny_dir, tmp_path):
-    """Two ranks on CPU (gloo): the launch that `accelerate launch --multi_gpu` makes on GPUs."""
+def test_accelerate_launch_trains_the_same_judge_under_ddp_and_zero2(data_dir, tiny_dir, tmp_path):
+    """The project's accelerate configs (DDP, DeepSpeed ZeRO-2) with two ranks on CPU (gloo).
+
+    Each rank's batch holds another modality, so one rank leaves an encoder's LoRA weights unused while the
+    other trains them: ZeRO-2 crashed on that (mismatched gradient buckets) before every rank shared every
+    gradient; now it must train exactly the adapter DDP trains.
+    """
     import subprocess
     import sys
 
-    def launch(module, *args):
-        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    def launch(config, module, *args):
+        done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                               str(RECIPES / config), "--num_processes", "2", "--mixed_precision", "no",
                                "-m", module, *args], capture_output=True, text=True, timeout=600, cwd=ASSETS.parent)
         assert done.returncode == 0, done.stderr[-3000:]
-        return done
 
-    sft_out, grpo_out = tmp_path / "sft", tmp_path / "grpo"
-    launch("train.sft", "--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"), "--output_dir",
-           str(sft_out), "--max_steps", "2", "--per_device_train_batch_size", "1", "--effective_batch_size", "2",
-           "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4", "--save_steps", "2")
-    state = json.loads((sft_out / "checkpoint-2" / "trainer_state.json").read_text())
-    assert state["global_step"] == 2 and state["epoch"] == 1.0  # 4 pairs: 2 ranks x 1 pair x 2 steps, no accumulation
-    launch("train.grpo", *_grpo_argv(_rl_file(data_dir), tiny_dir, grpo_out, "--init_adapter", str(sft_out),
-                                     "--save_steps", "2", "--effective_batch_size", "4"))
+    def sft(config, out):
+        launch(config, "train.sft", "--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"),
+               "--output_dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "1",
+               "--effective_batch_size", "4", "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4",
+               "--save_steps", "1", "--learning_rate", "1e-3")
+        state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+        assert state["global_step"] == 1 and state["epoch"] == 1.0  # 4 pairs: 2 ranks x 1 pair x 2 accumulated
+        return load_file(out / "adapter_model.safetensors")
+
+    ddp = sft("accelerate-ddp-8gpu.yaml", tmp_path / "ddp")
+    zero2 = sft("accelerate-zero2-8gpu.yaml", tmp_path / "zero2")
+    assert ddp.keys() == zero2.keys()
+    for name, weight in ddp.items():
+        torch.testing.assert_close(zero2[name], weight, rtol=1e-4, atol=1e-6, msg=name)
+    for encoder in ("audio_tower.proj", "visual.merger.mlp.0"):  # each trained on one rank per micro-step
+        assert ddp[f"base_model.model.model.{encoder}.lora_B.weight"].abs().max() > 0
+
+    grpo_out = tmp_path / "grpo"
+    launch("accelerate-zero2-8gpu.yaml", "train.grpo", *_grpo_argv(
+        _rl_file(data_dir), tiny_dir, grpo_out, "--init_adapter", str(tmp_path / "zero2"), "--save_steps", "2",
+        "--effective_batch_size", "4"))
     state = json.loads((grpo_out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and len([h for h in state["log_history"] if "loss" in h]) == 2
     assert Judge.from_pretrained(str(grpo_out)).loaded.adapter == str(grpo_out)

@@ -75,6 +75,34 @@ def load_base(source: str, quantization: str):
     return model, AutoProcessor.from_pretrained(path), path
 
 
+def share_every_gradient_across_ranks(model, config) -> None:
+    """In a multi-process run, give every trainable weight a gradient in every step, in one order on all ranks.
+
+    A rank whose batch holds no audio (or no image, no video) leaves that encoder's LoRA weights without a
+    gradient while another rank's batch gives them one. DeepSpeed ZeRO-2 reduces gradients in buckets filled
+    in the order they become ready, so such ranks exchange mismatched buckets: a crash, or gradients summed
+    with the wrong weights. Adding 0 x the sum of every trainable weight to the input embeddings makes each
+    weight's gradient (zero where its encoder did not run) become ready last and in the same order on every
+    rank; DDP then no longer needs to look for unused parameters.
+    """
+    if config.world_size < 2:
+        return
+    import torch
+
+    trainable = []
+
+    def add_zero(module, inputs, output):
+        if not torch.is_grad_enabled():
+            return output
+        if not trainable:  # LoRA weights exist once the trainer has wrapped the model
+            trainable.extend(p for p in model.parameters() if p.requires_grad)
+        zero = torch.stack([p.sum().float() for p in trainable]).sum() * 0
+        return output + zero.to(output.dtype)
+
+    model.get_input_embeddings().register_forward_hook(add_zero)
+    config.ddp_find_unused_parameters = False
+
+
 def lora_config(args: JudgeTrainingArguments):
     from peft import LoraConfig
 

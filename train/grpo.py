@@ -27,7 +27,8 @@ from rrm.parse import parse_judgment
 from rrm.prompts import build_messages
 from rrm.schema import Sample
 
-from .common import JudgeTrainingArguments, load_base, lora_config, parse_recipe, train_and_save
+from .common import (JudgeTrainingArguments, load_base, lora_config, parse_recipe,
+                     share_every_gradient_across_ranks, train_and_save)
 from .data import load_pairs, randomise_order
 from .rewards import DEFAULT_WEIGHTS, completion_text, format_score, get_rewards
 
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RRMError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    share_every_gradient_across_ranks(model, config)
     peft_config = None
     if args.init_adapter:
         model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)

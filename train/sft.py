@@ -20,7 +20,8 @@ from rrm.media import load_media
 from rrm.prompts import build_messages
 from rrm.schema import Sample
 
-from .common import JudgeTrainingArguments, load_base, lora_config, parse_recipe, train_and_save
+from .common import (JudgeTrainingArguments, load_base, lora_config, parse_recipe,
+                     share_every_gradient_across_ranks, train_and_save)
 from .data import load_pairs, randomise_order
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except RRMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    share_every_gradient_across_ranks(model, config)
     config.dataset_kwargs = {"skip_prepare_dataset": True}
     config.max_length = None  # never cut audio features or judgments
     fmt, rubric = args.prompt()
