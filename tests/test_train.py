@@ -307,22 +307,28 @@ def test_accelerate_launch_trains_the_same_judge_under_ddp_and_zero2(data_dir, t
                                "-m", module, *args], capture_output=True, text=True, timeout=600, cwd=ASSETS.parent)
         assert done.returncode == 0, done.stderr[-3000:]
 
-    def sft(config, out):
+    def sft(config, out, steps=1, *extra):
         launch(config, "train.sft", "--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"),
-               "--output_dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "1",
+               "--output_dir", str(out), "--max_steps", str(steps), "--per_device_train_batch_size", "1",
                "--effective_batch_size", "4", "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4",
-               "--save_steps", "1", "--learning_rate", "1e-3")
-        state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
-        assert state["global_step"] == 1 and state["epoch"] == 1.0  # 4 pairs: 2 ranks x 1 pair x 2 accumulated
-        return load_file(out / "adapter_model.safetensors")
+               "--save_steps", "1", "--logging_steps", "1", "--learning_rate", "1e-3", *extra)
+        state = json.loads((out / f"checkpoint-{steps}" / "trainer_state.json").read_text())
+        assert state["global_step"] == steps and state["epoch"] == steps  # 4 pairs: 2 ranks x 1 pair x 2 accumulated
+        return load_file(out / "adapter_model.safetensors"), state
 
-    ddp = sft("accelerate-ddp-8gpu.yaml", tmp_path / "ddp")
-    zero2 = sft("accelerate-zero2-8gpu.yaml", tmp_path / "zero2")
+    ddp, _ = sft("accelerate-ddp-8gpu.yaml", tmp_path / "ddp")
+    zero2, first = sft("accelerate-zero2-8gpu.yaml", tmp_path / "zero2")
     assert ddp.keys() == zero2.keys()
     for name, weight in ddp.items():
         torch.testing.assert_close(zero2[name], weight, rtol=1e-4, atol=1e-6, msg=name)
     for encoder in ("audio_tower.proj", "visual.merger.mlp.0"):  # each trained on one rank per micro-step
         assert ddp[f"base_model.model.model.{encoder}.lora_B.weight"].abs().max() > 0
+    # A stopped ZeRO-2 run resumes from its DeepSpeed checkpoint: step 1 is kept (not saved again), step 2 runs.
+    step1 = tmp_path / "zero2" / "checkpoint-1" / "adapter_model.safetensors"
+    saved = step1.stat().st_mtime_ns
+    _, resumed = sft("accelerate-zero2-8gpu.yaml", tmp_path / "zero2", 2, "--resume_from_checkpoint", "auto")
+    assert step1.stat().st_mtime_ns == saved
+    assert resumed["log_history"][0] == first["log_history"][0] and len(resumed["log_history"]) == 2
 
     grpo_out = tmp_path / "grpo"
     launch("accelerate-zero2-8gpu.yaml", "train.grpo", *_grpo_argv(
