@@ -306,12 +306,14 @@ def test_accelerate_launch_trains_the_same_judge_under_ddp_and_zero2(data_dir, t
                                str(RECIPES / config), "--num_processes", "2", "--mixed_precision", "no",
                                "-m", module, *args], capture_output=True, text=True, timeout=600, cwd=ASSETS.parent)
         assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
 
     def sft(config, out, steps=1, *extra):
-        launch(config, "train.sft", "--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"),
+        log = launch(config, "train.sft", "--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"),
                "--output_dir", str(out), "--max_steps", str(steps), "--per_device_train_batch_size", "1",
                "--effective_batch_size", "4", "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4",
                "--save_steps", "1", "--logging_steps", "1", "--learning_rate", "1e-3", *extra)
+        assert log.count("WARNING: SFT data: 4 pairs kept") == 1  # reported once, not once per process
         state = json.loads((out / f"checkpoint-{steps}" / "trainer_state.json").read_text())
         assert state["global_step"] == steps and state["epoch"] == steps  # 4 pairs: 2 ranks x 1 pair x 2 accumulated
         return load_file(out / "adapter_model.safetensors"), state

@@ -144,7 +144,9 @@ def parse_recipe(arguments_class, config_class, argv: list[str] | None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = TrlParser((arguments_class, config_class))
     args, config = parser.parse_args_and_config(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # One report, not one per process: the other ranks log errors only.
+    logging.basicConfig(level=logging.WARNING if config.process_index == 0 else logging.ERROR,
+                        format="%(levelname)s: %(message)s")
     settled = ["--gradient_accumulation_steps", str(accumulation_steps(
         args.effective_batch_size, config.per_device_train_batch_size, config.world_size))]
     if config.bf16 and (config.use_cpu or not cuda_available()):
