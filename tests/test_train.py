@@ -49,6 +49,7 @@ def test_benchmark_files_load_as_pairs():
 
 
 OMNI_PREFERENCE = Path(__file__).parent / "fixtures" / "omni_preference"
+RECIPES = Path(__file__).parent.parent / "train" / "recipes"
 
 
 @pytest.fixture
@@ -310,9 +311,10 @@ def test_accelerate_launch_trains_the_same_judge_under_ddp_and_zero2(data_dir, t
 
     def sft(config, out, steps=1, *extra):
         log = launch(config, "train.sft", "--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"),
-               "--output_dir", str(out), "--max_steps", str(steps), "--per_device_train_batch_size", "1",
-               "--effective_batch_size", "4", "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4",
-               "--save_steps", "1", "--logging_steps", "1", "--learning_rate", "1e-3", *extra)
+                     "--output_dir", str(out), "--max_steps", str(steps), "--per_device_train_batch_size", "1",
+                     "--effective_batch_size", "4", "--use_cpu", "true", "--report_to", "none",
+                     "--video_max_frames", "4", "--save_steps", "1", "--logging_steps", "1", "--learning_rate", "1e-3",
+                     *extra)
         assert log.count("WARNING: SFT data: 4 pairs kept") == 1  # reported once, not once per process
         state = json.loads((out / f"checkpoint-{steps}" / "trainer_state.json").read_text())
         assert state["global_step"] == steps and state["epoch"] == steps  # 4 pairs: 2 ranks x 1 pair x 2 accumulated
@@ -351,9 +353,6 @@ def test_an_effective_batch_that_cannot_be_met_exactly_is_reported(tmp_path, cap
         "--use_cpu", "true", "--report_to", "none"])
     assert config.gradient_accumulation_steps == 2
     assert "effective batch 4 (2 per device x 1 devices x 2 accumulation steps), not the 3 asked" in caplog.text
-
-
-RECIPES = Path(__file__).parent.parent / "train" / "recipes"
 
 
 @pytest.fixture(scope="module")
