@@ -100,6 +100,12 @@ def _scan_object(src: str, start: int) -> _Scan:
                     key_buf.append(ch)
             i += 1
             continue
+        if ch == "/" and src.startswith(("//", "/*"), i):
+            # A comment (models copy them from prompt examples: `// or [[B]]`) is no part of the object.
+            end = src.find("\n" if src[i + 1] == "/" else "*/", i + 2)
+            i = n if end == -1 else end + (0 if src[i + 1] == "/" else 2)
+            repaired = True
+            continue
         if ch == '"':
             in_str = True
             str_is_key = bool(stack) and stack[-1]["kind"] == "{" and stack[-1]["want_key"]
@@ -215,6 +221,29 @@ def _find_object(text: str) -> tuple[dict | None, _Scan | None, list[str]]:
         if fallback:
             return fallback
     return None, None, notes
+
+
+_FIELD = re.compile(r'"((?:[^"\\]|\\.)+)"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|true|false|null)')
+
+
+def _fields_one_by_one(text: str) -> tuple[dict | None, _Scan | None]:
+    """When no object is valid JSON (a placeholder such as <integer> inside): the plain fields of the last
+    object-like span that states a verdict, read one by one. The model's own fields, not loose tags around them."""
+    found = None
+    pos, tried = text.find("{"), 0
+    while pos != -1 and tried < _MAX_CANDIDATES:
+        tried += 1
+        scan = _scan_object(text, pos)
+        fields = {}
+        for m in _FIELD.finditer(text, pos, scan.end):
+            try:
+                fields.setdefault(json.loads(f'"{m.group(1)}"'), json.loads(m.group(2)))
+            except json.JSONDecodeError:
+                continue
+        if _get(fields, _FINAL_KEYS)[0] or _get(fields, _BETTER_KEYS)[0]:
+            found = (fields, scan)
+        pos = text.find("{", max(pos + 1, scan.end))
+    return found or (None, None)
 
 
 def _surroundings(text: str, start: int, end: int, fenced: bool) -> list[str]:
@@ -398,6 +427,10 @@ def _parse_judgment(raw: str, rubric: Rubric) -> Judgment:
     if not raw.strip():
         return _failure(raw, "empty output", rubric)
     obj, scan, errors = _find_object(raw)
+    if obj is None:
+        obj, scan = _fields_one_by_one(raw)
+        if obj is not None:
+            errors.append("the JSON object is not valid: its fields were read one by one")
     if obj is None:
         tag = _ANSWER_TAG.findall(raw)
         if tag:

@@ -67,6 +67,43 @@ def test_think_parts_go_to_their_criteria():
     assert j.criterion("safety_ethics").rationale == "both safe."
 
 
+A_JSON = ('{"score_A": 8, "score_B": 3, "better": "A", "reasoning": "<think>Part 1: A reads well.</think>", '
+          '"final_verdict": "<answer>[[A]]</answer>"}')
+
+# The model's own JSON fields state A; a comment, a placeholder or a quoted example says otherwise.
+# (name, output, verdict, score_a, what status.errors mentions)
+FIELDS_WIN = [
+    ("line comment after final_verdict, as in the MM-RewardBench prompt's example",
+     A_JSON[:-1] + '  // or [[B]] / [[equal]]\n}', "A", 8, None),
+    ("line comment between fields", A_JSON.replace('"better": "A",', '"better": "A", // never [[B]]\n'), "A", 8,
+     None),
+    ("block comment", A_JSON.replace('"better"', '/* e.g. "better": "B" -> [[B]] */ "better"'), "A", 8, None),
+    ("unterminated comment at the end", A_JSON[:-1] + ' // [[equal]]', "A", 8, "truncated"),
+    ("a placeholder inside the object, a quoted example after it",
+     A_JSON.replace('"score_B": 3', '"score_B": <integer>') + ' For a tie write "<answer>[[equal]]</answer>".',
+     "A", 8, "read one by one"),
+    ("the prompt's example echoed first (not JSON), then the model's own",
+     '{"score_A": [integer between 0 and 10], "better": "A" or "B" or "equal", '
+     '"final_verdict": "<answer>[[B]]</answer>"}\n' + A_JSON, "A", 8, None),
+    ("a quoted example after the JSON", A_JSON + '\nFormat: "final_verdict": "<answer>[[B]]</answer>"', "A", 8,
+     None),
+    ("another verdict quoted inside the reasoning", A_JSON.replace("A reads well.", "not [[B]]: A reads well."),
+     "A", 8, None),
+    ("a placeholder in the only object, and [[B]] in the prose after it",
+     '{"score_A": <int>, "better": "A", "final_verdict": "<answer>[[A]]</answer>"} Surely not [[B]].', "A", None,
+     "read one by one"),
+]
+
+
+@pytest.mark.parametrize("name,text,verdict,score_a,note", FIELDS_WIN, ids=[f[0] for f in FIELDS_WIN])
+def test_the_json_fields_win_over_loose_text(name, text, verdict, score_a, note):
+    j = parse_judgment(text)
+    assert (j.verdict, j.score_a) == (verdict, score_a), j.status.errors
+    assert j.status.ok
+    if note:
+        assert any(note in e for e in j.status.errors), j.status.errors
+
+
 # (name, output, reason substring)
 MALFORMED = [
     ("empty", "", "empty output"),
