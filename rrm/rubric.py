@@ -5,13 +5,14 @@ criteria with descriptions) is accepted wherever a rubric is: pass a `Rubric`,
 a dict, or the path of a JSON file to `load_rubric`.
 
 JSON forms accepted by `load_rubric`:
-    {"criteria": [{"key": "...", "title": "...", "description": "..."}, ...],
+    {"criteria": [{"key": "...", "title": "...", "description": "...", "cues": ["word", ...]}, ...],
      "facets": {"image": ["..."], "video": [...], "audio": [...]}}
     {"Title one": "description", "Title two": "description"}
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -28,9 +29,18 @@ class Criterion:
     description: str
     # Other names a model may use for this criterion in its output (object keys, headings).
     aliases: tuple[str, ...] = ()
+    # Words whose presence in a rationale shows that it speaks of this criterion, as regular-expression
+    # alternatives matched as whole words, ignoring case. Without any, the words of the title, key and
+    # aliases are used. The five default criteria carry the word lists of the release's rubric reward.
+    cues: tuple[str, ...] = ()
 
     def names(self) -> tuple[str, ...]:
         return (self.key, self.title, *self.aliases)
+
+    @property
+    def cue_pattern(self) -> re.Pattern:
+        """Matches a word that marks this criterion in free text (first match = where it is discussed)."""
+        return _cue_pattern(self.cues or _derived_cues(self))
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,11 @@ class Rubric:
         unknown = set(self.facets) - set(MEDIA_KINDS)
         if unknown:
             raise RRMError(f"rubric facets name unknown modalities {sorted(unknown)}; known: {', '.join(MEDIA_KINDS)}")
+        for c in self.criteria:
+            try:
+                c.cue_pattern
+            except re.error as e:
+                raise RRMError(f"rubric criterion {c.key!r} has a cue that is not a regular expression: {e}") from None
 
     @property
     def keys(self) -> list[str]:
@@ -73,7 +88,8 @@ class Rubric:
         return {
             "name": self.name,
             "criteria": [
-                {"key": c.key, "title": c.title, "description": c.description, "aliases": list(c.aliases)}
+                {"key": c.key, "title": c.title, "description": c.description, "aliases": list(c.aliases),
+                 **({"cues": list(c.cues)} if c.cues else {})}
                 for c in self.criteria
             ],
             "facets": {k: list(v) for k, v in self.facets.items()},
@@ -97,9 +113,25 @@ class Rubric:
                 title=title,
                 description=str(item.get("description") or "").strip(),
                 aliases=tuple(item.get("aliases") or ()),
+                cues=tuple(str(cue) for cue in item.get("cues") or ()),
             ))
         facets = {k: tuple(v) for k, v in (d.get("facets") or {}).items()}
         return cls(criteria=tuple(criteria), facets=facets, name=str(d.get("name") or "custom"))
+
+
+# Words too common to mark a criterion on their own.
+_STOP_WORDS = frozenset("and the to of for with from its their this that answer answers response responses "
+                        "question image video audio".split())
+
+
+def _derived_cues(c: Criterion) -> tuple[str, ...]:
+    words = {w for name in c.names() for w in re.findall(r"[a-z]{4,}", name.lower()) if w not in _STOP_WORDS}
+    return tuple(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w))) or (re.escape(c.key),)
+
+
+@functools.lru_cache(maxsize=256)
+def _cue_pattern(cues: tuple[str, ...]) -> re.Pattern:
+    return re.compile(rf"\b({'|'.join(cues)})\b", re.I)
 
 
 def slug(text: str) -> str:
@@ -117,27 +149,32 @@ DEFAULT_RUBRIC = Rubric(
             "fluency_coherence", "Fluency and coherence",
             "Is the answer well written, easy to follow and logically connected from start to end?",
             ("fluency", "coherence", "fluency and coherence"),
+            ("fluency", "coherence", "flow", "coherent"),
         ),
         Criterion(
             "relevance", "Relevance",
             "Does the answer address the question that was asked, and the image, video or audio it is about?",
             ("relevance to the question", "relevant"),
+            ("relevance", "related", "pertinent", "alignment"),
         ),
         Criterion(
             "accuracy_completeness", "Accuracy and completeness",
             "Are the stated facts correct with respect to the media and the world, and is every part of the "
             "question answered?",
             ("accuracy", "completeness", "correctness"),
+            ("accuracy", "accurate", "correct(ness)?", "precision"),
         ),
         Criterion(
             "reasoning_quality", "Reasoning quality",
             "Are the steps of reasoning sound, well supported by evidence, and free of leaps or contradictions?",
             ("reasoning",),
+            ("reasoning", "analysis", "logic(al)?", "inference"),
         ),
         Criterion(
             "safety_ethics", "Safety and ethical alignment",
             "Does the answer avoid harmful, biased or unethical content, and decline unsafe requests properly?",
             ("safety", "ethics", "safety and ethics", "ethical alignment"),
+            ("safety", "safe", "ethical", "harmless", "toxic(ity)?"),
         ),
     ),
     facets={

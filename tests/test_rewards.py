@@ -1,68 +1,144 @@
+"""Reward tables: every expected value worked out by hand from the formulas in train/rewards.py's docstring
+(for omni-rrm-release, the release's mm_format / mm_content / mm_rubric)."""
+
 import json
 
 import pytest
 
+from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from train.rewards import (
-    DEFAULT_WEIGHTS, combined, format_reward, format_score, get_rewards, preference_reward, preference_score,
-    rubric_score,
+    DEFAULT_WEIGHTS, RELEASE_SET, RUBRIC_V2_SET, Truth, combined, get_rewards, get_set, logged_metrics,
 )
 
-PARTS = "".join(f"Part {i}: A is weaker than B here. " for i in range(1, 6))
+# Every default criterion is marked; the passages of the first three name both A and B, the fourth speaks of
+# "both answers" without a comparative word, the fifth of neither: coverage 5/5, comparisons 3/5 -> 0.92.
+R5 = ("<think>Part 1: B is more fluent and coherent than A. Part 2: B has more relevance to the picture than A. "
+      "Part 3: B is accurate, A is not. Part 4: B's reasoning is sound, A's is not. Part 5: both answers are safe."
+      "</think>")
+# The release's audio teachers wrote two parts (four criteria, then safety): comparisons only in the relevance
+# and accuracy passages -> 0.8 + 0.2 x 2/5 = 0.88.
+TWO_PARTS = ("<think>Part 1: Both answers are fluent and coherent; B has more relevance to the question than A, "
+             "B is accurate where A is not, and B's reasoning holds. Part 2: Both are safe and ethical.</think>")
+# One line, no Part labels: comparisons in the fluency and relevance passages -> 0.88.
+ONE_LINE = ("<think>B is coherent while A rambles; B has relevance, A drifts; B is accurate; B's reasoning is clear; "
+            "both are safe.</think>")
+# R5 with a sixth part that compares: the safety passage now runs into it -> 4/5 comparisons -> 0.96.
+SIX_PARTS = R5.replace("</think>", " Part 6: Overall B is better than A.</think>")
+GROUNDING = "<think>Part 1: Visual grounding: B matches the picture better than A.</think>"
+ONE_CRITERION = Rubric.from_dict({"criteria": [{"key": "grounding", "title": "Visual grounding",
+                                                "description": "Do the claims match the picture?"}]})
 
 
-def released(sa=3, sb=8, better="B", final="B", reasoning=f"<think>{PARTS}</think>", **drop):
+def released(sa=3, sb=8, better="B", final="B", reasoning=R5, drop=(), **extra):
     obj = {"score_A": sa, "score_B": sb, "better": better, "reasoning": reasoning,
-           "final_verdict": f"<answer>[[{final}]]</answer>"}
-    for k in drop:
-        obj.pop(k)
-    return json.dumps(obj)
+           "final_verdict": f"<answer>[[{final}]]</answer>", **extra}
+    return json.dumps({k: v for k, v in obj.items() if k not in drop})
 
 
-V2 = json.dumps({"criteria": {k: {"rationale": f"B beats A on {k}", "score_A": 3, "score_B": 8}
-                              for k in ("fluency_coherence", "relevance", "accuracy_completeness",
-                                        "reasoning_quality", "safety_ethics")},
-                 "score_A": 3, "score_B": 8, "verdict": "B"})
+VALID = released()
+TRUTH = Truth("B", 3, 8)
 
-# (name, output, label, teacher A, teacher B, format, preference, rubric), all computed by hand.
-TABLE = [
-    ("valid, right, exact scores", released(), "B", 3, 8, 1.0, 1.0, 1.0),
-    ("valid, wrong verdict, scores off by 5 and 5", released(8, 3, "A", "A"), "B", 3, 8, 1.0, -0.6, 1.0),
-    ("unparseable", "I think B.", "B", 3, 8, 0.0, -1.0, 0.0),
-    ("self-inconsistent scores", released(8, 3, "B", "B"), "B", 3, 8, 1.0, -1.0, 1.0),
-    ("better and final disagree", released(3, 8, "B", "A"), "B", 3, 8, 0.85, -1.0, 1.0),
-    ("tie against label B", released(5, 5, "equal", "equal"), "B", 3, 8, 1.0, -0.4, 1.0),
-    ("two criteria of five", released(reasoning="<think>Part 1: A and B read well. Part 2: B is on topic, A not."
-                                               "</think>"), "B", 3, 8, 1.0, 1.0, 0.4),
-    ("criteria without a comparison", released(reasoning="<think>" + "".join(
-        f"Part {i}: fine. " for i in range(1, 6)) + "</think>"), "B", 3, 8, 1.0, 1.0, 0.8),
-    ("fenced: not strict JSON", "```json\n" + released() + "\n```", "B", 3, 8, 0.0, 1.0, 1.0),
-    ("no final_verdict key", released(final_verdict=True), "B", 3, 8, 0.5, 1.0, 1.0),
-    ("no teacher scores", released(), "B", None, None, 1.0, 1.0, 1.0),
-    ("rubric-v2, valid", V2, "B", 3, 8, 1.0, 1.0, 1.0),
-    ("rubric-v2, verdict against scores", V2.replace('"verdict": "B"', '"verdict": "A"'), "B", 3, 8, 0.85, -1.0,
-     1.0),
+# (name, completion, truth, rubric, format, preference, rubric reward)
+RELEASE_TABLE = [
+    ("valid, right, exact scores", VALID, TRUTH, DEFAULT_RUBRIC, 1.0, 1.0, 0.92),
+    ("valid, wrong verdict, scores off by 5 and 5", released(8, 3, "A", "A"), TRUTH, DEFAULT_RUBRIC, 1.0, -0.6,
+     0.92),
+    ("truncated", VALID[:60], TRUTH, DEFAULT_RUBRIC, 0.0, -1.0, -1.0),
+    ("fenced: format and preference strip it, the rubric reward does not", "```json\n" + VALID + "\n```", TRUTH,
+     DEFAULT_RUBRIC, 1.0, 1.0, -1.0),
+    ("raw newline inside a string", VALID.replace("Part 2", "\nPart 2"), TRUTH, DEFAULT_RUBRIC, 0.0, -1.0, -1.0),
+    ("prose around the JSON", "Here is my judgment: " + VALID + " Done.", TRUTH, DEFAULT_RUBRIC, 0.0, -1.0, -1.0),
+    ("trailing comma", VALID[:-1] + ",}", TRUTH, DEFAULT_RUBRIC, 0.0, -1.0, -1.0),
+    ("final_verdict contradicts better", released(final="A"), TRUTH, DEFAULT_RUBRIC, 0.85, 1.0, 0.92),
+    ("score_1 / score_2 keys", json.dumps({"score_1": 3, "score_2": 8, "better": "B", "reasoning": R5,
+                                           "final_verdict": "<answer>[[B]]</answer>"}), TRUTH, DEFAULT_RUBRIC,
+     0.65, -1.0, 0.92),
+    ("missing better", released(drop=("better",)), TRUTH, DEFAULT_RUBRIC, 0.5, -1.0, 0.92),
+    ("lower-case letters", released(better="b", final="b"), TRUTH, DEFAULT_RUBRIC, 0.55, -1.0, 0.92),
+    ("score out of range: clipped to 10", released(3, 12), TRUTH, DEFAULT_RUBRIC, 0.85, 0.92, 0.92),
+    ("true as a score: an int to the release", released(True, 8), TRUTH, DEFAULT_RUBRIC, 1.0, 0.92, 0.92),
+    ("scores contradict better", released(8, 3, "B", "B"), TRUTH, DEFAULT_RUBRIC, 1.0, -1.0, 0.92),
+    ("tie against a B label", released(5, 5, "equal", "equal"), TRUTH, DEFAULT_RUBRIC, 1.0, -0.4, 0.92),
+    ("tie against a tie label", released(5, 5, "equal", "equal"), Truth("tie", 5, 5), DEFAULT_RUBRIC, 1.0, 1.0,
+     0.92),
+    ("no teacher scores: the release gives -1", VALID, Truth("B"), DEFAULT_RUBRIC, 1.0, -1.0, 0.92),
+    ("extra key", released(note="x"), TRUTH, DEFAULT_RUBRIC, 0.8, 1.0, 0.92),
+    ("two-part rationale", released(reasoning=TWO_PARTS), TRUTH, DEFAULT_RUBRIC, 1.0, 1.0, 0.88),
+    ("one-line rationale without parts", released(reasoning=ONE_LINE), TRUTH, DEFAULT_RUBRIC, 1.0, 1.0, 0.88),
+    ("Part 6", released(reasoning=SIX_PARTS), TRUTH, DEFAULT_RUBRIC, 1.0, 1.0, 0.96),
+    ("reasoning not wrapped in think tags", released(reasoning="B is coherent, A is not."), TRUTH, DEFAULT_RUBRIC,
+     0.85, 1.0, 0.16),
+    ("one-criterion rubric", released(reasoning=GROUNDING), TRUTH, ONE_CRITERION, 1.0, 1.0, 1.0),
+    ("the same judgment under the default rubric", released(reasoning=GROUNDING), TRUTH, DEFAULT_RUBRIC, 1.0, 1.0,
+     0.0),
+    ("a one-element list", "[" + VALID + "]", TRUTH, DEFAULT_RUBRIC, 1.0, 1.0, -1.0),
+    ("empty", "", TRUTH, DEFAULT_RUBRIC, 0.0, -1.0, -1.0),
 ]
 
 
-@pytest.mark.parametrize("name,text,label,ta,tb,fmt,pref,rub", TABLE, ids=[t[0] for t in TABLE])
-def test_reward_table(name, text, label, ta, tb, fmt, pref, rub):
-    assert format_score(text) == pytest.approx(fmt)
-    assert preference_score(text, label, ta, tb) == pytest.approx(pref)
-    assert rubric_score(text) == pytest.approx(rub)
-    expected = 0.4 * fmt + 0.4 * pref + 0.2 * rub
-    assert combined([text], [label], score_a=[ta], score_b=[tb])[0] == pytest.approx(expected)
+def v2(verdict="B", sa=3, sb=8, keys=DEFAULT_RUBRIC.keys, blank=(), **extra):
+    criteria = {k: ({"rationale": ""} if k in blank else {"rationale": f"B beats A on {k}", "score_A": 3,
+                                                           "score_B": 8}) for k in keys}
+    return json.dumps({"criteria": criteria, "score_A": sa, "score_B": sb, "verdict": verdict, **extra})
 
 
-def test_batched_and_conversational_completions():
-    completions = [released(), [{"role": "assistant", "content": released(8, 3, "A", "A")}]]
-    assert format_reward(completions) == [1.0, 1.0]
-    assert preference_reward(completions, label=["B", "B"], score_a=[3, 3], score_b=[8, 8]) == pytest.approx(
-        [1.0, -0.6])
+V2_TABLE = [
+    ("valid", v2(), TRUTH, DEFAULT_RUBRIC, 1.0, 1.0, 1.0),
+    ("verdict against the scores", v2("A"), TRUTH, DEFAULT_RUBRIC, 0.85, -1.0, 1.0),
+    ("truncated", v2()[:80], TRUTH, DEFAULT_RUBRIC, 0.0, -1.0, -1.0),
+    ("prose around", "Sure: " + v2(), TRUTH, DEFAULT_RUBRIC, 0.0, -1.0, -1.0),
+    ("fenced", "```json\n" + v2() + "\n```", TRUTH, DEFAULT_RUBRIC, 1.0, 1.0, 1.0),
+    ("two criteria without a rationale or scores", v2(blank=("reasoning_quality", "safety_ethics")), TRUTH,
+     DEFAULT_RUBRIC, 0.7, 1.0, 0.6),
+    ("an extra key: not well-formed", v2(note="x"), TRUTH, DEFAULT_RUBRIC, 0.8, -1.0, 0.0),
+    ("a score of true: not an integer here", v2(sa=True), TRUTH, DEFAULT_RUBRIC, 0.7, -1.0, 0.0),
+    ("no teacher scores: the verdict alone", v2(), Truth("B"), DEFAULT_RUBRIC, 1.0, 1.0, 1.0),
+    ("wrong verdict, scores off by 5 and 5", v2("A", 8, 3), TRUTH, DEFAULT_RUBRIC, 1.0, -0.6, 1.0),
+    ("one-criterion rubric", v2(keys=["grounding"]), TRUTH, ONE_CRITERION, 1.0, 1.0, 1.0),
+    ("the same judgment under the default rubric", v2(keys=["grounding"]), TRUTH, DEFAULT_RUBRIC, 0.7, 1.0, 0.0),
+]
 
 
-def test_rewards_by_name():
-    fns, weights = get_rewards(DEFAULT_WEIGHTS)
-    assert [f.__name__ for f in fns] == ["format_reward", "preference_reward", "rubric_reward"]
-    assert weights == [0.4, 0.4, 0.2]
+def _check(reward_set, name, text, truth, rubric, fmt, pref, rub):
+    parts = get_set(reward_set).components
+    assert parts["format"](text, truth, rubric) == pytest.approx(fmt, abs=1e-9)
+    assert parts["preference"](text, truth, rubric) == pytest.approx(pref, abs=1e-9)
+    assert parts["rubric"](text, truth, rubric) == pytest.approx(rub, abs=1e-9)
+    total = combined([text], [truth.label], reward_set=reward_set, rubric=rubric, score_a=[truth.score_a],
+                     score_b=[truth.score_b])[0]
+    assert total == pytest.approx(0.4 * fmt + 0.4 * pref + 0.2 * rub, abs=1e-9)
+
+
+@pytest.mark.parametrize("name,text,truth,rubric,fmt,pref,rub", RELEASE_TABLE, ids=[t[0] for t in RELEASE_TABLE])
+def test_release_reward_table(name, text, truth, rubric, fmt, pref, rub):
+    _check(RELEASE_SET, name, text, truth, rubric, fmt, pref, rub)
+
+
+@pytest.mark.parametrize("name,text,truth,rubric,fmt,pref,rub", V2_TABLE, ids=[t[0] for t in V2_TABLE])
+def test_rubric_v2_reward_table(name, text, truth, rubric, fmt, pref, rub):
+    _check(RUBRIC_V2_SET, name, text, truth, rubric, fmt, pref, rub)
+
+
+def test_a_truncated_judgment_earns_what_the_release_gives():
+    # The lenient inference parser reads a verdict from this; the rewards must not.
+    assert combined([VALID[:140]], ["B"], score_a=[3], score_b=[8]) == pytest.approx([-0.6])
+
+
+def test_trl_shape_batches_conversations_and_carries_the_rubric():
+    funcs, weights = get_rewards(DEFAULT_WEIGHTS, RELEASE_SET, ONE_CRITERION)
+    assert [f.__name__ for f in funcs] == ["format", "preference", "rubric"] and weights == [0.4, 0.4, 0.2]
+    completions = [released(reasoning=GROUNDING),
+                   [{"role": "assistant", "content": released(8, 3, "A", "A", reasoning=GROUNDING)}]]
+    columns = {"label": ["B", "B"], "score_a": [3, 3], "score_b": [8, 8], "prompt": ["p", "p"]}
+    assert [f(completions, **columns) for f in funcs] == [[1.0, 1.0], pytest.approx([1.0, -0.6]), [1.0, 1.0]]
+    accuracy, valid = logged_metrics(RELEASE_SET, ONE_CRITERION)
+    assert (accuracy.__name__, valid.__name__) == ("verdict_accuracy", "format_valid")
+    assert accuracy(completions + [VALID[:140]], label=["B", "B", "B"]) == [1.0, 0.0, 0.0]
+    assert valid([VALID, released(final="A")], label=["B", "B"]) == [1.0, 0.0]
+
+
+def test_unknown_names_fail_listing_the_known_ones():
     with pytest.raises(ValueError, match="known: format, preference, rubric"):
         get_rewards({"length": 1.0})
+    with pytest.raises(ValueError, match="known: omni-rrm-release, rubric-v2"):
+        get_rewards(DEFAULT_WEIGHTS, "mine")
