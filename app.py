@@ -186,9 +186,9 @@ def rubric_rows(rubric: Rubric) -> list[list[str]]:
     return [[c.key, c.title, c.description] for c in rubric.criteria]
 
 
-def _limits(fps, max_frames, audio_seconds) -> MediaLimits:
-    return MediaLimits().replace(video_fps=float(fps), video_max_frames=int(max_frames),
-                                 audio_max_seconds=float(audio_seconds))
+def _limits(base: MediaLimits, fps, max_frames, audio_seconds) -> MediaLimits:
+    """The judge's own bounds (its checkpoint's or its profile's), with the Options sliders on top."""
+    return base.replace(video_fps=float(fps), video_max_frames=int(max_frames), audio_max_seconds=float(audio_seconds))
 
 
 def _user_error(e: Exception, upload: str | None = None) -> gr.Error:
@@ -214,7 +214,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
                         media=media_item(media))
         rubric = rubric_from_rows(rubric_table)
         judge = slot.judge.configured(prompt_format=prompt_format, rubric=rubric,
-                                      limits=_limits(video_fps, video_max_frames, audio_max_seconds))
+                                      limits=_limits(slot.judge.limits, video_fps, video_max_frames, audio_max_seconds))
         settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
         cancel = threading.Event()
         key = request.session_hash if request else "local"
@@ -496,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, checkpoint directory or LoRA adapter")
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
     parser.add_argument("--prompt-format", choices=list(PROMPT_FORMATS))
+    parser.add_argument("--prompt-template", metavar="FILE", help="your own user prompt (see the README)")
+    parser.add_argument("--system-prompt", metavar="FILE", help="your own system turn (default: the format's)")
     parser.add_argument("--decoding", default="auto", choices=DECODINGS,
                         help="auto: a static KV cache and a compiled decode step where they work (warmed up at load)")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the local network: mind who can reach it")
@@ -508,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         judge = Judge.from_pretrained(args.model, quantization=args.quantization, prompt_format=args.prompt_format,
+                                      prompt_template=args.prompt_template, system_prompt=args.system_prompt,
                                       decoding=args.decoding)
     except RRMError as e:
         print(f"error: {e}", file=sys.stderr)

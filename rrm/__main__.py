@@ -41,9 +41,10 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
                         help="auto: a static KV cache and a compiled decode step where they work, else plain generate")
     parser.add_argument("--merge-adapter", action="store_true", help="merge a LoRA adapter into its base")
     parser.add_argument("--prompt-format", choices=list(PROMPT_FORMATS),
-                        help="default: what the checkpoint records, else omni-rrm")
+                        help="default: what the checkpoint records, else (a released checkpoint) omni-rrm-release")
     parser.add_argument("--prompt-template", metavar="FILE",
                         help="your own user prompt: ${question}, ${answer_a}, ${answer_b}, ${criteria} ...")
+    parser.add_argument("--system-prompt", metavar="FILE", help="your own system turn (default: the format's)")
     parser.add_argument("--rubric", metavar="FILE", help="JSON rubric: {\"Title\": \"description\", ...}")
     gen = parser.add_argument_group("generation and media")
     gen.add_argument("--max-new-tokens", type=int, default=1024)
@@ -123,7 +124,8 @@ def build_judge(args):
         judge_class = VLLMJudge
     judge = judge_class.from_pretrained(
         args.model, quantization=args.quantization, device=args.device, prompt_format=args.prompt_format,
-        prompt_template=args.prompt_template, rubric=args.rubric, merge_adapter=args.merge_adapter,
+        prompt_template=args.prompt_template, system_prompt=args.system_prompt, rubric=args.rubric,
+        merge_adapter=args.merge_adapter,
         generation=settings, decoding=args.decoding,
     )
     judge.limits = limits_from(args, judge.limits)  # flags override what the checkpoint records

@@ -19,11 +19,11 @@ END_OF_TURN = "<|im_end|>"
 Row = tuple[list[dict], list[tuple[str, object]]]  # (chat messages, [(kind, decoded media)])
 
 
-def _size(sub_processor, max_pixels: int) -> dict:
+def _size(sub_processor, max_pixels: int, min_pixels: int = 0) -> dict:
     # Pass the bounds on every call: the processor's built-in defaults override
     # the saved ones (a 64 px clip would be upscaled to hundreds of tokens).
     saved = dict(getattr(sub_processor, "size", None) or {})
-    low = min(saved.get("shortest_edge", 56 * 56), max_pixels)
+    low = min_pixels or min(saved.get("shortest_edge", 56 * 56), max_pixels)
     return {"shortest_edge": low, "longest_edge": max_pixels}
 
 
@@ -47,7 +47,8 @@ def encode(processor, rows: Sequence[Row], limits: MediaLimits, targets: Sequenc
         kwargs["images_kwargs"] = {"size": _size(processor.image_processor, limits.image_max_pixels)}
     if clips:
         kwargs["videos"] = [c.frames for c in clips]
-        kwargs["videos_kwargs"] = {"size": _size(processor.video_processor, limits.video_max_pixels),
+        low, high = limits.video_frame_pixels
+        kwargs["videos_kwargs"] = {"size": _size(processor.video_processor, high, low),
                                    "do_sample_frames": False, "fps": clips[0].fps, "cap_pixels_per_frame": True}
     if audio:
         kwargs["audio"] = audio

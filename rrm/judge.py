@@ -39,9 +39,10 @@ from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, LoadedModel, load_model
 from .parse import PartialJudgment, parse_grade, parse_judgment, parse_partial
 from .prompts import (
-    DEFAULT_FORMAT, PromptFormat, TemplateFormat, build_grade_messages, build_messages, build_question_messages,
-    get_format,
+    PromptFormat, build_grade_messages, build_messages, build_question_messages, get_format, read_text_file,
+    resolve_format,
 )
+from .release import judge_limits
 from .rubric import Rubric, load_rubric
 from .schema import (
     ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE, Grade, Judgment, MediaItem, ParseStatus,
@@ -146,12 +147,10 @@ class Judge:
         self.model, self.processor = loaded.model, loaded.processor
         self.tokenizer = self.processor.tokenizer
         recorded = loaded.judge_config or {}
-        self.format = get_format(prompt_format or recorded.get("prompt_format") or DEFAULT_FORMAT)
-        if prompt_format is None and recorded.get("prompt_template"):  # trained on a template of its own
-            self.format = TemplateFormat(recorded["prompt_template"], self.format, "recorded")
+        self.format = resolve_format(recorded, prompt_format)
         self.rubric = load_rubric(rubric if rubric is not None else recorded.get("rubric"))
-        # Media bounds: as given, else as the checkpoint was trained with, else the defaults.
-        self.limits = limits if limits is not None else recorded_limits(recorded)
+        # Media bounds: as given, else as the checkpoint records (those it was trained with), else its profile's.
+        self.limits = limits if limits is not None else judge_limits(recorded)
         self.generation = generation
         self._suppress = multimodal_token_ids(self.tokenizer)
         self._eos = self._eos_ids()
@@ -163,18 +162,20 @@ class Judge:
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, *, quantization: str = "auto", device: str | None = None,
                         prompt_format: str | None = None, prompt_template: str | None = None,
-                        rubric: Rubric | dict | str | None = None, merge_adapter: bool = False,
-                        limits: MediaLimits | None = None,
+                        system_prompt: str | None = None, rubric: Rubric | dict | str | None = None,
+                        merge_adapter: bool = False, limits: MediaLimits | None = None,
                         generation: GenerationSettings = GenerationSettings(), decoding: str = "auto") -> Judge:
+        """`prompt_template` and `system_prompt` are files: the user turn's template, the system turn's text."""
+        prompt_files = PromptFiles(prompt_template, system_prompt)  # read before the model loads: fail fast
         loaded = load_model(model, quantization=quantization, device=device, merge_adapter=merge_adapter)
-        return cls(loaded, prompt_format=_format_with_template(loaded, prompt_format, prompt_template),
-                   rubric=rubric, limits=limits, generation=generation, decoding=decoding)
+        return cls(loaded, prompt_format=prompt_files.format(loaded.judge_config, prompt_format), rubric=rubric,
+                   limits=limits, generation=generation, decoding=decoding)
 
     def configured(self, *, prompt_format: str | PromptFormat | None = None, rubric: Rubric | dict | None = None,
                    limits: MediaLimits | None = None) -> Judge:
         """A view of this judge with other options; it shares the model and its one-at-a-time lock."""
         other = copy.copy(self)
-        if prompt_format is not None:
+        if prompt_format is not None and prompt_format != self.format.name:  # the same name keeps its system turn
             other.format = get_format(prompt_format)
         if rubric is not None:
             other.rubric = load_rubric(rubric)
@@ -456,18 +457,21 @@ class Judge:
         return result
 
 
-def recorded_limits(judge_config: dict) -> MediaLimits:
-    """The media bounds a checkpoint records (those it was trained with), on top of the defaults."""
-    known = {f.name for f in dataclasses.fields(MediaLimits)}
-    return MediaLimits(**{k: v for k, v in (judge_config.get("media_limits") or {}).items() if k in known})
+@dataclass
+class PromptFiles:
+    """A user template and a system text given as files, read at once so that a bad path fails before loading."""
 
+    template_path: str | None = None
+    system_path: str | None = None
 
-def _format_with_template(loaded: LoadedModel, prompt_format: str | None, prompt_template: str | None):
-    """The prompt format asked for; a template file replaces its user text (on the recorded format by default)."""
-    if not prompt_template:
-        return prompt_format
-    base = get_format(prompt_format or loaded.judge_config.get("prompt_format") or DEFAULT_FORMAT)
-    return TemplateFormat.from_file(prompt_template, base)
+    def __post_init__(self):
+        self.template = read_text_file(self.template_path, "prompt template") if self.template_path else None
+        self.system = read_text_file(self.system_path, "system prompt") if self.system_path else None
+
+    def format(self, recorded: dict, prompt_format: str | None = None) -> PromptFormat | None:
+        if self.template is None and self.system is None:
+            return prompt_format
+        return resolve_format(recorded, prompt_format, self.template, self.system, self.template_path or "template")
 
 
 def _validate(sample: Sample) -> None:

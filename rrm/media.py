@@ -47,12 +47,23 @@ class MediaLimits:
     video_fps: float = VIDEO_FPS
     video_max_frames: int = VIDEO_MAX_FRAMES
     video_max_pixels: int = VIDEO_MAX_PIXELS
+    # A floor on the pixels of a video frame (0: none, frames are only ever downscaled). qwen-omni-utils, which
+    # the release's ms-swift decodes video with, resizes every frame into [floor, max(bound, 1.05 x floor)]
+    # (its floor is 100,352): there the floor wins over a bound set below it.
+    video_min_pixels: int = 0
     audio_max_seconds: float = AUDIO_MAX_SECONDS
     max_input_pixels: int = MAX_INPUT_PIXELS
     max_file_bytes: int = MAX_FILE_BYTES
 
     def replace(self, **changes) -> MediaLimits:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def video_frame_pixels(self) -> tuple[int, int]:
+        """(fewest, most) pixels of a video frame as the model sees it."""
+        if not self.video_min_pixels:
+            return 0, self.video_max_pixels
+        return self.video_min_pixels, max(self.video_max_pixels, int(self.video_min_pixels * 1.05))
 
 
 @dataclass
@@ -174,7 +185,7 @@ def load_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> VideoCl
             raise MediaError(f"video file {p} lasts {n_frames / source_fps / 3600:.1f} h, over the "
                              f"{VIDEO_MAX_SECONDS / 3600:.0f} h limit")
         wanted = sample_indices(n_frames, source_fps, limits.video_fps, limits.video_max_frames)
-        frames = _read_frames(cap, wanted, limits.video_max_pixels)
+        frames = _read_frames(cap, wanted, limits.video_frame_pixels[1])
     except MediaError:
         raise
     except Exception as e:
@@ -369,7 +380,7 @@ def _video_from_data(data, fps: float | None, name: str, limits: MediaLimits) ->
     if not fps or fps <= 0:
         raise MediaError(f"{name}: decoded video needs its fps")
     idx = sample_indices(arr.shape[0], fps, limits.video_fps, limits.video_max_frames)
-    w, h = _fit(arr.shape[2], arr.shape[1], limits.video_max_pixels)
+    w, h = _fit(arr.shape[2], arr.shape[1], limits.video_frame_pixels[1])
     frames = [arr[i].astype(np.uint8) for i in idx]
     if (w, h) != (arr.shape[2], arr.shape[1]):
         frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]

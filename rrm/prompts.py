@@ -1,14 +1,19 @@
 """Chat messages for a sample, per prompt format, in either A/B order.
 
 Formats (a registry; `get_format` fails listing the known names):
-- `omni-rrm`: the structure the released Omni-RRM checkpoints were trained on,
-  asking for their exact output schema (score_A, score_B, better, reasoning as
+- `omni-rrm-release`: the layout of the released Omni-Preference training rows
+  (the instruction, then a `### Context` block with a `<Modality> file: <name>`
+  line, `Question:`, `Candidate A:`, `Candidate B:`) and ms-swift's default system
+  turn, asking for the released output schema: what a released checkpoint gets.
+- `omni-rrm`: this project's layout (`[Question]`, `[Answer A]`, `[Answer B]`)
+  asking for the same schema (score_A, score_B, better, reasoning as
   <think>Part 1..N</think>, final_verdict as <answer>[[X]]</answer>).
 - `rubric-v2`: per-criterion rationale and scores for A and B, modality facets,
   ties allowed, the verdict last so that it streams last.
 A user template (`TemplateFormat`, `--prompt-template FILE`) replaces the user
 text of a format; it uses ${question}, ${answer_a}, ${answer_b} (required) and
-${criteria}, ${facets}, ${media}, ${reference} (optional).
+${criteria}, ${facets}, ${media}, ${reference} (optional). A user system text
+(`--system-prompt FILE`) replaces the system turn of any format.
 
 Media parts come before the text in the user turn. Each part is a
 placeholder ({"type": "image"}): the decoded media go to the processor beside
@@ -17,11 +22,13 @@ the rendered text, in the same order.
 
 from __future__ import annotations
 
+import copy
 import json
 import string
 from pathlib import Path
 
 from .errors import RRMError
+from .release import RELEASE_PROFILE, RELEASE_SYSTEM, is_release
 from .rubric import DEFAULT_RUBRIC, Rubric
 from .schema import (
     AUDIO, IMAGE, KEY_BETTER, KEY_CRITERIA, KEY_FINAL_VERDICT, KEY_RATIONALE, KEY_REASONING, KEY_SCORE,
@@ -36,6 +43,7 @@ SYSTEM_PROMPT = (
 
 _MEDIA_NOUN = {IMAGE: "an image", VIDEO: "a video", AUDIO: "an audio clip"}
 _MEDIA_SHORT = {IMAGE: "image", VIDEO: "video", AUDIO: "audio clip"}
+_MEDIA_LABEL = {IMAGE: "Image", VIDEO: "Video", AUDIO: "Audio"}  # the release's "<Modality> file:" line
 
 _SCORE_BANDS = (
     "Score bands (integers from 0 to 10):\n"
@@ -69,9 +77,9 @@ def _context(sample: Sample, order: str) -> str:
     return "\n\n".join(parts)
 
 
-def _task_line(sample: Sample) -> str:
+def _task_line(sample: Sample, names: tuple[str, str] = ("Answer A", "Answer B")) -> str:
     about = f" about {_MEDIA_NOUN[sample.modality]}" if sample.media else ""
-    return f"You will see a question{about} and two candidate answers, Answer A and Answer B."
+    return f"You will see a question{about} and two candidate answers, {names[0]} and {names[1]}."
 
 
 def _criteria_list(rubric: Rubric, modality: str, with_facets: bool) -> str:
@@ -92,6 +100,19 @@ class PromptFormat:
     """A way of asking for a judgment. Subclasses give the instructions and render targets."""
 
     name = ""
+    schema = ""  # the output it asks for: "omni-rrm" (the released keys) or "rubric-v2"
+    default_system = SYSTEM_PROMPT
+    system_override: str | None = None
+
+    @property
+    def system(self) -> str:
+        """The system turn: the format's own, unless replaced (`with_system`)."""
+        return self.default_system if self.system_override is None else self.system_override
+
+    def with_system(self, text: str) -> PromptFormat:
+        other = copy.copy(self)
+        other.system_override = text
+        return other
 
     def instructions(self, sample: Sample, rubric: Rubric) -> str:
         raise NotImplementedError
@@ -106,12 +127,14 @@ class PromptFormat:
 
 class OmniRRMFormat(PromptFormat):
     name = "omni-rrm"
+    schema = "omni-rrm"
+    answer_names = ("Answer A", "Answer B")
 
     def instructions(self, sample: Sample, rubric: Rubric) -> str:
         n = len(rubric.criteria)
         parts = " ".join(f"Part {i}: ..." for i in range(1, n + 1))
         return "\n\n".join([
-            f"{_task_line(sample)} Compare them on the {n} criteria below.",
+            f"{_task_line(sample, self.answer_names)} Compare them on the {n} criteria below.",
             "Criteria:\n" + _criteria_list(rubric, sample.modality, with_facets=False),
             _SCORE_BANDS,
             "How to work:\n"
@@ -143,8 +166,34 @@ class OmniRRMFormat(PromptFormat):
         }, ensure_ascii=False)
 
 
+class ReleaseFormat(OmniRRMFormat):
+    """The released checkpoints' prompt: their training rows' layout and system turn, in this project's wording.
+
+    The user turn holds the media, then the instruction (the five criteria by name, the 0-10 bands, the steps,
+    the output rules and keys), then a `### Context` block labelled as in the released rows.
+    """
+
+    name = RELEASE_PROFILE
+    default_system = RELEASE_SYSTEM
+    answer_names = ("Candidate A", "Candidate B")
+
+    def instructions(self, sample: Sample, rubric: Rubric) -> str:
+        role = "You are a careful, fair evaluator with experience in reasoning over text, images, videos and audio."
+        return f"{role}\n\n{super().instructions(sample, rubric)}"
+
+    def user_text(self, sample: Sample, rubric: Rubric, order: str) -> str:
+        first, second = _responses(sample, order)
+        lines = [f"{_MEDIA_LABEL[m.kind]} file: {Path(m.path).name if m.path else m.kind}" for m in sample.media]
+        lines.append(f"Question: {sample.query}")
+        if sample.reference:
+            lines.append(f"Reference answer: {sample.reference}")
+        lines += [f"Candidate A: {first}", f"Candidate B: {second}"]
+        return f"{self.instructions(sample, rubric)}\n\n### Context\n" + "\n".join(lines)
+
+
 class RubricV2Format(PromptFormat):
     name = "rubric-v2"
+    schema = "rubric-v2"
 
     def instructions(self, sample: Sample, rubric: Rubric) -> str:
         keys = ", ".join(f'"{k}"' for k in rubric.keys)
@@ -202,14 +251,12 @@ class TemplateFormat(PromptFormat):
                            + ", ".join(f"${{{n}}}" for n in self.REQUIRED))
         self.base = base or OmniRRMFormat()
         self.name = f"template:{Path(source).name}"
+        self.schema = self.base.schema
+        self.default_system = self.base.system
 
     @classmethod
     def from_file(cls, path: str | Path, base: PromptFormat | None = None) -> TemplateFormat:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise RRMError(f"cannot read prompt template {path}: {e}") from None
-        return cls(text, base, str(path))
+        return cls(read_text_file(path, "prompt template"), base, str(path))
 
     def user_text(self, sample: Sample, rubric: Rubric, order: str) -> str:
         first, second = _responses(sample, order)
@@ -227,8 +274,8 @@ class TemplateFormat(PromptFormat):
         return self.base.render(judgment, rubric)
 
 
-PROMPT_FORMATS: dict[str, type[PromptFormat]] = {f.name: f for f in (OmniRRMFormat, RubricV2Format)}
-DEFAULT_FORMAT = OmniRRMFormat.name
+PROMPT_FORMATS: dict[str, type[PromptFormat]] = {f.name: f for f in (ReleaseFormat, OmniRRMFormat, RubricV2Format)}
+DEFAULT_FORMAT = OmniRRMFormat.name  # for a checkpoint whose record names no format and no profile
 
 
 def get_format(name: str | PromptFormat) -> PromptFormat:
@@ -238,6 +285,34 @@ def get_format(name: str | PromptFormat) -> PromptFormat:
         return PROMPT_FORMATS[name]()
     except KeyError:
         raise RRMError(f"unknown prompt format {name!r}; known: {', '.join(PROMPT_FORMATS)}") from None
+
+
+def read_text_file(path: str | Path, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RRMError(f"cannot read {what} {path}: {e}") from None
+
+
+def resolve_format(recorded: dict, prompt_format: str | PromptFormat | None = None, template: str | None = None,
+                   system: str | None = None, template_source: str = "template") -> PromptFormat:
+    """The prompt a judge speaks: as asked, else as its checkpoint records (`rrm_judge.json`), else its profile's.
+
+    `template` and `system` are texts (a user template for the user turn, a system turn); what the checkpoint
+    records of either applies only when no prompt format is asked for.
+    """
+    if isinstance(prompt_format, PromptFormat):
+        fmt = prompt_format
+    else:
+        fallback = ReleaseFormat.name if is_release(recorded) else DEFAULT_FORMAT
+        fmt = get_format(prompt_format or recorded.get("prompt_format") or fallback)
+        if template is None and prompt_format is None and recorded.get("prompt_template"):
+            template, template_source = recorded["prompt_template"], "recorded"
+        if template is not None:
+            fmt = TemplateFormat(template, fmt, template_source)
+    if system is None and prompt_format is None:
+        system = recorded.get("system_prompt")
+    return fmt if system is None else fmt.with_system(system)
 
 
 def _media_parts(sample: Sample) -> list[dict]:
@@ -250,7 +325,7 @@ def build_messages(sample: Sample, fmt: str | PromptFormat = DEFAULT_FORMAT,
     fmt = get_format(fmt)
     text = fmt.user_text(sample, rubric, order)
     return [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "system", "content": [{"type": "text", "text": fmt.system}]},
         {"role": "user", "content": [*_media_parts(sample), {"type": "text", "text": text}]},
     ]
 

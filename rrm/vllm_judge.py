@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from .errors import ModelLoadError, RRMError
-from .judge import GenerationSettings, Judge, _format_with_template
+from .judge import GenerationSettings, Judge, PromptFiles
 from .media import MediaLimits
 from .model import DEFAULT_MODEL, LoadedModel, _load_processor, _read_json, locate
 from .rubric import Rubric
@@ -40,14 +40,15 @@ class VLLMJudge(Judge):
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, *, quantization: str = "auto", device: str | None = None,
                         prompt_format: str | None = None, prompt_template: str | None = None,
-                        rubric: Rubric | dict | str | None = None, merge_adapter: bool = False,
-                        limits: MediaLimits | None = None,
+                        system_prompt: str | None = None, rubric: Rubric | dict | str | None = None,
+                        merge_adapter: bool = False, limits: MediaLimits | None = None,
                         generation: GenerationSettings = GenerationSettings(), decoding: str = "auto",
                         **engine_kwargs) -> VLLMJudge:
         """Start a vLLM engine on the checkpoint; `engine_kwargs` go to `vllm.LLM` (e.g. tensor_parallel_size)."""
         if decoding != "auto":
             raise RRMError("--decoding is for the transformers backend; vLLM chooses its own (CUDA graphs)")
         vllm = import_vllm()
+        prompt_files = PromptFiles(prompt_template, system_prompt)
         if merge_adapter:
             raise RRMError("--merge-adapter is for the transformers backend; vLLM serves the adapter on its base")
         if quantization == "8bit":
@@ -71,8 +72,8 @@ class VLLMJudge(Judge):
         loaded = LoadedModel(engine, _load_processor(*checkpoint.processor_dirs), checkpoint.name,
                              str(model) if checkpoint.adapter else None,
                              "4bit" if quantization == "4bit" else "none", "vllm", checkpoint.judge_config)
-        judge = cls(loaded, prompt_format=_format_with_template(loaded, prompt_format, prompt_template),
-                    rubric=rubric, limits=limits, generation=generation)
+        judge = cls(loaded, prompt_format=prompt_files.format(loaded.judge_config, prompt_format), rubric=rubric,
+                    limits=limits, generation=generation)
         judge._lora = lora
         judge._sampling_params = vllm.SamplingParams
         return judge

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from rrm.media import MediaLimits
 from rrm.model import JUDGE_CONFIG_FILE, _load_thinker, resolve
-from rrm.prompts import TemplateFormat, get_format
+from rrm.prompts import TemplateFormat, get_format, read_text_file
+from rrm.release import RELEASE_PROFILE
 from rrm.rubric import load_rubric
 
 # LoRA on every linear layer of the language model and on the multimodal projectors
@@ -30,6 +31,7 @@ class JudgeTrainingArguments:
     prompt_format: str = field(default="rubric-v2", metadata={"help": "rubric-v2, or omni-rrm for released models"})
     prompt_template: str | None = field(default=None, metadata={"help": "your own user prompt (a template file); "
                                                                         "the output schema stays the format's"})
+    system_prompt: str | None = field(default=None, metadata={"help": "your own system turn (a text file)"})
     rubric: str | None = field(default=None, metadata={"help": "JSON rubric file (default: the five criteria)"})
     quantization: str = field(default="none", metadata={"help": "none, or 4bit for QLoRA on one 24 GB GPU"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
@@ -40,18 +42,22 @@ class JudgeTrainingArguments:
     video_fps: float = field(default=1.0, metadata={"help": "video sampling rate (the paper: 1 fps)"})
     video_max_frames: int = field(default=20, metadata={"help": "at most this many frames per video"})
     video_max_pixels: int = field(default=MediaLimits.video_max_pixels, metadata={"help": "pixels per frame"})
+    video_min_pixels: int = field(default=0, metadata={
+        "help": "frames are resized to at least this many pixels (the release's video decoder: 100352)"})
     audio_max_seconds: float = field(default=MediaLimits.audio_max_seconds, metadata={"help": "audio cut"})
     merge: bool = field(default=False, metadata={"help": "also save a merged full model in OUTPUT/merged"})
 
     def limits(self) -> MediaLimits:
         return MediaLimits(image_max_pixels=self.image_max_pixels, video_fps=self.video_fps,
                            video_max_frames=self.video_max_frames, video_max_pixels=self.video_max_pixels,
-                           audio_max_seconds=self.audio_max_seconds)
+                           video_min_pixels=self.video_min_pixels, audio_max_seconds=self.audio_max_seconds)
 
     def prompt(self):
         fmt = get_format(self.prompt_format)
         if self.prompt_template:
             fmt = TemplateFormat.from_file(self.prompt_template, fmt)
+        if self.system_prompt:
+            fmt = fmt.with_system(read_text_file(self.system_prompt, "system prompt"))
         return fmt, load_rubric(self.rubric)
 
 
@@ -116,11 +122,7 @@ def save_judge(model, processor, out: Path, base: str, args: JudgeTrainingArgume
     model.peft_config["default"].base_model_name_or_path = base
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    record = {"prompt_format": args.prompt_format, "rubric": rubric.to_dict(),
-              "media_limits": dataclasses.asdict(args.limits())}
-    if isinstance(fmt, TemplateFormat):
-        record["prompt_template"] = fmt.text
-    (out / JUDGE_CONFIG_FILE).write_text(json.dumps(record, indent=2))
+    (out / JUDGE_CONFIG_FILE).write_text(json.dumps(judge_record(fmt, rubric, args), indent=2))
     if args.merge:
         from rrm.model import load_model
 
@@ -129,6 +131,24 @@ def save_judge(model, processor, out: Path, base: str, args: JudgeTrainingArgume
         merged.model.save_pretrained(target)
         processor.save_pretrained(target)
         (target / JUDGE_CONFIG_FILE).write_text((out / JUDGE_CONFIG_FILE).read_text())
+
+
+def judge_record(fmt, rubric, args: JudgeTrainingArguments) -> dict:
+    """What rrm_judge.json records, so that the trained judge is prompted and sees media as it should.
+
+    A judge trained in the release's format records only that profile: like the release's own checkpoints it is
+    then judged with the release's evaluation settings (default system turn, larger images, 2 fps), whatever
+    training used. Any other records its format, template, system turn and the media bounds it was trained on.
+    """
+    if fmt.name == RELEASE_PROFILE:
+        return {"profile": RELEASE_PROFILE, "prompt_format": fmt.name, "rubric": rubric.to_dict()}
+    record = {"prompt_format": args.prompt_format, "rubric": rubric.to_dict(),
+              "media_limits": dataclasses.asdict(args.limits())}
+    if isinstance(fmt, TemplateFormat):
+        record["prompt_template"] = fmt.text
+    if fmt.system_override is not None:
+        record["system_prompt"] = fmt.system
+    return record
 
 
 def parse_recipe(arguments_class, config_class, argv: list[str] | None):

@@ -23,14 +23,13 @@ from rrm.errors import RRMError
 from rrm.inputs import encode
 from rrm.judge import multimodal_token_ids
 from rrm.media import load_media
-from rrm.parse import parse_judgment
 from rrm.prompts import build_messages
 from rrm.schema import Sample
 
 from .common import (JudgeTrainingArguments, load_base, lora_config, parse_recipe,
                      share_every_gradient_across_ranks, train_and_save)
 from .data import load_pairs, randomise_order
-from .rewards import DEFAULT_WEIGHTS, completion_text, format_score, get_rewards
+from .rewards import DEFAULT_WEIGHTS, RELEASE_SET, REWARD_SETS, SET_FOR_SCHEMA, get_rewards, logged_metrics
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +41,16 @@ class GRPOJudgeArguments(JudgeTrainingArguments):
     init_adapter: str | None = field(default=None, metadata={"help": "the SFT adapter to start from"})
     reward_weights_by_name: str = field(default=json.dumps(DEFAULT_WEIGHTS),
                                         metadata={"help": 'JSON weights by reward name, e.g. {"format": 0.4, ...}'})
+    reward_set: str = field(default="", metadata={
+        "help": f"{', '.join(REWARD_SETS)} (default: the one for the prompt format's output schema)"})
 
+    def set_for(self, fmt) -> str:
+        return self.reward_set or SET_FOR_SCHEMA[fmt.schema]
 
-def verdict_accuracy(completions, label, **_) -> list[float]:
-    """Logged, not rewarded (weight 0): 1 when the completion's verdict is the label."""
-    return [float(parse_judgment(completion_text(c)).verdict == y) for c, y in zip(completions, label)]
-
-
-def format_valid(completions, **_) -> list[float]:
-    """Logged, not rewarded (weight 0): 1 when the completion passes every format check."""
-    return [float(format_score(completion_text(c)) == 1.0) for c in completions]
+    def rewards(self, fmt, rubric):
+        """(reward functions, their weights, logged metrics) of the chosen set, bound to the recipe's rubric."""
+        funcs, weights = get_rewards(json.loads(self.reward_weights_by_name), self.set_for(fmt), rubric)
+        return funcs, weights, logged_metrics(self.set_for(fmt), rubric)
 
 
 class _WithMedia:
@@ -159,8 +158,14 @@ def main(argv: list[str] | None = None) -> int:
 
     args, config = parse_recipe(GRPOJudgeArguments, GRPOConfig, argv)
     try:
+        fmt, rubric = args.prompt()
+        funcs, weights, metrics = args.rewards(fmt, rubric)
         dataset = build_dataset(args, config.seed)
-        funcs, weights = get_rewards(json.loads(args.reward_weights_by_name))
+        unscored = sum(r["score_a"] is None or r["score_b"] is None for r in dataset)
+        if unscored and args.set_for(fmt) == RELEASE_SET:
+            log.warning("%d RL rows have no teacher scores: the %s preference reward gives every completion of "
+                        "theirs -1, as the release does (--reward_set rubric-v2 scores the verdict alone there)",
+                        unscored, RELEASE_SET)
         model, processor, _ = load_base(args.model, args.quantization)
     except (RRMError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -173,11 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         peft_config = lora_config(args)
     config.generation_kwargs = {**(config.generation_kwargs or {}),
                                 "suppress_tokens": multimodal_token_ids(processor.tokenizer)}
-    config.reward_weights = [*weights, 0.0, 0.0]  # the last two are logged, not rewarded
-    fmt, rubric = args.prompt()
+    config.reward_weights = [*weights, *[0.0] * len(metrics)]  # the metrics are logged, not rewarded
     trainer = make_trainer(fmt, rubric, args.limits(), model=model, args=config, train_dataset=dataset,
-                           processing_class=processor, reward_funcs=[*funcs, verdict_accuracy, format_valid],
-                           peft_config=peft_config)
+                           processing_class=processor, reward_funcs=[*funcs, *metrics], peft_config=peft_config)
     return train_and_save(trainer, processor, args, config)
 
 
