@@ -13,6 +13,7 @@ otherwise. Checkpoints without it (the released Omni-RRM ones) use `omni-rrm`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def _load_kwargs(quantization: str, device: str) -> dict:
     return kwargs
 
 
-def _load_thinker(path: Path, quantization: str, device: str):
+def load_thinker(path: Path, quantization: str, device: str):
     from transformers import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
     config_file = path / "config.json"
@@ -141,7 +142,7 @@ def _load_thinker(path: Path, quantization: str, device: str):
     return model.eval()
 
 
-def _load_processor(*dirs: Path):
+def load_processor(*dirs: Path):
     from transformers import AutoProcessor
 
     for d in dirs:
@@ -161,33 +162,66 @@ def default_device() -> str:
 
 @dataclass
 class Checkpoint:
-    """Where a judge's files are: its weights (the base, for an adapter), its adapter, its processor, its record."""
+    """Where a judge's files are: its weights (the base, for an adapter), its adapter, its processor, its record.
+
+    `merged_first` are adapters under `adapter` (a judge trained on from another adapter), base first: they are
+    merged into the weights before `adapter` is attached.
+    """
 
     weights: Path
     adapter: Path | None
     name: str  # the base model's id or path
     judge_config: dict
+    merged_first: tuple[Path, ...] = ()
 
     @property
     def processor_dirs(self) -> tuple[Path, ...]:
-        return (self.adapter, self.weights) if self.adapter else (self.weights,)
+        return (*([self.adapter] if self.adapter else []), *reversed(self.merged_first), self.weights)
+
+
+_MAX_ADAPTER_DEPTH = 4
+
+
+def _adapter_base(adapter: Path) -> tuple[Path, str]:
+    """(directory, name) of an adapter's base.
+
+    adapter_config.json names it; ms-swift records the authors' own path there, so when that is not on this
+    machine the model named in ms-swift's args.json is tried, then the path's last two parts as a hub id
+    (".../Qwen/Qwen2.5-Omni-7B" -> "Qwen/Qwen2.5-Omni-7B").
+    """
+    named = _read_json(adapter / "adapter_config.json").get("base_model_name_or_path")
+    if not named:
+        raise ModelLoadError(f"{adapter}/adapter_config.json names no base_model_name_or_path")
+    candidates = [named]
+    if (adapter / "args.json").exists():
+        candidates.append(_read_json(adapter / "args.json").get("model"))
+    parts = Path(named).parts
+    if Path(named).is_absolute() and len(parts) > 2:
+        candidates.append(f"{parts[-2]}/{parts[-1]}")
+    tried = []
+    for candidate in dict.fromkeys(c for c in candidates if isinstance(c, str) and c):
+        try:
+            return resolve(candidate), candidate
+        except ModelLoadError as e:
+            tried.append(str(e))
+    raise ModelLoadError(f"the base of the adapter {adapter} cannot be found ({'; '.join(tried)}); "
+                         f"set base_model_name_or_path in its adapter_config.json to the base checkpoint")
 
 
 def locate(source: str) -> Checkpoint:
     """Resolve a full checkpoint, thinker checkpoint or LoRA adapter (hub id or directory) to its files."""
-    path = resolve(source)
-    if not (path / "adapter_config.json").exists():
-        record = path / JUDGE_CONFIG_FILE
-        return Checkpoint(path, None, str(source), _read_json(record) if record.exists() else {})
-    base_source = _read_json(path / "adapter_config.json").get("base_model_name_or_path")
-    if not base_source:
-        raise ModelLoadError(f"{path}/adapter_config.json names no base_model_name_or_path")
-    base_path = resolve(base_source)
+    path, name = resolve(source), str(source)
+    adapters = []  # top first
+    while (path / "adapter_config.json").exists():
+        if len(adapters) == _MAX_ADAPTER_DEPTH:
+            raise ModelLoadError(f"{source}: adapters stacked more than {_MAX_ADAPTER_DEPTH} deep")
+        adapters.append(path)
+        path, name = _adapter_base(path)
     judge_config = {}
-    for d in (base_path, path):  # the adapter's own record wins
+    for d in (path, *reversed(adapters)):  # the record nearest the top wins
         if (d / JUDGE_CONFIG_FILE).exists():
             judge_config = _read_json(d / JUDGE_CONFIG_FILE)
-    return Checkpoint(base_path, path, str(base_source), judge_config)
+    return Checkpoint(path, adapters[0] if adapters else None, name, judge_config, tuple(reversed(adapters[1:])))
 
 
 def load_model(source: str = DEFAULT_MODEL, quantization: str = "auto", device: str | None = None,
@@ -196,13 +230,24 @@ def load_model(source: str = DEFAULT_MODEL, quantization: str = "auto", device: 
     device = device or default_device()
     quantization = _pick_quantization(quantization, device)
     checkpoint = locate(source)
-    model = _load_thinker(checkpoint.weights, quantization, device)
-    if checkpoint.adapter:
-        model = _attach_adapter(model, checkpoint.adapter, merge_adapter, quantization)
-    processor = _load_processor(*checkpoint.processor_dirs)
+    model = with_adapters(load_thinker(checkpoint.weights, quantization, device), checkpoint, quantization,
+                           merge_adapter)
+    processor = load_processor(*checkpoint.processor_dirs)
     adapter = str(source) if checkpoint.adapter else None
     log.info("loaded %s (%s, %s)", checkpoint.name, quantization, device)
     return LoadedModel(model, processor, checkpoint.name, adapter, quantization, device, checkpoint.judge_config)
+
+
+def with_adapters(model, checkpoint: Checkpoint, quantization: str, merge: bool = False, trainable: bool = False):
+    """The thinker with the checkpoint's adapters: those underneath merged in, the top one attached (or merged)."""
+    if checkpoint.merged_first and quantization != "none":
+        raise ModelLoadError(f"{checkpoint.adapter} was trained on from another adapter, which is merged into the "
+                             f"base first: load it with --quantization none")
+    for inner in checkpoint.merged_first:
+        model = attach_adapter(model, inner, True, quantization)
+    if checkpoint.adapter:
+        model = attach_adapter(model, checkpoint.adapter, merge, quantization, trainable)
+    return model
 
 
 def is_omni(source: str) -> bool:
@@ -238,15 +283,76 @@ def load_chat_model(source: str, quantization: str = "auto", device: str | None 
     return LoadedModel(model.eval(), processor, str(source), None, quantization, device, {})
 
 
-def _attach_adapter(model, path: Path, merge: bool, quantization: str):
+def thinker_name(name: str) -> str:
+    """A module or tensor name of a released checkpoint (transformers 4.5x, maybe of the full model under
+    `thinker.`) as this thinker names it; names already in this form are returned unchanged."""
+    name = name.removeprefix("thinker.")
+    for old, new in (("model.", "model.language_model."), ("visual.", "model.visual."),
+                     ("audio_tower.", "model.audio_tower.")):
+        if name.startswith(old) and not name.startswith(("model.language_model.", "model.visual.",
+                                                          "model.audio_tower.")):
+            return new + name[len(old):]
+    return name
+
+
+def _adapter_weights(path: Path) -> dict:
+    if (path / "adapter_model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        return load_file(path / "adapter_model.safetensors")
+    if (path / "adapter_model.bin").exists():
+        import torch
+
+        return torch.load(path / "adapter_model.bin", map_location="cpu", weights_only=True)
+    raise ModelLoadError(f"{path} has no adapter_model.safetensors (or .bin)")
+
+
+def _renamed_adapter(path: Path):
+    """(LoraConfig, weights) for an adapter whose names this thinker does not use (ms-swift's, on the full
+    model, with a regex target_modules over 4.5x names), or None when PEFT can load it as it is.
+
+    The targets become the exact modules the weights belong to, so that a regex written for other names
+    cannot miss (PEFT's "Target modules ... not found") or hit modules that carry no weights.
+    """
+    from peft import LoraConfig
+
+    weights = _adapter_weights(path)
+    prefix = "base_model.model."
+    renamed = {prefix + thinker_name(k.removeprefix(prefix)): v for k, v in weights.items()}
+    if list(renamed) == list(weights):
+        return None
+    config = _read_json(path / "adapter_config.json")
+    if str(config.get("peft_type", "LORA")).upper() != "LORA":
+        raise ModelLoadError(f"{path} holds a {config.get('peft_type')} adapter; the judge loads LoRA adapters")
+    targets = sorted({k.removeprefix(prefix).split(".lora_")[0] for k in renamed if ".lora_" in k})
+    known = {f.name for f in dataclasses.fields(LoraConfig)} - {"peft_type", "target_modules", "auto_mapping"}
+    kwargs = {k: v for k, v in config.items() if k in known}
+    return LoraConfig(**{**kwargs, "target_modules": targets}), renamed
+
+
+def attach_adapter(model, path: Path, merge: bool, quantization: str, trainable: bool = False):
     try:
-        from peft import PeftModel
+        from peft import PeftModel, get_peft_model, set_peft_model_state_dict
     except ImportError:
         raise ModelLoadError("loading a LoRA adapter needs peft: pip install peft") from None
     if merge and quantization != "none":
         raise ModelLoadError("merging a LoRA adapter into a quantized base is lossy; use --quantization none")
     try:
-        model = PeftModel.from_pretrained(model, path)
+        renamed = _renamed_adapter(path)
+        if renamed is None:
+            model = PeftModel.from_pretrained(model, path, is_trainable=trainable)
+        else:
+            config, weights = renamed
+            config.inference_mode = not trainable
+            model = get_peft_model(model, config)
+            result = set_peft_model_state_dict(model, weights)
+            if result.unexpected_keys:
+                raise ModelLoadError(f"the LoRA adapter in {path} has weights for modules this model lacks: "
+                                     f"{result.unexpected_keys[0]}")
+    except ModelLoadError:
+        raise
     except Exception as e:
         raise ModelLoadError(f"cannot load the LoRA adapter in {path}: {str(e).splitlines()[0][:200]}") from None
-    return model.merge_and_unload() if merge else model.eval()
+    if merge:
+        return model.merge_and_unload()
+    return model if trainable else model.eval()

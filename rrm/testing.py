@@ -10,6 +10,7 @@ loading, LoRA and quantization.
     python -m rrm.testing make-tiny DIR --full   # thinker + talker, as released
     python -m rrm.testing make-tiny DIR --parrot # taught to judge one example pair
     python -m rrm.testing make-tiny DIR --chat vl|text  # a tiny Qwen2.5-VL or text LM (a synthesis generator)
+    python -m rrm.testing make-tiny DIR --released swift-lora|swift-merged|thinker  # in a layout the release wrote
 """
 
 from __future__ import annotations
@@ -243,7 +244,8 @@ def build_thinker(tokenizer=None, seed: int = 0):
     return model.eval(), processor
 
 
-def make_tiny(out_dir: str | Path, full: bool = False, seed: int = 0, judge_config: dict | None = None) -> Path:
+def make_tiny(out_dir: str | Path, full: bool = False, seed: int = 0, judge_config: dict | None = None,
+              max_shard_size: str = "5GB") -> Path:
     """Save a tiny checkpoint (thinker-only, or full thinker + talker) with its processor.
 
     `judge_config`, when given, is written as the judge's sidecar file (prompt
@@ -261,15 +263,122 @@ def make_tiny(out_dir: str | Path, full: bool = False, seed: int = 0, judge_conf
         torch.manual_seed(seed)
         full_model = Qwen2_5OmniForConditionalGeneration(full_config(processor.tokenizer))
         full_model.thinker.load_state_dict(model.state_dict())
-        full_model.save_pretrained(out)
+        full_model.save_pretrained(out, max_shard_size=max_shard_size)
         # The released checkpoints ship speaker embeddings; the loader of the full
         # model requires the file even though the judge never speaks.
         torch.save({"Chelsie": {"cond": torch.zeros(1, 16), "ref_mel": torch.zeros(1, 8, 80)}}, out / "spk_dict.pt")
     else:
-        model.save_pretrained(out)
+        model.save_pretrained(out, max_shard_size=max_shard_size)
     processor.save_pretrained(out)
     if judge_config is not None:
         (out / JUDGE_CONFIG_FILE).write_text(json.dumps(judge_config, indent=2))
+    return out
+
+
+# ---------------------------------------------------------------------------- the release's layouts
+# The release trained with ms-swift on transformers 4.5x, on the full Qwen2.5-Omni model: its checkpoints name
+# modules as that version did (thinker.model.layers..., thinker.visual..., thinker.audio_tower...), record 4.5x
+# configs (rope_scaling, torch_dtype), shard large files with an index, and an ms-swift LoRA adapter writes its
+# target_modules as one regular expression over those names, with ms-swift's own keys in adapter_config.json.
+RELEASED_LAYOUTS = ("swift-lora", "swift-merged", "thinker")
+SWIFT_TARGETS = (r"^(thinker.model.*\.(down_proj|gate_proj|k_proj|o_proj|q_proj|up_proj|v_proj)"
+                 r"|thinker.audio_tower.proj|thinker.visual.merger.*\.(0|2))$")
+
+
+def _legacy_config(node):
+    """A config as transformers 4.5x wrote it: rope_scaling and rope_theta instead of rope_parameters, torch_dtype."""
+    if isinstance(node, list):
+        return [_legacy_config(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "rope_parameters" and isinstance(value, dict):
+            rope = dict(value)
+            out["rope_theta"] = rope.pop("rope_theta", 10000.0)
+            out["rope_scaling"] = {**rope, "type": rope.get("rope_type", "default")}
+        elif key == "dtype":
+            out["torch_dtype"] = value
+        else:
+            out[key] = _legacy_config(value)
+    if "model_type" in out and "architectures" in node:
+        out["transformers_version"] = "4.52.3"
+    return out
+
+
+def _write_legacy_config(out: Path) -> None:
+    path = out / "config.json"
+    path.write_text(json.dumps(_legacy_config(json.loads(path.read_text())), indent=2))
+
+
+def make_adapter(out_dir: str | Path, base: str | Path, seed: int = 0) -> Path:
+    """A LoRA adapter on `base` with random, non-zero weights (so that it changes what the model writes)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    from .model import locate
+
+    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(locate(str(base)).weights)
+    targets = (r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+               r"|model\.visual\.merger\.mlp\.(0|2)|model\.audio_tower\.proj")
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM"))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_" in name:
+                weight.normal_(0, 0.5)
+    model.peft_config["default"].base_model_name_or_path = str(base)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    return out
+
+
+def swift_lora_twin(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """The same adapter as ms-swift writes it for the full model: 4.5x module names under `thinker.`, a regex
+    target_modules, ms-swift's extra config keys and files."""
+    from safetensors.torch import load_file, save_file
+
+    src, out = Path(adapter_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    renamed = {}
+    for key, tensor in load_file(src / "adapter_model.safetensors").items():
+        name = key.removeprefix("base_model.model.")
+        for new, old in (("model.language_model.", "model."), ("model.visual.", "visual."),
+                         ("model.audio_tower.", "audio_tower.")):
+            if name.startswith(new):
+                name = old + name[len(new):]
+                break
+        renamed[f"base_model.model.thinker.{name}"] = tensor.contiguous()
+    save_file(renamed, out / "adapter_model.safetensors", metadata={"format": "pt"})
+    config = json.loads((src / "adapter_config.json").read_text())
+    config.update(target_modules=SWIFT_TARGETS, lora_dtype=None, lorap_lr_ratio=None, lorap_emb_lr=1e-6)
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    (out / "additional_config.json").write_text(json.dumps({"lora_dtype": None, "lorap_lr_ratio": None,
+                                                            "lorap_emb_lr": 1e-6}))
+    (out / "args.json").write_text(json.dumps({"model": config["base_model_name_or_path"], "train_type": "lora",
+                                               "lora_rank": config["r"], "target_modules": ["all-linear"]}))
+    return out
+
+
+def make_released(out_dir: str | Path, layout: str, seed: int = 0) -> Path:
+    """A tiny checkpoint in one of the release's layouts (see RELEASED_LAYOUTS); returns what --model takes.
+
+    swift-merged: thinker + talker + token2wav, sharded with an index. thinker: the thinker alone. swift-lora: an
+    adapter (in OUT/adapter) on a full base (OUT/base), as ms-swift writes it.
+    """
+    if layout not in RELEASED_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(RELEASED_LAYOUTS)}, got {layout!r}")
+    out = Path(out_dir)
+    if layout == "swift-lora":
+        base = make_released(out / "base", "swift-merged", seed)
+        native = make_adapter(out / "native-adapter", base, seed)
+        return swift_lora_twin(native, out / "adapter")
+    make_tiny(out, full=layout == "swift-merged", seed=seed, max_shard_size="200KB")
+    _write_legacy_config(out)
+    if layout == "swift-merged":
+        (out / "args.json").write_text(json.dumps({"model": "Qwen/Qwen2.5-Omni-7B", "train_type": "lora",
+                                                   "merge_lora": True}))
     return out
 
 
@@ -423,9 +532,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="teach it (about 30 s) to judge one example pair, so that its output is a real judgment")
     make.add_argument("--chat", choices=CHAT_KINDS,
                       help="instead, a tiny non-Omni chat model (a generator for train.synth): a VLM or a text LM")
+    make.add_argument("--released", choices=RELEASED_LAYOUTS,
+                      help="in a layout the research release wrote (prints the directory --model takes)")
     args = parser.parse_args(argv)
     if args.chat:
         out = make_tiny_chat(args.dir, args.chat, seed=args.seed)
+    elif args.released:
+        out = make_released(args.dir, args.released, seed=args.seed)
     elif args.parrot:
         out = make_parrot(args.dir, seed=args.seed)
     else:

@@ -15,7 +15,7 @@ import time
 from .errors import ModelLoadError, RRMError
 from .judge import GenerationSettings, Judge, PromptFiles
 from .media import MediaLimits
-from .model import DEFAULT_MODEL, LoadedModel, _load_processor, _read_json, locate
+from .model import DEFAULT_MODEL, LoadedModel, load_processor, _read_json, locate
 from .rubric import Rubric
 from .schema import AUDIO, IMAGE, VIDEO, Timing
 
@@ -69,7 +69,7 @@ class VLLMJudge(Judge):
             engine = vllm.LLM(**kwargs)
         except Exception as e:
             raise ModelLoadError(f"vLLM cannot load {checkpoint.weights}: {str(e).splitlines()[0][:200]}") from None
-        loaded = LoadedModel(engine, _load_processor(*checkpoint.processor_dirs), checkpoint.name,
+        loaded = LoadedModel(engine, load_processor(*checkpoint.processor_dirs), checkpoint.name,
                              str(model) if checkpoint.adapter else None,
                              "4bit" if quantization == "4bit" else "none", "vllm", checkpoint.judge_config)
         judge = cls(loaded, prompt_format=prompt_files.format(loaded.judge_config, prompt_format), rubric=rubric,

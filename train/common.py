@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rrm.media import MediaLimits
-from rrm.model import JUDGE_CONFIG_FILE, _load_thinker, resolve
+from rrm.model import JUDGE_CONFIG_FILE, load_processor, load_thinker, locate, with_adapters
 from rrm.prompts import TemplateFormat, get_format, read_text_file
 from rrm.release import RELEASE_PROFILE
 from rrm.rubric import load_rubric
@@ -66,19 +66,23 @@ def accumulation_steps(effective: int, per_device: int, world_size: int) -> int:
 
 
 def load_base(source: str, quantization: str):
-    """The thinker to train, on this process's device (a 4-bit base is prepared for QLoRA)."""
+    """(thinker, processor) to train, on this process's device (a 4-bit base is prepared for QLoRA).
+
+    The source may be a LoRA adapter (a released Omni-RRM, a judge of your own): it is merged into its base, and
+    the new adapter is saved on top of it (loading that one merges the adapters beneath it first).
+    """
     from accelerate import PartialState
-    from transformers import AutoProcessor
 
     device = str(PartialState().device)
-    path = resolve(source)
-    model = _load_thinker(path, quantization, device)
+    checkpoint = locate(source)
+    model = with_adapters(load_thinker(checkpoint.weights, quantization, device), checkpoint, quantization,
+                          merge=True)
     if quantization != "none":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model.config.use_cache = False
-    return model, AutoProcessor.from_pretrained(path), path
+    return model, load_processor(*checkpoint.processor_dirs)
 
 
 def share_every_gradient_across_ranks(model, config) -> None:

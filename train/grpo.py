@@ -23,6 +23,7 @@ from rrm.errors import RRMError
 from rrm.inputs import encode
 from rrm.judge import multimodal_token_ids
 from rrm.media import load_media
+from rrm.model import attach_adapter, resolve
 from rrm.prompts import build_messages
 from rrm.schema import Sample
 
@@ -153,7 +154,6 @@ def build_dataset(args: GRPOJudgeArguments, seed: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from peft import PeftModel
     from trl import GRPOConfig
 
     args, config = parse_recipe(GRPOJudgeArguments, GRPOConfig, argv)
@@ -166,16 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("%d RL rows have no teacher scores: the %s preference reward gives every completion of "
                         "theirs -1, as the release does (--reward_set rubric-v2 scores the verdict alone there)",
                         unscored, RELEASE_SET)
-        model, processor, _ = load_base(args.model, args.quantization)
+        model, processor = load_base(args.model, args.quantization)
+        if args.init_adapter:  # trained on, in whatever layout it was saved (ours, or ms-swift's)
+            model = attach_adapter(model, resolve(args.init_adapter), False, args.quantization, trainable=True)
     except (RRMError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     share_every_gradient_across_ranks(model, config)
-    peft_config = None
-    if args.init_adapter:
-        model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)
-    else:
-        peft_config = lora_config(args)
+    peft_config = None if args.init_adapter else lora_config(args)
     config.generation_kwargs = {**(config.generation_kwargs or {}),
                                 "suppress_tokens": multimodal_token_ids(processor.tokenizer)}
     config.reward_weights = [*weights, *[0.0] * len(metrics)]  # the metrics are logged, not rewarded

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_recipe(JudgeTrainingArguments, SFTConfig, argv)
     try:
         dataset = build_dataset(args, config.seed)
-        model, processor, _ = load_base(args.model, args.quantization)
+        model, processor = load_base(args.model, args.quantization)
     except RRMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
