@@ -320,29 +320,54 @@ def _winner(score_a, score_b) -> str | None:
 # ----------------------------------------------------------------------------
 
 def split_parts(text: str, rubric: Rubric = DEFAULT_RUBRIC) -> dict[str, str]:
-    """Split a '<think>Part 1: ... Part 5: ...</think>' rationale into {criterion key: text}.
+    """Split a rationale ('<think>Part 1: ... Part 5: ...</think>') into {criterion key: text}.
 
-    Without Part markers, headings that name a criterion ('Relevance:') are used.
+    One `Part k` per criterion (the released convention) gives Part k to criterion k; so does any rationale still
+    being written (an open <think>), so that a stream settles part by part. Otherwise (fewer parts than criteria:
+    the release's teachers also wrote two parts, four criteria then safety; or no parts at all, on one line or
+    under headings) the criteria are found by their wording, in rubric order: each one's passage starts at the
+    clause that first names it and runs to the next one's.
     """
-    body = _THINK.sub("", text.replace("\\n", "\n")).strip()
-    found: dict[str, str] = {}
+    raw = text.replace("\\n", "\n")
+    body = _THINK.sub("", raw).strip()
     marks = list(_PART.finditer(body))
-    if marks:
+    still_open = raw.lstrip().lower().startswith("<think>") and "</think>" not in raw.lower()
+    if marks and (still_open or max(int(m.group(1)) for m in marks) >= len(rubric.criteria)):
+        found: dict[str, str] = {}
         for m, nxt in zip(marks, marks[1:] + [None]):
             idx = int(m.group(1)) - 1
             if 0 <= idx < len(rubric.criteria):
                 chunk = body[m.end(): nxt.start() if nxt else len(body)].strip()
                 found.setdefault(rubric.criteria[idx].key, chunk)
         return found
-    heads = []
+    return _split_by_wording(body, rubric)
+
+
+_CLAUSE_END = re.compile(r"[.;:!?,](?=\s)|\n|(?:\*\*)?\bPart\s*\d+\s*(?:\*\*)?\s*[:.)\-]", re.I)
+
+
+def _name_pattern(c) -> re.Pattern:
+    names = {n.replace("_", " ") for n in c.names()}
+    return re.compile(r"\b(?:" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")\b", re.I)
+
+
+def _split_by_wording(body: str, rubric: Rubric) -> dict[str, str]:
+    starts: list[tuple[int, str, re.Pattern]] = []  # (clause start, key, the name that marked it)
+    after = 0
     for c in rubric.criteria:
-        names = "|".join(re.escape(n) for n in sorted(c.names(), key=len, reverse=True))
-        m = re.search(rf"(?:^|\n)[\s*#\-\d.]*(?:{names})[^\n:]{{0,40}}?\**\s*:", body, re.I)
-        if m:
-            heads.append((m.start(), m.end(), c.key))
-    heads.sort()
-    for (s, e, key), nxt in zip(heads, heads[1:] + [None]):
-        found.setdefault(key, body[e: nxt[0] if nxt else len(body)].strip())
+        names = _name_pattern(c)
+        mention = names.search(body, after) or c.cue_pattern.search(body, after)
+        if mention is None:
+            continue
+        bounds = [m.end() for m in _CLAUSE_END.finditer(body, 0, mention.start())]
+        start = max([after, *bounds])
+        starts.append((start, c.key, names))
+        after = mention.end()
+    found = {}
+    for (start, key, names), nxt in zip(starts, starts[1:] + [None]):
+        chunk = _PART.sub(" ", body[start: nxt[0] if nxt else len(body)]).strip(" \t\n,;")
+        heading = re.match(r"[\s*#\-\d.]*(?:" + names.pattern + r")[^\n:]{0,40}?\**\s*:\s*", chunk, re.I)
+        found[key] = re.sub(r"\s+", " ", chunk[heading.end():] if heading else chunk).strip()
     return found
 
 

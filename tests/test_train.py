@@ -92,6 +92,79 @@ def test_sft_trains_on_released_rows(released_root, tiny_dir, tmp_path):
     assert Judge.from_pretrained(str(out)).format.name == "omni-rrm"
 
 
+@pytest.fixture
+def release_media_root(tmp_path):
+    """One folder holding the release's media folders, as its path-rewriting scripts expect."""
+    from PIL import Image
+
+    image = tmp_path / "rlaif-v-dataset" / "coco2017" / "train2017" / "000000001216.jpg"
+    video = tmp_path / "video-dataset" / "academic_source" / "youcook2" / "221" / "WRtoMalV4Zo" / "split_3.mp4"
+    for f in (image, video, tmp_path / "audio_files" / "x"):
+        f.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(ASSETS / "ball.png").convert("RGB").save(image, "JPEG")
+    shutil.copy(ASSETS / "ball_rolling.mp4", video)
+    for name in ("Big_Ben__London_.wav", "Sundsvall_Harbour.wav"):  # the release renames "Big Ben (London).wav"
+        shutil.copy(ASSETS / "three_beeps.wav", tmp_path / "audio_files" / name)
+    return tmp_path
+
+
+def test_rows_in_the_release_layouts_read_right(release_media_root):
+    root = release_media_root
+    pairs, report = load_pairs(OMNI_PREFERENCE / "release_sft.jsonl", root, fmt="omni-preference")
+    assert report.kept == 4 and not report.skipped
+    image, video, audio, bracketed = pairs
+    assert (image.sample.query, image.sample.response_a, image.sample.response_b) == \
+        ("What is on the plate?", "A slice of cake.", "Two fried eggs and toast.")  # the ### Context layout
+    assert (bracketed.sample.query, bracketed.sample.response_b) == ("How many eggs are there?", "Three.")
+    assert [p.sample.media[0].path for p in pairs] == [
+        str(root / "rlaif-v-dataset" / "coco2017" / "train2017" / "000000001216.jpg"),
+        str(root / "video-dataset" / "academic_source" / "youcook2" / "221" / "WRtoMalV4Zo" / "split_3.mp4"),
+        str(root / "audio_files" / "Big_Ben__London_.wav"),
+        str(root / "rlaif-v-dataset" / "coco2017" / "train2017" / "000000001216.jpg")]
+    assert [(p.label, p.score_a, p.score_b) for p in pairs] == [("B", 3, 8), ("A", 8, 2), ("A", 9, 2), ("A", 9, 3)]
+    rationale = {name: {k: v["rationale"] for k, v in p.criteria.items()}
+                 for name, p in zip(("image", "video", "audio", "bracketed"), pairs)}
+    # Five parts on one line, five parts on five lines: Part k is criterion k.
+    assert rationale["image"]["accuracy_completeness"] == "B names the eggs and the toast; A invents a cake."
+    assert rationale["video"]["safety_ethics"] == "Both are safe."
+    # Two parts (four criteria, then safety), and prose without parts: split by each criterion's wording.
+    assert rationale["audio"] == {
+        "fluency_coherence": "Both answers are fluent and coherent",
+        "relevance": "A has more relevance to the audio than B",
+        "accuracy_completeness": "A is accurate where B is not",
+        "reasoning_quality": "and A's reasoning matches the chimes.",
+        "safety_ethics": "Both are safe and ethical."}
+    assert rationale["bracketed"]["accuracy_completeness"] == "On accuracy, A is correct and B is not."
+    assert all(p.target(DEFAULT_RUBRIC) is not None for p in pairs)  # every row is an SFT target
+    rl, report = load_pairs(OMNI_PREFERENCE / "release_rl.jsonl", root, fmt="omni-preference", splits=("rl",))
+    assert not report.skipped
+    assert [(p.sample.modality, p.label, p.score_a, p.score_b) for p in rl] == [
+        ("image", "A", 7, 5), ("video", "B", 4, 6), ("audio", "tie", 6, 6), ("audio", "B", 5, 7)]
+
+
+def test_release_rows_train_two_sft_then_two_grpo_steps_in_the_release_profile(release_media_root, tiny_dir,
+                                                                               tmp_path):
+    from rrm.release import EVAL_LIMITS
+    from train.grpo import main as grpo_main
+
+    common = ["--model", str(tiny_dir), "--data_format", "omni-preference", "--media_root", str(release_media_root),
+              "--prompt_format", "omni-rrm-release", "--max_steps", "2", "--use_cpu", "true", "--report_to", "none",
+              "--video_max_frames", "4"]
+    sft_out, grpo_out = tmp_path / "sft", tmp_path / "grpo"
+    assert sft_main([*common, "--data", str(OMNI_PREFERENCE / "release_sft.jsonl"), "--output_dir", str(sft_out),
+                     "--per_device_train_batch_size", "1", "--effective_batch_size", "1"]) == 0
+    assert grpo_main([*common, "--data", str(OMNI_PREFERENCE / "release_rl.jsonl"), "--output_dir", str(grpo_out),
+                      "--init_adapter", str(sft_out), "--per_device_train_batch_size", "2", "--num_generations", "2",
+                      "--effective_batch_size", "2", "--max_completion_length", "8", "--logging_steps", "1"]) == 0
+    logged = [e for e in json.loads((grpo_out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+              if "rewards/format_reward/mean" in e]
+    assert len(logged) == 2
+    record = json.loads((grpo_out / "rrm_judge.json").read_text())
+    assert record["profile"] == "omni-rrm-release" and "media_limits" not in record
+    judge = Judge.from_pretrained(str(grpo_out))
+    assert judge.format.name == "omni-rrm-release" and judge.limits == EVAL_LIMITS
+
+
 def test_order_is_seeded_per_pair_and_balanced(data_dir):
     pairs, _ = load_pairs(data_dir / "train_pairs.jsonl")
     many = [dataclasses.replace(p, sample=dataclasses.replace(p.sample, id=f"pair-{i}-{n}"))

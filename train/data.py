@@ -28,6 +28,7 @@ from rrm.errors import RRMError
 from rrm.eval.loaders import LOADERS, load_benchmark
 from rrm.pairs import content_id, sample_from_record
 from rrm.parse import parse_judgment
+from rrm.release import MEDIA_FOLDERS
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import (
     AUDIO, IMAGE, KEY_BETTER, KEY_SCORE_A, KEY_SCORE_B, ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE,
@@ -106,18 +107,25 @@ def _preference_pair(r: dict, root: Path) -> PreferencePair:
 
 
 # ---------------------------------------------------------------- Omni-Preference rows
-# The release trains with ms-swift, one chat row per pair: the user turn holds the
-# released prompt, whose input block ends "[Question]: q [Answer A]: a [Answer B]: b";
-# media are listed under images / videos / audios (with <image>-style tags in the
-# text); an SFT row's assistant turn is the teacher's judgment in the released JSON,
-# an RL row has no assistant turn but a `solution` JSON with better, score_A, score_B.
-# Paths are the authors' absolute paths (the release's scripts rewrite their prefix):
-# a path that does not exist is looked up under media_root by its longest tail that does.
-_INPUT_BLOCK = re.compile(
-    r"\[Question\]:?\s*(?P<query>.*?)\s*\[(?:Answer|Response) A\]:?\s*(?P<a>.*?)\s*"
-    r"\[(?:Answer|Response) B\]:?\s*(?P<b>.*?)\s*$", re.S)
+# The release trains with ms-swift, one chat row per pair. The user turn holds the prompt; its pair is either in
+# a `### Context` block ("<Modality> file: <name>" lines, then "Question:", "Candidate A:", "Candidate B:"; the
+# layout of the release's preference-construction prompts) or in "[Question]: q [Answer A]: a [Answer B]: b"
+# (the layout of its evaluation prompts). Media are listed under images / videos / audios (with <image>-style
+# tags in the text). An SFT row's assistant turn is the teacher's judgment in the released JSON; an RL row has no
+# assistant turn but the labels (better, score_A, score_B) as columns or in a `solution` JSON. Paths are the
+# authors' absolute paths; the release's own scripts rewrite them under one folder holding rlaif-v-dataset/,
+# video-dataset/ and audio_files/ (see `_released_path`).
+_LABELS = r"(?:Candidate|Answer|Response)"
+_BRACKETED = re.compile(
+    rf"\[Question\]:?\s*(?P<query>.*?)\s*\[{_LABELS} A\]:?\s*(?P<a>.*?)\s*\[{_LABELS} B\]:?\s*(?P<b>.*?)\s*$", re.S)
+_CONTEXT = re.compile(
+    rf"###\s*Context\s*\n(?P<files>(?:[ \t]*(?:Image|Video|Audio) [Ff]ile:[^\n]*\n)*)\s*Question:\s*(?P<query>.*?)"
+    rf"\s*\n\s*{_LABELS} A:\s*(?P<a>.*?)\s*\n\s*{_LABELS} B:\s*(?P<b>.*?)\s*$", re.S)
+_FILE_LINE = re.compile(r"(Image|Video|Audio) [Ff]ile:\s*(\S.*?)\s*$", re.M)
 _MEDIA_TAG = re.compile(r"<(?:image|video|audio)>")
 _MEDIA_KEYS = {"images": IMAGE, "image": IMAGE, "videos": VIDEO, "video": VIDEO, "audios": AUDIO, "audio": AUDIO}
+# The release's scripts replace these in audio file names when they rewrite the paths of the SFT rows.
+_UNSAFE_IN_NAMES = re.compile(r"[ ,()]")
 
 
 def _turn_text(message: dict) -> str:
@@ -130,30 +138,62 @@ def _turn_text(message: dict) -> str:
 
 
 def _released_path(raw, root: Path) -> str:
+    """A released media path found under `root`: as it is, else by its longest tail that exists under the root
+    or under one of the release's media folders there (videos keep their tail from academic_source/ under
+    video-dataset/, audio is found by its file name, also as the release renames it)."""
     rel = raw.get("path") if isinstance(raw, dict) else raw
-    if not isinstance(rel, str) or not rel:
+    if not isinstance(rel, str) or not rel.strip():
         raise RRMError(f"bad media entry {raw!r}")
-    path = Path(rel)
+    path = Path(rel.strip())
+    bases = [root] + [root / d for d in MEDIA_FOLDERS if (root / d).is_dir()]
     if not path.is_absolute():
+        for base in bases:
+            if (base / path).is_file():
+                return str(base / path)
         return str(root / path)
     if path.is_file():
         return str(path)
     parts = path.parts[1:]
-    for i in range(len(parts)):  # longest tail first
-        candidate = root.joinpath(*parts[i:])
-        if candidate.is_file():
-            return str(candidate)
+    tails = [Path(*parts[i:]) for i in range(len(parts))]  # longest first
+    tails.append(Path(_UNSAFE_IN_NAMES.sub("_", path.name)))
+    for tail in tails:
+        for base in bases:
+            if (base / tail).is_file():
+                return str(base / tail)
     return str(root / path.name)
 
 
-def _solution(value) -> dict:
+def _solution(row: dict) -> dict:
+    """An RL row's labels: its better / score_A / score_B columns, else its `solution` (JSON or object)."""
+    if KEY_BETTER in row:
+        return {k: row.get(k) for k in (KEY_BETTER, KEY_SCORE_A, KEY_SCORE_B)}
+    if "solution" not in row:
+        raise RRMError("bad label: neither an assistant turn nor a solution")
+    value = row["solution"]
     if isinstance(value, list) and value:  # some loaders wrap it
         value = value[0]
     if isinstance(value, str):
-        value = json.loads(value)
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise RRMError(f"bad label: solution is not JSON ({e.msg})") from None
     if not isinstance(value, dict):
-        raise RRMError("solution is not a JSON object")
+        raise RRMError("bad label: solution is not a JSON object")
     return value
+
+
+def _released_pair_text(text: str) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """(query, answer A, answer B, [(kind, file named in the context)]) from a released user turn."""
+    text = _MEDIA_TAG.sub("", text)
+    found = _CONTEXT.search(text)
+    if found:
+        files = [(kind.lower(), name) for kind, name in _FILE_LINE.findall(found.group("files"))]
+        return found.group("query"), found.group("a"), found.group("b"), files
+    found = _BRACKETED.search(text)
+    if found:
+        return found.group("query"), found.group("a"), found.group("b"), []
+    raise RRMError("the user turn has neither a ### Context block (Question / Candidate A / Candidate B) nor "
+                   "a [Question] / [Answer A] / [Answer B] block")
 
 
 def omni_preference_pair(row: dict, root: Path, rubric: Rubric = DEFAULT_RUBRIC) -> PreferencePair:
@@ -165,15 +205,14 @@ def omni_preference_pair(row: dict, root: Path, rubric: Rubric = DEFAULT_RUBRIC)
     assistant = [m for m in turns if m.get("role") == "assistant"]
     if not user:
         raise RRMError("no user turn")
-    found = _INPUT_BLOCK.search(_MEDIA_TAG.sub("", _turn_text(user[-1])))
-    if not found:
-        raise RRMError("the user turn has no [Question] / [Answer A] / [Answer B] block")
+    query, a, b, named = _released_pair_text(_turn_text(user[-1]))
     media = []
     for key, kind in _MEDIA_KEYS.items():
         entries = row.get(key) or []
         for entry in entries if isinstance(entries, list) else [entries]:
             media.append(MediaItem(kind, _released_path(entry, root)))
-    query, a, b = found.group("query"), found.group("a"), found.group("b")
+    if not media:  # no media lists: the files the context names
+        media = [MediaItem(kind, _released_path(name, root)) for kind, name in named]
     sample_id = row.get("id")
     sample = Sample(query, a, b, media=media, id=str(content_id(query, a, b, media) if sample_id is None else sample_id))
     if assistant:  # SFT row: the teacher's judgment
@@ -183,12 +222,7 @@ def omni_preference_pair(row: dict, root: Path, rubric: Rubric = DEFAULT_RUBRIC)
         criteria = {c.key: {"rationale": c.rationale} for c in judgment.criteria if c.rationale}
         return PreferencePair(sample, judgment.verdict, str(row.get("split") or "sft"),
                               judgment.score_a, judgment.score_b, criteria)
-    if "solution" not in row:
-        raise RRMError("bad label: neither an assistant turn nor a solution")
-    try:
-        solution = _solution(row["solution"])
-    except json.JSONDecodeError as e:
-        raise RRMError(f"bad label: solution is not JSON ({e.msg})") from None
+    solution = _solution(row)
     return PreferencePair(sample, _label(solution.get(KEY_BETTER)), str(row.get("split") or "rl"),
                           solution.get(KEY_SCORE_A), solution.get(KEY_SCORE_B))
 
