@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from .errors import RRMError
-from .judge import DECODINGS
+from .judge import DECODINGS, GenerationSettings
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
 from .pairs import done_ids, read_pairs
@@ -47,7 +47,9 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
     parser.add_argument("--system-prompt", metavar="FILE", help="your own system turn (default: the format's)")
     parser.add_argument("--rubric", metavar="FILE", help="JSON rubric: {\"Title\": \"description\", ...}")
     gen = parser.add_argument_group("generation and media")
-    gen.add_argument("--max-new-tokens", type=int, default=1024)
+    gen.add_argument("--max-new-tokens", type=int,
+                     help=f"default {GenerationSettings.max_new_tokens} (rrm.eval --protocol release: the release's "
+                          f"budget per benchmark)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
@@ -108,14 +110,15 @@ def _check_args(args) -> None:
     given = [k for k in MEDIA_KINDS if getattr(args, k)]
     if len(given) > 1:
         raise RRMError(f"pass one media file, got {', '.join('--' + k for k in given)}")
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise RRMError("--max-new-tokens must be at least 1")
 
 
 def build_judge(args):
     from .judge import GenerationSettings, Judge
 
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens or GenerationSettings.max_new_tokens,
+                                  temperature=args.temperature,
                                   top_p=args.top_p, seed=args.seed)
     judge_class = Judge
     if getattr(args, "backend", "transformers") == "vllm":

@@ -183,7 +183,7 @@ def test_model_tab_loads_another_checkpoint_from_the_list(client, server, tiny_d
     before = slot.judge
     try:
         info, _, fmt = client.predict("second", "none", api_name="/load_model")
-        assert "second" in info and slot.judge.loaded.name.endswith("second") and fmt == "omni-rrm"
+        assert "second" in info and slot.judge.loaded.name.endswith("second") and fmt == "omni-rrm-release"
         assert "| decoding | plain: no GPU (cpu) |" in info
         assert "Pick a checkpoint" in _error(client, "/etc", "none", api_name="/load_model")
     finally:

@@ -144,6 +144,16 @@ def test_macro_and_micro():
     assert "| s1 | 2 | 50.0 |" in table and "| **macro** | 3 | 75.0 |" in table and "| **micro** | 3 | 66.7 |" in table
 
 
+def test_tie_labelled_items_are_also_summarized_without_them():
+    records = [{"id": "1", "label": "A", "verdict_ab": "A", "verdict_ba": "A"},
+               {"id": "2", "label": "tie", "verdict_ab": "tie", "verdict_ba": "B"},
+               {"id": "3", "label": "B", "verdict_ab": "A", "verdict_ba": "B"}]
+    s = summarize(records)
+    assert s["micro"]["accuracy"] == pytest.approx(2 / 3)  # a tie verdict is right on a tie item
+    assert s["micro_without_ties"]["accuracy"] == pytest.approx(0.75) and s["micro_without_ties"]["items"] == 2
+    assert "micro_without_ties" not in summarize(records[::2])
+
+
 def test_shards_partition_the_items():
     items = list(range(10))
     parts = [select(items, 7, (i, 3)) for i in range(3)]
@@ -167,7 +177,7 @@ def test_run_judges_both_orders_resumes_and_merges_shards(judge, tmp_path):
         assert j["raw"] and j["swap"]["other"]["raw"] and j["swap"]["other"]["order"] == "BA"
         assert r["tokens"] == [12, 12] and r["seconds"] > 0
     config = json.loads((out / "config.json").read_text())
-    assert config["seed"] == 0 and config["prompt_format"] == "omni-rrm" and "transformers" in config["versions"]
+    assert config["seed"] == 0 and config["prompt_format"] == "omni-rrm-release" and "transformers" in config["versions"]
     assert (out / "summary.md").read_text().startswith("### hh-rlhf")
     # A killed run: the last line is cut in half. The rerun drops it and judges that item again.
     text = (out / "items.jsonl").read_text()
@@ -181,7 +191,7 @@ def test_run_judges_both_orders_resumes_and_merges_shards(judge, tmp_path):
     assert merged["micro"]["items"] == 3
     assert sorted(r["id"] for r in read_records(tmp_path / "merged")) == ["hh-0", "hh-1", "hh-2"]
     side_by_side = compare([out, tmp_path / "merged"])
-    assert "full (omni-rrm)" in side_by_side and "merged" in side_by_side and "| hh-rlhf |" in side_by_side
+    assert "full (omni-rrm-release)" in side_by_side and "merged" in side_by_side and "| hh-rlhf |" in side_by_side
 
 
 def test_items_with_missing_media_are_recorded_not_fatal(judge, tmp_path):

@@ -126,7 +126,8 @@ def test_a_truncated_judgment_earns_what_the_release_gives():
 
 def test_trl_shape_batches_conversations_and_carries_the_rubric():
     funcs, weights = get_rewards(DEFAULT_WEIGHTS, RELEASE_SET, ONE_CRITERION)
-    assert [f.__name__ for f in funcs] == ["format", "preference", "rubric"] and weights == [0.4, 0.4, 0.2]
+    assert [f.__name__ for f in funcs] == ["format_reward", "preference_reward", "rubric_reward"]
+    assert weights == [0.4, 0.4, 0.2]
     completions = [released(reasoning=GROUNDING),
                    [{"role": "assistant", "content": released(8, 3, "A", "A", reasoning=GROUNDING)}]]
     columns = {"label": ["B", "B"], "score_a": [3, 3], "score_b": [8, 8], "prompt": ["p", "p"]}

@@ -329,7 +329,8 @@ def get_rewards(weights: dict[str, float], reward_set: str = RELEASE_SET,
     unknown = set(weights) - set(chosen.components)
     if unknown:
         raise ValueError(f"unknown reward {sorted(unknown)[0]!r}; known: {', '.join(chosen.components)}")
-    return ([RewardFunction(name, chosen.components[name], rubric) for name in weights], list(weights.values()))
+    return ([RewardFunction(f"{name}_reward", chosen.components[name], rubric) for name in weights],
+            list(weights.values()))
 
 
 def logged_metrics(reward_set: str = RELEASE_SET, rubric: Rubric = DEFAULT_RUBRIC) -> list[RewardFunction]:

@@ -1,7 +1,7 @@
 """Command line of the evaluation.
 
     python -m rrm.eval run --benchmark NAME --data PATH [--media-root DIR] --model M [--limit N] --out DIR
-                           [--shard i/n]
+                           [--shard i/n] [--protocol two-order|release]
     python -m rrm.eval merge OUT1 OUT2 ... --out DIR
     python -m rrm.eval compare OUT1 OUT2 ...
     python -m rrm.eval bon --data FILE [--media-root DIR] --model M --out DIR [--strategy knockout|round-robin|both]
@@ -22,19 +22,24 @@ from ..errors import RRMError
 from ..pairs import done_ids
 from .bon import STRATEGIES, bon_markdown, load_bon, select_item, summarize_bon
 from .loaders import LOADERS
-from .run import CONFIG, ITEMS, SUMMARY, TABLE, compare, judge_config, merge, parse_shard, read_records, run
+from .release import rules_for
+from .run import (CONFIG, ITEMS, PROTOCOLS, RELEASE, SUMMARY, TABLE, TWO_ORDER, compare, judge_config, merge,
+                  parse_shard, read_records, run)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rrm.eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="judge a benchmark in both orders and summarize")
+    r = sub.add_parser("run", help="judge a benchmark under a protocol and summarize")
     r.add_argument("--benchmark", required=True, help=f"one of: {', '.join(LOADERS)}")
     r.add_argument("--data", required=True, help="the benchmark file (or folder of parquet files, or hub id)")
     r.add_argument("--media-root", help="media paths in the data are relative to this (default: its folder)")
     r.add_argument("--limit", type=int, help="the first N items only")
     r.add_argument("--shard", help="i/n: judge every n-th item from the i-th (merge the shards afterwards)")
+    r.add_argument("--protocol", default=TWO_ORDER, choices=PROTOCOLS,
+                   help="two-order: both orders, greedy (this project's); release: the release's own per-benchmark "
+                        "order, sampling and rules, to compare with the paper")
     r.add_argument("--out", required=True)
     add_judge_arguments(r, batch=True)
     m = sub.add_parser("merge", help="merge shard outputs")
@@ -56,11 +61,13 @@ def _run(args) -> int:
     if args.benchmark not in LOADERS:
         raise RRMError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(LOADERS)}")
     shard = parse_shard(args.shard)
+    if args.protocol == RELEASE:
+        rules_for(args.benchmark)  # fails before the model loads
     judge = build_judge(args)
     summary = run(judge, args.benchmark, args.data, args.out, media_root=args.media_root, limit=args.limit,
-                  shard=shard, batch_size=args.batch_size)
+                  shard=shard, batch_size=args.batch_size, protocol=args.protocol, max_new_tokens=args.max_new_tokens)
     print((Path(args.out) / TABLE).read_text())
-    return 0 if summary["micro"].get("items") else 2
+    return 0 if (summary.get("micro") or summary.get("overall") or {}).get("items") else 2
 
 
 def _bon(args) -> int:

@@ -50,6 +50,8 @@ def summarize(records: Sequence[dict]) -> dict:
         subsets.setdefault(r.get("subset") or "all", []).append(r)
     per_subset = {name: group_metrics(rs) for name, rs in sorted(subsets.items())}
     summary = {"micro": group_metrics(records), "subsets": per_subset}
+    if any(r["label"] == VERDICT_TIE for r in records):  # Omni-RewardBench: also reported without its tie items
+        summary["micro_without_ties"] = group_metrics([r for r in records if r["label"] != VERDICT_TIE])
     if len(per_subset) > 1:
         keys = [k for k in summary["micro"] if k not in ("items", "unjudged")]
         summary["macro"] = {"items": len(records), "subsets": len(per_subset),

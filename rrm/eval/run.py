@@ -1,8 +1,13 @@
-"""The evaluation protocol: every item judged in both orders, one batched call each.
+"""Running a benchmark under a protocol, into one output folder.
 
-Outputs in OUT: items.jsonl (one record per item, raw outputs and parsed
-judgments of both orders), summary.json, summary.md, config.json. A rerun skips
-the ids already in items.jsonl; shards of one sweep are merged by `merge`.
+- `two-order` (the default): every item judged in both orders, in one batched call each, greedy.
+- `release`: the release's own per-benchmark protocol (rrm.eval.release): one order, its sampling, its verdict
+  reading, its rules for unreadable outputs and ties.
+
+Outputs in OUT, per protocol (the release's carry `.release` in their names): items.jsonl (one record per
+item, raw outputs and parsed judgments), summary.json, config.json; and summary.md, which puts both
+protocols side by side with the paper's figures. A rerun skips the ids already judged; shards of one sweep
+are merged by `merge`.
 """
 
 from __future__ import annotations
@@ -17,11 +22,22 @@ from pathlib import Path
 
 from ..errors import RRMError
 from ..pairs import done_ids
-from ..schema import Judgment
+from ..schema import ORDER_BA, Judgment, flip_verdict
+from . import release
 from .loaders import EvalItem, load_benchmark
 from .metrics import markdown_table, summarize
 
 ITEMS, SUMMARY, TABLE, CONFIG = "items.jsonl", "summary.json", "summary.md", "config.json"
+TWO_ORDER, RELEASE = "two-order", "release"
+PROTOCOLS = (TWO_ORDER, RELEASE)
+
+
+def artifact(name: str, protocol: str = TWO_ORDER) -> str:
+    """The file of a protocol: items.jsonl for two-order, items.release.jsonl for the release's, and so on."""
+    if protocol not in PROTOCOLS:
+        raise RRMError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    stem, ext = name.rsplit(".", 1)
+    return name if protocol == TWO_ORDER else f"{stem}.{protocol}.{ext}"
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -63,19 +79,100 @@ def record(item: EvalItem, judgment: Judgment, seconds: float) -> dict:
     }
 
 
-def read_records(out: Path) -> list[dict]:
-    path = out / ITEMS
+def release_record(item: EvalItem, index: int, order: str, judgment: Judgment, rules: release.Rules,
+                   seconds: float) -> dict:
+    """One line of items.release.jsonl: the order shown, the verdict the release's reader finds in the output
+    (mapped to the item's own A/B frame), and our own reading of the judgment (in that frame too)."""
+    seen = rules.read(judgment.raw) if judgment.raw else None
+    back = ORDER_BA == order
+    ours = judgment.swapped() if back else judgment
+    return {
+        "id": item.sample.id, "index": index, "subset": item.subset,
+        "group": rules.group(item.subset, item.sample.id), "label": item.label, "order": order,
+        "verdict": flip_verdict(seen) if back else seen,
+        "tokens": [judgment.timing.generated_tokens] if judgment.timing else [],
+        "seconds": seconds, "failed": not judgment.raw,
+        "judgment": {**ours.to_dict(), "order": order},
+    }
+
+
+def read_records(out: Path, protocol: str = TWO_ORDER) -> list[dict]:
+    path = out / artifact(ITEMS, protocol)
     if not path.exists():
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def write_summary(out: Path, records: Sequence[dict], title: str) -> dict:
-    summary = summarize(records)
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2))
-    (out / TABLE).write_text(markdown_table(summary, title))
-    return summary
+def _side_by_side(benchmark: str, two: dict | None, rel: dict | None) -> str:
+    """Both protocols' accuracy per group, beside the paper's figures for the released judges."""
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f}"
+
+    rows: dict[str, list] = {}
+    if two:
+        if len(two["subsets"]) > 1:
+            for name, m in two["subsets"].items():
+                rows.setdefault(name, [None, None])[0] = m["accuracy"]
+            rows.setdefault("macro", [None, None])[0] = two["macro"]["accuracy"]
+        rows.setdefault("all", [None, None])[0] = two["micro"]["accuracy"]
+        if "micro_without_ties" in two:
+            rows.setdefault("without ties", [None, None])[0] = two["micro_without_ties"]["accuracy"]
+    if rel:
+        if len(rel["groups"]) > 1:
+            for name, m in rel["groups"].items():
+                rows.setdefault(name, [None, None])[1] = m["accuracy"]
+            rows.setdefault("macro", [None, None])[1] = rel.get("macro")
+        rows.setdefault("all", [None, None])[1] = rel["overall"]["accuracy"]
+        if "without_ties" in rel:
+            rows.setdefault("without ties", [None, None])[1] = rel["without_ties"]["accuracy"]
+    paper = release.PAPER.get(benchmark, {})
+    head = ("| group | two-order (this project) | release protocol | "
+            + " | ".join(f"paper: {m}" for m in release.PAPER_MODELS) + " |")
+    lines = [f"### {benchmark}", "", head, "|---|---|---|" + "---|" * len(release.PAPER_MODELS)]
+    for name, (a, b) in rows.items():
+        reference = [f"{paper[m]:.1f}" if name == "all" and m in paper else "–" for m in release.PAPER_MODELS]
+        lines.append(f"| {name} | {pct(a)} | {pct(b)} | " + " | ".join(reference) + " |")
+    note = ("The paper's figures are for the released checkpoints under the release's protocol (its TA2T figure "
+            "includes the tie items). Two-order: both orders, greedy, every tie and unreadable output wrong.")
+    return "\n".join(lines) + f"\n\n{note}\n"
+
+
+def _release_table(summary: dict) -> str:
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f}"
+
+    groups = list(summary["groups"].items()) if len(summary["groups"]) > 1 else []
+    rows = [*groups, ("**all**", summary["overall"])]
+    if "without_ties" in summary:
+        rows.append(("**without ties**", summary["without_ties"]))
+    lines = ["#### release protocol", "", "| group | items | counted | accuracy | left out | ties | coin flips |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {m['items']} | {m['counted']} | {pct(m['accuracy'])} | {m['left_out']} | {m['ties']} | "
+              f"{m['coin_flips']} |" for name, m in rows]
+    if "macro" in summary:
+        lines.append(f"| **macro** | | | {pct(summary['macro'])} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path, benchmark: str, wanted: set[str] | None = None) -> dict:
+    """Summaries of every protocol run into OUT (of the `wanted` items only, when given), and summary.md with
+    both protocols side by side."""
+    summaries = {}
+    for protocol in PROTOCOLS:
+        records = [r for r in read_records(out, protocol) if wanted is None or r["id"] in wanted]
+        if records:
+            summaries[protocol] = (summarize(records) if protocol == TWO_ORDER
+                                   else release.summarize_release(benchmark, records))
+    for protocol, summary in summaries.items():
+        (out / artifact(SUMMARY, protocol)).write_text(json.dumps(summary, indent=2))
+    parts = [_side_by_side(benchmark, summaries.get(TWO_ORDER), summaries.get(RELEASE))]
+    if TWO_ORDER in summaries:
+        parts.append(markdown_table(summaries[TWO_ORDER], "two-order protocol").replace("### ", "#### ", 1))
+    if RELEASE in summaries:
+        parts.append(_release_table(summaries[RELEASE]))
+    (out / TABLE).write_text("\n".join(parts))
+    return summaries
 
 
 def versions() -> dict:
@@ -101,56 +198,97 @@ def judge_config(judge) -> dict:
 
 def run(judge, benchmark: str, data: str, out: str | Path, media_root: str | None = None,
         limit: int | None = None, shard: tuple[int, int] = (0, 1), batch_size: int = 4,
-        progress: bool = True) -> dict:
-    """Judge a benchmark (or one shard of it) into OUT, resuming; return the summary."""
+        progress: bool = True, protocol: str = TWO_ORDER, max_new_tokens: int | None = None) -> dict:
+    """Judge a benchmark (or one shard of it) into OUT under a protocol, resuming; return its summary.
+
+    `max_new_tokens` caps the release protocol's token budget (default: the release's own for the benchmark).
+    """
     from tqdm.auto import tqdm
 
+    rules = release.rules_for(benchmark) if protocol == RELEASE else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    items = select(load_benchmark(benchmark, data, media_root), limit, shard)
-    config = {"benchmark": benchmark, "data": str(data), "media_root": media_root, "limit": limit,
-              "shard": f"{shard[0]}/{shard[1]}", "items": len(items), **judge_config(judge)}
-    (out / CONFIG).write_text(json.dumps(config, indent=2, default=str))
-    done = done_ids(out / ITEMS, key="id")
-    todo = [i for i in items if i.sample.id not in done]
-    with open(out / ITEMS, "a", encoding="utf-8") as f, \
-            tqdm(total=len(items), initial=len(items) - len(todo), desc=benchmark, unit="item",
+    every = load_benchmark(benchmark, data, media_root)
+    index = {item.sample.id: n for n, item in enumerate(every)}
+    items = select(every, limit, shard)
+    config = {"benchmark": benchmark, "protocol": protocol, "data": str(data), "media_root": media_root,
+              "limit": limit, "shard": f"{shard[0]}/{shard[1]}", "items": len(items), **judge_config(judge)}
+    if rules:
+        settings = _release_settings(judge, rules, max_new_tokens)
+        config["generation"] = dataclasses.asdict(settings)
+    (out / artifact(CONFIG, protocol)).write_text(json.dumps(config, indent=2, default=str))
+    path = out / artifact(ITEMS, protocol)
+    done = done_ids(path, key="id")
+    # A fixed grid of chunks: a resumed run judges the same pairs together, so sampled outputs come out the same.
+    chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    with open(path, "a", encoding="utf-8") as f, \
+            tqdm(total=len(items), initial=len(done & set(index)), desc=benchmark, unit="item",
                  disable=not progress) as bar:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            started = time.perf_counter()
-            judgments = judge.judge_batch([i.sample for i in chunk], batch_size=batch_size, swap_check=True,
-                                          progress=False)
-            share = (time.perf_counter() - started) / (2 * len(chunk))  # both orders of every item, one call
-            for item, judgment in zip(chunk, judgments):
-                f.write(json.dumps(record(item, judgment, share), ensure_ascii=False) + "\n")
+        for chunk in chunks:
+            if all(i.sample.id in done for i in chunk):
+                continue
+            lines = (_release_chunk(judge, rules, settings, chunk, index) if rules
+                     else _two_order_chunk(judge, chunk))
+            for item, line in zip(chunk, lines):
+                if item.sample.id not in done:
+                    f.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    bar.update(1)
             f.flush()
             os.fsync(f.fileno())
-            bar.update(len(chunk))
-    wanted = {i.sample.id for i in items}
-    return write_summary(out, [r for r in read_records(out) if r["id"] in wanted], benchmark)
+    return write_summary(out, benchmark, {i.sample.id for i in items})[protocol]
+
+
+def _two_order_chunk(judge, chunk: Sequence[EvalItem]) -> list[dict]:
+    started = time.perf_counter()
+    judgments = judge.judge_batch([i.sample for i in chunk], batch_size=len(chunk), swap_check=True, progress=False)
+    share = (time.perf_counter() - started) / (2 * len(chunk))  # both orders of every item, one call
+    return [record(item, judgment, share) for item, judgment in zip(chunk, judgments)]
+
+
+def _release_settings(judge, rules: release.Rules, max_new_tokens: int | None = None):
+    from ..judge import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=max_new_tokens or rules.max_new_tokens, temperature=rules.temperature,
+                              top_p=rules.top_p, seed=judge.generation.seed)
+
+
+def _release_chunk(judge, rules: release.Rules, settings, chunk: Sequence[EvalItem],
+                   index: dict[str, int]) -> list[dict]:
+    seed = judge.generation.seed
+    orders = [release.shown_order(i.sample.id, seed, rules) for i in chunk]
+    shown = [i.sample.swapped() if o == ORDER_BA else i.sample for i, o in zip(chunk, orders)]
+    started = time.perf_counter()
+    judgments = judge.judge_batch(shown, batch_size=len(chunk), swap_check=False, progress=False, settings=settings)
+    share = (time.perf_counter() - started) / len(chunk)
+    return [release_record(item, index[item.sample.id], order, judgment, rules, share)
+            for item, order, judgment in zip(chunk, orders, judgments)]
 
 
 def merge(parts: Sequence[str | Path], out: str | Path) -> dict:
-    """Merge shard outputs into OUT (one record per id) and summarize the whole."""
+    """Merge shard outputs into OUT (one record per id, per protocol) and summarize the whole."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    seen: dict[str, dict] = {}
-    configs = []
-    for part in parts:
-        part = Path(part)
-        if not (part / ITEMS).exists():
-            raise RRMError(f"{part} holds no {ITEMS}: not an evaluation output")
-        configs.append(json.loads((part / CONFIG).read_text()) if (part / CONFIG).exists() else {})
-        for r in read_records(part):
-            seen.setdefault(r["id"], r)
-    with open(out / ITEMS, "w", encoding="utf-8") as f:
-        for r in seen.values():
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    config = dict(configs[0]) if configs else {}
-    config.update(shard="merged", parts=[str(p) for p in parts], items=len(seen))
-    (out / CONFIG).write_text(json.dumps(config, indent=2, default=str))
-    return write_summary(out, list(seen.values()), str(config.get("benchmark", "merged")))
+    parts = [Path(p) for p in parts]
+    found = [protocol for protocol in PROTOCOLS if any((p / artifact(ITEMS, protocol)).exists() for p in parts)]
+    if not found:
+        raise RRMError(f"{parts[0]} holds no {ITEMS}: not an evaluation output")
+    benchmark = "merged"
+    for protocol in found:
+        seen: dict[str, dict] = {}
+        configs = []
+        for part in parts:
+            if (part / artifact(CONFIG, protocol)).exists():
+                configs.append(json.loads((part / artifact(CONFIG, protocol)).read_text()))
+            for r in read_records(part, protocol):
+                seen.setdefault(r["id"], r)
+        with open(out / artifact(ITEMS, protocol), "w", encoding="utf-8") as f:
+            for r in seen.values():
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        config = dict(configs[0]) if configs else {}
+        config.update(shard="merged", parts=[str(p) for p in parts], items=len(seen))
+        (out / artifact(CONFIG, protocol)).write_text(json.dumps(config, indent=2, default=str))
+        benchmark = str(config.get("benchmark", benchmark))
+    return write_summary(out, benchmark)[found[0]]
 
 
 def compare(outs: Sequence[str | Path]) -> str:
