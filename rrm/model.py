@@ -1,14 +1,19 @@
 """Load a judge model and its processor.
 
 Accepted sources (a hub id or a local directory):
-- a full Qwen2.5-Omni checkpoint (thinker + talker, as released): only the
-  thinker is built, and only its tensors are read from the files;
+- a full Qwen2.5-Omni checkpoint (thinker + talker + token2wav, maybe sharded with
+  an index, as released and as ms-swift merges one): only the thinker is built,
+  and only its tensors are read from the files;
 - a thinker-only checkpoint;
-- a PEFT LoRA adapter directory: its base comes from adapter_config.json.
+- a PEFT LoRA adapter directory: its base comes from adapter_config.json. An
+  ms-swift adapter (trained on the full model: `thinker.` names of transformers
+  4.5x, a regex target_modules) is renamed onto the thinker; an adapter whose base
+  is another adapter has that one merged in first.
 
 A checkpoint may carry `rrm_judge.json` beside its weights, recording the prompt
-format and rubric it was trained with; the judge uses them unless told
-otherwise. Checkpoints without it (the released Omni-RRM ones) use `omni-rrm`.
+format, rubric and media bounds it was trained with; the judge uses them unless
+told otherwise. Checkpoints without it are taken for released Omni-RRM ones and
+judged with the release profile (rrm.release).
 """
 
 from __future__ import annotations

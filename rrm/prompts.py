@@ -12,7 +12,7 @@ Formats (a registry; `get_format` fails listing the known names):
   ties allowed, the verdict last so that it streams last.
 A user template (`TemplateFormat`, `--prompt-template FILE`) replaces the user
 text of a format; it uses ${question}, ${answer_a}, ${answer_b} (required) and
-${criteria}, ${facets}, ${media}, ${reference} (optional). A user system text
+${criteria}, ${facets}, ${media} (the kind), ${media_file} (the file name), ${reference} (optional). A user system text
 (`--system-prompt FILE`) replaces the system turn of any format.
 
 Media parts come before the text in the user turn. Each part is a
@@ -75,6 +75,11 @@ def _context(sample: Sample, order: str) -> str:
         parts.append(f"[Reference answer]\n{sample.reference}")
     parts += [f"[Answer A]\n{first}", f"[Answer B]\n{second}"]
     return "\n\n".join(parts)
+
+
+def _media_name(item) -> str:
+    """The file name of a media item (never its folder: prompts do not carry server paths)."""
+    return Path(item.path).name if item.path else item.kind
 
 
 def _task_line(sample: Sample, names: tuple[str, str] = ("Answer A", "Answer B")) -> str:
@@ -183,7 +188,7 @@ class ReleaseFormat(OmniRRMFormat):
 
     def user_text(self, sample: Sample, rubric: Rubric, order: str) -> str:
         first, second = _responses(sample, order)
-        lines = [f"{_MEDIA_LABEL[m.kind]} file: {Path(m.path).name if m.path else m.kind}" for m in sample.media]
+        lines = [f"{_MEDIA_LABEL[m.kind]} file: {_media_name(m)}" for m in sample.media]
         lines.append(f"Question: {sample.query}")
         if sample.reference:
             lines.append(f"Reference answer: {sample.reference}")
@@ -266,6 +271,7 @@ class TemplateFormat(PromptFormat):
             answer_b=second,
             reference=sample.reference or "",
             media=_MEDIA_SHORT.get(sample.modality, "text"),
+            media_file=", ".join(_media_name(m) for m in sample.media),
             criteria=_criteria_list(rubric, sample.modality, with_facets=False),
             facets="\n".join(f"- {f}" for f in rubric.facets_for(sample.modality)),
         )

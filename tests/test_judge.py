@@ -250,6 +250,42 @@ def test_media_bounds_recorded_by_a_checkpoint_are_used_and_flags_override_them(
     assert Judge.from_pretrained(str(ckpt), limits=MediaLimits()).limits == MediaLimits()
 
 
+def test_release_frames_are_resized_into_the_floor_its_video_decoder_kept(judge, media_dir):
+    """qwen-omni-utils, which the release decoded video with, resizes every frame to at least 100,352 pixels
+    whatever lower VIDEO_MAX_PIXELS its scripts set; the release profile does the same."""
+    from rrm.release import EVAL_LIMITS
+
+    sample = Sample("q", "a", "b", media=[MediaItem("video", str(media_dir / "clip.mp4"))])  # 64x48 frames
+    patch = judge.processor.video_processor.patch_size
+
+    def frame(limits):
+        view = judge.configured(limits=limits)
+        inputs = view._inputs([(build_messages(sample, view.format, view.rubric), view._decode_media(sample))])
+        _, h, w = inputs["video_grid_thw"][0].tolist()
+        return h * patch, w * patch
+
+    # By hand, as qwen's smart_resize upscales: scale sqrt(100352 / (48 x 64)) = 5.72, each side rounded up to 28.
+    assert frame(EVAL_LIMITS) == (280, 392)
+    h, w = frame(MediaLimits())  # no floor: never upscaled past the clip's own size, rounded to the patch grid
+    assert h * w <= 56 * 84
+    assert EVAL_LIMITS.video_max_pixels == 50_176 and EVAL_LIMITS.video_frame_pixels == (100_352, 105_369)
+
+
+def test_a_system_prompt_file_replaces_the_system_turn(tiny_dir, tmp_path):
+    from rrm.__main__ import _parser, build_judge
+
+    system = tmp_path / "system.txt"
+    system.write_text("Judge as the release's GRPO stage did.")
+    args = _parser().parse_args(["judge", "--model", str(tiny_dir), "--system-prompt", str(system)])
+    judge = build_judge(args)
+    assert judge.format.name == "omni-rrm-release" and judge.format.system == system.read_text()
+    messages = build_messages(Sample("q", "a", "b"), judge.format, judge.rubric)
+    assert messages[0]["content"][0]["text"] == system.read_text()
+    missing = _parser().parse_args(["judge", "--model", str(tiny_dir), "--system-prompt", str(tmp_path / "no.txt")])
+    with pytest.raises(RRMError, match="cannot read system prompt"):
+        build_judge(missing)
+
+
 # ---------------------------------------------------------------- decoding paths
 
 

@@ -3,7 +3,7 @@ import pytest
 from rrm.errors import RRMError
 from rrm.parse import parse_judgment
 from rrm.prompts import (
-    PROMPT_FORMATS, TemplateFormat, build_grade_messages, build_messages, build_pair, get_format,
+    PROMPT_FORMATS, TemplateFormat, build_grade_messages, build_messages, build_pair, get_format, resolve_format,
 )
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import CriterionResult, Judgment, MediaItem, ParseStatus, Sample
@@ -108,7 +108,7 @@ def test_render_then_parse_round_trips(fmt, verdict, sa, sb):
     j = Judgment(verdict, sa, sb, criteria, "", ParseStatus(True, fmt))
     back = parse_judgment(get_format(fmt).render(j))
     assert back.status.ok and back.status.consistent, back.status.errors
-    assert back.status.format == fmt
+    assert back.status.format == get_format(fmt).schema  # the output's shape: the release's keys, or rubric-v2
     assert (back.verdict, back.score_a, back.score_b) == (verdict, sa, sb)
     assert [c.rationale for c in back.criteria] == [c.rationale for c in criteria]
     if fmt == "rubric-v2":
@@ -120,3 +120,45 @@ def test_grade_messages_hold_one_answer():
     text = msgs[1]["content"][-1]["text"]
     assert [p["type"] for p in msgs[1]["content"]] == ["image", "text"]
     assert FIRST in text and "Answer B" not in text and '"score"' in text
+
+
+def test_the_release_format_lays_the_user_turn_out_as_the_released_rows():
+    sample = Sample(QUESTION, FIRST, SECOND, media=[MediaItem("image", "/srv/uploads/tmp123/ball.png")])
+    system, user = build_messages(sample, "omni-rrm-release")
+    assert system["content"][0]["text"] == "You are a helpful assistant."  # ms-swift's default, as the release used
+    assert [p["type"] for p in user["content"]] == ["image", "text"]
+    text = user["content"][-1]["text"]
+    instruction, context = text.split("\n\n### Context\n")
+    assert context.splitlines() == ["Image file: ball.png", f"Question: {QUESTION}", f"Candidate A: {FIRST}",
+                                    f"Candidate B: {SECOND}"]  # the file's name, never the server's folder
+    for name in ("Fluency and coherence", "Relevance to the question and to the image", "Accuracy and completeness",
+                 "Reasoning quality", "Safety and ethical alignment", "9-10", "6-8", "3-5", "0-2",
+                 "imagine the ideal answer", '"better"', "<answer>[[equal]]</answer>", "Part 5"):
+        assert name in instruction, name
+    _, ba = build_pair(sample, "omni-rrm-release")
+    assert ba[1]["content"][-1]["text"].endswith(f"Candidate A: {SECOND}\nCandidate B: {FIRST}")
+    text_only = build_messages(_sample("text"), "omni-rrm-release")[1]["content"][-1]["text"]
+    assert "file:" not in text_only and "question about" not in text_only
+
+
+@pytest.mark.parametrize("recorded,asked,name,system", [
+    ({}, None, "omni-rrm-release", "You are a helpful assistant."),  # no rrm_judge.json: a released checkpoint
+    ({"profile": "omni-rrm-release", "rubric": {}}, None, "omni-rrm-release", "You are a helpful assistant."),
+    ({"prompt_format": "rubric-v2"}, None, "rubric-v2", None),
+    ({"prompt_format": "rubric-v2", "system_prompt": "Be brief."}, None, "rubric-v2", "Be brief."),
+    ({"prompt_format": "rubric-v2", "system_prompt": "Be brief."}, "omni-rrm", "omni-rrm", None),
+    ({}, "rubric-v2", "rubric-v2", None),
+])
+def test_the_prompt_comes_from_the_request_then_the_record_then_the_profile(recorded, asked, name, system):
+    fmt = resolve_format(recorded, asked)
+    assert fmt.name == name
+    assert fmt.system == (system or get_format(name).default_system)
+
+
+def test_a_system_text_and_a_template_replace_their_turns(tmp_path):
+    template = "${media_file}: ${question} | ${answer_a} | ${answer_b}"
+    fmt = resolve_format({}, None, template, "SYSTEM-TEXT")
+    system, user = build_messages(Sample(QUESTION, FIRST, SECOND, media=[MediaItem("video", "clips/run.mp4")]), fmt)
+    assert system["content"][0]["text"] == "SYSTEM-TEXT"
+    assert user["content"][-1]["text"] == f"run.mp4: {QUESTION} | {FIRST} | {SECOND}"
+    assert fmt.schema == "omni-rrm" and fmt.base.name == "omni-rrm-release"

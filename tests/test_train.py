@@ -443,8 +443,8 @@ def test_every_gpu_recipe_runs_one_step_on_the_tiny_model(recipe, data_dir, tiny
     from train.grpo import main as grpo_main
 
     small = ["--config", str(RECIPES / recipe), "--model", str(tiny_dir), "--media_root", str(data_dir),
-             "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--use_cpu", "true", "--save_steps", "1",
-             "--video_max_frames", "4"]
+             "--data_format", "preference", "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
+             "--use_cpu", "true", "--save_steps", "1", "--video_max_frames", "4"]
     if recipe.startswith("sft"):
         code = sft_main([*small, "--data", str(data_dir / "train_pairs.jsonl"), "--per_device_train_batch_size", "1",
                          "--effective_batch_size", "1"])

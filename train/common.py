@@ -28,7 +28,8 @@ class JudgeTrainingArguments:
     data_format: str = field(default="preference", metadata={
         "help": "preference, omni-preference (the released rows), or an rrm.eval benchmark name"})
     media_root: str | None = field(default=None, metadata={"help": "media paths are relative to this"})
-    prompt_format: str = field(default="rubric-v2", metadata={"help": "rubric-v2, or omni-rrm for released models"})
+    prompt_format: str = field(default="rubric-v2", metadata={
+        "help": "rubric-v2, or omni-rrm-release to continue a released Omni-RRM as it was trained (or omni-rrm)"})
     prompt_template: str | None = field(default=None, metadata={"help": "your own user prompt (a template file); "
                                                                         "the output schema stays the format's"})
     system_prompt: str | None = field(default=None, metadata={"help": "your own system turn (a text file)"})
