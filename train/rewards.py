@@ -108,6 +108,15 @@ def _clipped_int(x) -> int:
     return max(SCORE_MIN, min(SCORE_MAX, int(x)))
 
 
+def _checklist(checks) -> float:
+    """The weights of the checks passed, summed in order (the order the release adds them in)."""
+    score = 0.0
+    for weight, passed in checks:
+        if passed:
+            score += weight
+    return score
+
+
 def compares(passage: str) -> bool:
     """Whether a passage compares A with B: both named, or both spoken of together with a comparative word."""
     return bool((_NAMES_A.search(passage) and _NAMES_B.search(passage))
@@ -146,11 +155,7 @@ def release_format(text: str, truth: Truth = Truth(), rubric: Rubric = DEFAULT_R
         (0.15, letter is not None),
         (0.15, letter is not None and letter.group(1) == better),
     )
-    score = 0.0
-    for weight, passed in checks:
-        if passed:
-            score += weight
-    return score
+    return _checklist(checks)
 
 
 def release_preference(text: str, truth: Truth, rubric: Rubric = DEFAULT_RUBRIC) -> float:
@@ -241,11 +246,7 @@ def v2_format(text: str, truth: Truth = Truth(), rubric: Rubric = DEFAULT_RUBRIC
                    for e in entries)),
         (0.15, scores_ok and verdict == _by_scores(sa, sb)),
     )
-    score = 0.0
-    for weight, passed in checks:
-        if passed:
-            score += weight
-    return score
+    return _checklist(checks)
 
 
 def v2_preference(text: str, truth: Truth, rubric: Rubric = DEFAULT_RUBRIC) -> float:
