@@ -12,8 +12,9 @@ Formats (a registry; `get_format` fails listing the known names):
   ties allowed, the verdict last so that it streams last.
 A user template (`TemplateFormat`, `--prompt-template FILE`) replaces the user
 text of a format; it uses ${question}, ${answer_a}, ${answer_b} (required) and
-${criteria}, ${facets}, ${media} (the kind), ${media_file} (the file name), ${reference} (optional). A user system text
-(`--system-prompt FILE`) replaces the system turn of any format.
+${criteria}, ${facets}, ${media} (the kind), ${media_file} (the file's name),
+${reference} (optional). A user system text (`--system-prompt FILE`) replaces
+the system turn of any format.
 
 Media parts come before the text in the user turn. Each part is a
 placeholder ({"type": "image"}): the decoded media go to the processor beside

@@ -167,7 +167,8 @@ def test_released_checkpoints_load_every_thinker_weight(released, layout):
     assert len(state) == sum(k.startswith(prefix) for k in saved)
     for old, new in [("model.layers.1.mlp.down_proj.weight", "model.language_model.layers.1.mlp.down_proj.weight"),
                      ("visual.merger.mlp.2.weight", "model.visual.merger.mlp.2.weight"),
-                     ("audio_tower.proj.weight", "model.audio_tower.proj.weight"), ("lm_head.weight", "lm_head.weight")]:
+                     ("audio_tower.proj.weight", "model.audio_tower.proj.weight"),
+                     ("lm_head.weight", "lm_head.weight")]:
         assert torch.equal(state[new], saved[prefix + old]), new
 
 

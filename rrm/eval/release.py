@@ -7,13 +7,18 @@ output and for a tie. Reproduced here so that a number can be put beside the pap
 because the release's protocols reward position bias (ShareGPT-Video keeps the preferred answer first) and read
 verdicts leniently.
 
-| benchmark | order | sampling | verdict read from | unreadable | tie verdict |
-|---|---|---|---|---|---|
-| vl-rewardbench | a seeded coin per item | T 0.7, top-p 0.9, 4096 tokens | `better` in the first brace block naming it, then looser patterns ("equal" there reads as the second answer) | left out | left out |
-| mm-rewardbench | as given | T 0.7, top-p 0.9, 4096 tokens | the output as strict JSON (`final_verdict`, then `better`), else [[A]] / [[B]] anywhere | a seeded coin | wrong |
-| sharegpt-video | as given | greedy, 2048 tokens | the span from the first { to the last }, checked strictly | left out | left out |
-| audio-hh-rlhf, hh-rlhf | as given | greedy, 2048 tokens | `better` of the JSON in a fence, else from the first { to the last } | left out | wrong |
-| omni-rewardbench-ta2t | as given | greedy, 2048 tokens | as audio-hh-rlhf (the release has no script for it) | left out | right on a tie item; reported with and without the tie items |
+- vl-rewardbench: a seeded coin per item decides the order; temperature 0.7, top-p 0.9, 4,096 tokens; `better`
+  of the first brace block naming it, then looser patterns ("equal" there reads as the second answer);
+  unreadable outputs and ties are left out.
+- mm-rewardbench: as given; temperature 0.7, top-p 0.9, 4,096 tokens; the output as strict JSON
+  (`final_verdict`, then `better`), else [[A]] / [[B]] anywhere; an unreadable output gets a seeded coin; a tie
+  is wrong.
+- sharegpt-video: as given; greedy, 2,048 tokens; the span from the first { to the last }, checked strictly;
+  unreadable outputs and ties are left out.
+- audio-hh-rlhf, hh-rlhf: as given; greedy, 2,048 tokens; `better` of the JSON in a fence, else from the first
+  { to the last }; unreadable outputs are left out, a tie is wrong.
+- omni-rewardbench-ta2t: as audio-hh-rlhf (the release has no script for it); a tie is right on a tie item, and
+  the benchmark is reported with and without its tie items.
 
 Groups: VL-RewardBench's official three (general, hallucination, reasoning) with their overall and macro
 accuracy; Multimodal RewardBench's categories (safety and reasoning split by item id), as the release's eval
@@ -122,8 +127,9 @@ def _valid_sharegpt(obj, outer_better: str | None = None) -> bool:
     except (TypeError, ValueError, OverflowError):
         return False
     better = obj["better"]
+    final = obj["final_verdict"]
     return (all(0 <= s <= 10 for s in scores) and better in ("A", "B", "equal")
-            and isinstance(obj["final_verdict"], str) and obj["final_verdict"].strip() == f"<answer>[[{better}]]</answer>"
+            and isinstance(final, str) and final.strip() == f"<answer>[[{better}]]</answer>"
             and not (outer_better and outer_better != better))
 
 
