@@ -145,22 +145,17 @@ def _released_path(raw, root: Path) -> str:
     if not isinstance(rel, str) or not rel.strip():
         raise RRMError(f"bad media entry {raw!r}")
     path = Path(rel.strip())
-    bases = [root] + [root / d for d in MEDIA_FOLDERS if (root / d).is_dir()]
-    if not path.is_absolute():
-        for base in bases:
-            if (base / path).is_file():
-                return str(base / path)
-        return str(root / path)
-    if path.is_file():
+    if path.is_absolute() and path.is_file():
         return str(path)
-    parts = path.parts[1:]
+    parts = path.parts[1:] if path.is_absolute() else path.parts
     tails = [Path(*parts[i:]) for i in range(len(parts))]  # longest first
     tails.append(Path(_UNSAFE_IN_NAMES.sub("_", path.name)))
+    bases = [root] + [root / d for d in MEDIA_FOLDERS if (root / d).is_dir()]
     for tail in tails:
         for base in bases:
             if (base / tail).is_file():
                 return str(base / tail)
-    return str(root / path.name)
+    return str(root / (path.name if path.is_absolute() else path))
 
 
 def _solution(row: dict) -> dict:
