@@ -143,3 +143,30 @@ def test_unknown_names_fail_listing_the_known_ones():
         get_rewards({"length": 1.0})
     with pytest.raises(ValueError, match="known: omni-rrm-release, rubric-v2"):
         get_rewards(DEFAULT_WEIGHTS, "mine")
+
+
+def test_the_release_check_runs_a_plugin_beside_ours_and_counts_differences(tmp_path, capsys):
+    """The harness of `python -m train.check_release_rewards`, on stand-in plugins shaped like the release's
+    (its real train/new_plugin.py is not in this repository)."""
+    from train.check_release_rewards import main
+
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(
+        "from swift.plugin import ORM, orms\n"
+        "from train.rewards import Truth, release_format, release_preference, release_rubric\n"
+        "class MMFormatORM(ORM):\n"
+        "    def __call__(self, completions, **kw): return [release_format(c) for c in completions]\n"
+        "class MMContentORM(ORM):\n"
+        "    def __call__(self, completions, better, score_A, score_B, **kw):\n"
+        "        label = {'equal': 'tie', 'tie': 'x'}.get(better[0], better[0]) if isinstance(better[0], str) "
+        "else better[0]\n"
+        "        return [release_preference(completions[0], Truth(label, score_A[0], score_B[0]))]\n"
+        "class MMRubricORM(ORM):\n"
+        "    def __call__(self, completions, **kw): return [OFFSET + release_rubric(c) for c in completions]\n"
+        "OFFSET = 0.0\n")
+    assert main([str(plugin), "--n", "300"]) == 0
+    assert "300 completions, 0 on which" in capsys.readouterr().out
+    plugin.write_text(plugin.read_text().replace("OFFSET = 0.0", "OFFSET = 0.01"))
+    assert main([str(plugin), "--n", "300"]) == 1
+    assert "300 completions, 300 on which" in capsys.readouterr().out
+    assert main([str(tmp_path / "none.py")]) == 2
