@@ -464,3 +464,20 @@ def test_the_launch_configs_are_what_accelerate_reads():
     zero2 = load_config_from_file(str(RECIPES / "accelerate-zero2-8gpu.yaml"))
     assert (ddp.distributed_type.value, ddp.num_processes, ddp.mixed_precision) == ("MULTI_GPU", 8, "bf16")
     assert (zero2.distributed_type.value, zero2.deepspeed_config["zero_stage"]) == ("DEEPSPEED", 2)
+
+
+def test_sft_continues_a_released_lora_adapter_and_the_result_stacks_on_it(tmp_path):
+    """A released checkpoint that is an ms-swift adapter: merged into its base for training; the new adapter is
+    saved on top of it, and loading that one merges the released adapter first."""
+    from rrm.testing import make_released
+
+    released = make_released(tmp_path / "released", "swift-lora")
+    out = tmp_path / "continued"
+    assert sft_main(["--model", str(released), "--data", str(ASSETS / "train_pairs.jsonl"), "--output_dir", str(out),
+                     "--max_steps", "1", "--per_device_train_batch_size", "1", "--effective_batch_size", "1",
+                     "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4",
+                     "--prompt_format", "omni-rrm-release"]) == 0
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(released)
+    judge = Judge.from_pretrained(str(out))
+    assert judge.loaded.adapter == str(out) and judge.loaded.name == str(released.parent / "base")
+    assert judge.format.name == "omni-rrm-release"
