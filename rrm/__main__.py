@@ -99,6 +99,8 @@ def _check_args(args) -> None:
     if args.pairs:
         if not args.out:
             raise RRMError("--pairs needs --out OUT.jsonl")
+        if Path(args.pairs).is_dir():
+            raise RRMError(f"pairs file {args.pairs} is a folder, not a JSONL file")
         if not Path(args.pairs).is_file():
             raise RRMError(f"pairs file {args.pairs} does not exist")
         if args.batch_size < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RRMError
@@ -80,22 +81,82 @@ def read_pairs(path: Path, media_root: Path, confine: bool = False,
     return samples, problems
 
 
+# A record file (the CLI's OUT, eval's items.jsonl, synth's stores) is append-only: one JSON object per line,
+# each written in one call, so a killed run leaves whole lines and at worst one cut-off last line. Reading and
+# resuming never delete anything else: a line that cannot be read (a blank line, a note added by hand, a binary
+# chunk) is kept where it is, reported, and skipped.
+_REPORTED = 5  # unreadable lines reported one by one; the rest are counted
+
+
+@dataclass
+class RecordScan:
+    records: list[dict]
+    unreadable: list[int]  # line numbers
+    cut_at: int | None  # byte offset of a cut-off last line (no newline, not JSON), None when there is none
+    ends_without_newline: bool  # the last line is whole but lacks its newline
+
+
+def scan_records(path: Path) -> RecordScan:
+    """Every JSON object in a record file, the lines that hold none, and where a cut-off last line starts."""
+    scan = RecordScan([], [], None, False)
+    offset = 0
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            last = not raw.endswith(b"\n")
+            if raw.strip():
+                try:
+                    record = json.loads(raw)
+                except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                    record = None
+                if isinstance(record, dict):
+                    scan.records.append(record)
+                    scan.ends_without_newline = last
+                elif last:
+                    scan.cut_at = offset
+                else:
+                    scan.unreadable.append(n)
+            offset += len(raw)
+    return scan
+
+
+def _report_unreadable(path: Path, lines: list[int]) -> None:
+    for n in lines[:_REPORTED]:
+        log.warning("%s line %d is not a JSON record: kept as it is, and skipped", path, n)
+    if len(lines) > _REPORTED:
+        log.warning("%s: %d more lines are not JSON records (kept, skipped)", path, len(lines) - _REPORTED)
+
+
+def read_records(path: Path) -> list[dict]:
+    """Every whole record of a file (a missing file has none); other lines are reported and skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    scan = scan_records(path)
+    _report_unreadable(path, scan.unreadable)
+    return scan.records
+
+
 def done_ids(out: Path, key: str = "sample_id") -> set[str]:
-    """Ids (under `key`) already written to OUT. A last line cut off by a killed run is removed."""
+    """Ids (under `key`) already written to OUT, made ready to append to.
+
+    A cut-off last line left by a killed run is removed (its record is done again); a whole last line missing
+    its newline gets one. Nothing else is touched: unreadable lines in the middle are reported and kept.
+    """
+    out = Path(out)
     if not out.exists():
         return set()
-    ids, good_bytes = set(), 0
-    with open(out, "rb") as f:
-        for raw in f:
-            try:
-                if not raw.endswith(b"\n"):
-                    raise ValueError("unterminated line")
-                ids.add(json.loads(raw)[key])
-            except (ValueError, KeyError, TypeError):
-                break
-            good_bytes += len(raw)
-    if good_bytes < out.stat().st_size:
+    if out.is_dir():
+        raise RRMError(f"{out} is a folder; give a file to write the results to")
+    scan = scan_records(out)
+    if scan.cut_at is not None:
         log.warning("%s: dropping a partial line at its end (left by an interrupted run)", out)
         with open(out, "r+b") as f:
-            f.truncate(good_bytes)
-    return ids
+            f.truncate(scan.cut_at)
+    elif scan.ends_without_newline:
+        with open(out, "ab") as f:
+            f.write(b"\n")
+    _report_unreadable(out, scan.unreadable)
+    keyless = sum(key not in r for r in scan.records)
+    if keyless:
+        log.warning("%s: %d records have no %r: kept, and skipped", out, keyless, key)
+    return {str(r[key]) for r in scan.records if key in r}

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import RRMError
 from ..pairs import done_ids
+from ..pairs import read_records as read_record_file
 from ..schema import ORDER_BA, Judgment, flip_verdict
 from . import release
 from .loaders import EvalItem, load_benchmark
@@ -97,11 +98,7 @@ def release_record(item: EvalItem, index: int, order: str, judgment: Judgment, r
 
 
 def read_records(out: Path, protocol: str = TWO_ORDER) -> list[dict]:
-    path = out / artifact(ITEMS, protocol)
-    if not path.exists():
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_record_file(Path(out) / artifact(ITEMS, protocol))
 
 
 def _side_by_side(benchmark: str, two: dict | None, rel: dict | None) -> str:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from rrm.errors import RRMError
 from rrm.media import MediaLimits
-from rrm.pairs import read_pairs
+from rrm.pairs import read_pairs, read_records
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import ORDER_AB, Judgment, Sample
 
@@ -32,7 +32,7 @@ from . import rules
 from .backends import Backend, ModelSpec
 from .endpoint import CallFailed
 from .report import build_report, report_markdown
-from .store import Store, read_records, write_atomic
+from .store import Store, write_atomic
 
 log = logging.getLogger(__name__)
 

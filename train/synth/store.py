@@ -2,8 +2,9 @@
 
 Each record is written with one `write` call on a file opened for appending,
 so a killed process leaves whole lines, or at worst one cut-off last line,
-which `done_ids` removes on the next start. A rerun reads the ids already
-written and skips them: at most the items in flight are lost, none is doubled.
+which `done_ids` removes on the next start (lines it cannot read elsewhere are
+kept and reported). A rerun reads the ids already written and skips them: at
+most the items in flight are lost, none is doubled.
 """
 
 from __future__ import annotations
@@ -34,22 +35,6 @@ class Store:
         finally:
             os.close(fd)
         self.done.add(record["id"])
-
-
-def read_records(path: str | Path) -> list[dict]:
-    """Every whole record of a store (a missing file has none)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s line %d: not valid JSON; skipped", path, n)
-    return out
 
 
 def write_atomic(path: str | Path, text: str) -> None:

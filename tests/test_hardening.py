@@ -1,0 +1,98 @@
+"""The reliability suite: bad inputs, kills and hostile clients, each probed on real parts.
+
+Every test here is one probe: it either gets a clean, one-line refusal, or the work goes on with nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rrm.__main__ import main as rrm_main
+from rrm.eval.run import read_records, run
+from train.synth.store import Store
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
+JUNK = [b"\n", b"a note added by hand\n", b"\x00\xff\xfe binary \x01\x02 chunk\n"]
+
+
+def _corrupt(path: Path, keep: int) -> None:
+    """Keep the first `keep` records, with a blank line, a note, a CRLF line and a binary chunk among them, then
+    a cut-off copy of the next record, as a kill in the middle of its write leaves it."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) > keep
+    body = [lines[0], *JUNK, lines[1].rstrip(b"\n") + b"\r\n", *lines[2:keep]]
+    path.write_bytes(b"".join(body) + lines[keep][: len(lines[keep]) // 2])
+
+
+def _ids(path: Path, key: str) -> list[str]:
+    records = []
+    for raw in path.read_bytes().splitlines():
+        try:
+            records.append(json.loads(raw))
+        except ValueError:
+            continue
+    return [r[key] for r in records if isinstance(r, dict)]
+
+
+def _assert_nothing_lost(path: Path, key: str, expected: list[str]) -> None:
+    ids = _ids(path, key)
+    assert sorted(ids) == sorted(expected)  # every record once: 0 lost, 0 duplicated
+    text = path.read_bytes()
+    assert all(chunk.strip() in text for chunk in JUNK[1:])  # what could not be read is still there
+
+
+# ---------------------------------------------------------------- resume never deletes results
+
+def test_cli_resume_keeps_every_judgment_around_unreadable_lines(tiny_dir, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": f"p{i}", "query": f"Question {i}?", "response_a": "yes",
+                                         "response_b": "no"}) + "\n" for i in range(6)))
+    out = tmp_path / "out.jsonl"
+    argv = ["judge", "--model", str(tiny_dir), "--pairs", str(pairs), "--out", str(out), "--max-new-tokens", "4"]
+    assert rrm_main(argv) == 0
+    _corrupt(out, keep=4)
+    assert rrm_main(argv) == 0
+    _assert_nothing_lost(out, "sample_id", [f"p{i}" for i in range(6)])
+
+
+def test_eval_resume_keeps_every_item_around_unreadable_lines(judge, tmp_path):
+    data = str(FIXTURES / "hh_rlhf.jsonl")
+    run(judge, "hh-rlhf", data, tmp_path, batch_size=1, progress=False)
+    _corrupt(tmp_path / "items.jsonl", keep=2)
+    summary = run(judge, "hh-rlhf", data, tmp_path, batch_size=1, progress=False)
+    _assert_nothing_lost(tmp_path / "items.jsonl", "id", ["hh-0", "hh-1", "hh-2"])
+    assert summary["micro"]["items"] == 3 and len(read_records(tmp_path)) == 3
+
+
+def test_synth_store_resume_keeps_every_record_around_unreadable_lines(tmp_path):
+    path = tmp_path / "generations.jsonl"
+    store = Store(path)
+    for i in range(5):
+        store.append({"id": f"g{i}", "text": f"answer {i}"})
+    _corrupt(path, keep=4)
+    again = Store(path)
+    assert again.done == {"g0", "g1", "g2", "g3"}  # g4 was cut off: it is done again
+    again.append({"id": "g4", "text": "answer 4"})
+    _assert_nothing_lost(path, "id", [f"g{i}" for i in range(5)])
+
+
+def test_a_whole_last_line_without_its_newline_is_kept_and_appended_after(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{"id": "b"}')
+    store = Store(path)
+    assert store.done == {"a", "b"}
+    store.append({"id": "c"})
+    assert path.read_bytes().splitlines() == [b'{"id": "a"}', b'{"id": "b"}', b'{"id": "c"}']
+
+
+def test_an_output_path_that_is_a_folder_is_one_line(tiny_dir, tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"query": "q", "response_a": "a", "response_b": "b"}) + "\n")
+    assert rrm_main(["judge", "--model", str(tiny_dir), "--pairs", str(pairs), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path} is a folder; give a file to write the results to"]
+    assert rrm_main(["judge", "--model", str(tiny_dir), "--pairs", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: pairs file {tmp_path} is a folder, not a JSONL file"
