@@ -96,3 +96,60 @@ def test_an_output_path_that_is_a_folder_is_one_line(tiny_dir, tmp_path, capsys)
     assert err == [f"error: {tmp_path} is a folder; give a file to write the results to"]
     assert rrm_main(["judge", "--model", str(tiny_dir), "--pairs", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == f"error: pairs file {tmp_path} is a folder, not a JSONL file"
+
+
+# ---------------------------------------------------------------- training checkpoints
+
+ASSETS = Path(__file__).parent.parent / "assets"
+
+
+def _sft_argv(tiny_dir, out, *extra):
+    return ["--model", str(tiny_dir), "--data", str(ASSETS / "train_pairs.jsonl"), "--output_dir", str(out),
+            "--per_device_train_batch_size", "2", "--effective_batch_size", "2", "--use_cpu", "true",
+            "--report_to", "none", "--save_steps", "1", "--logging_steps", "1", "--video_max_frames", "4",
+            "--media_root", str(ASSETS), *extra]
+
+
+def _logged_steps(checkpoint: Path) -> list[int]:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return [e["step"] for e in state["log_history"] if "loss" in e]
+
+
+def test_training_resumes_from_the_newest_complete_checkpoint(tiny_dir, tmp_path, caplog):
+    from train.sft import main as sft_main
+
+    out = tmp_path / "run"
+    assert sft_main(_sft_argv(tiny_dir, out, "--max_steps", "2")) == 0
+    # What a kill while saving leaves: checkpoint-2's state cut off, and a checkpoint-3 begun but empty.
+    state = out / "checkpoint-2" / "trainer_state.json"
+    state.write_text(state.read_text()[:40])
+    (out / "checkpoint-3").mkdir()
+    assert sft_main(_sft_argv(tiny_dir, out, "--max_steps", "3", "--resume_from_checkpoint", "auto")) == 0
+    assert _logged_steps(out / "checkpoint-3") == [1, 2, 3]  # resumed after step 1: the steps run on, once each
+    assert (out / "checkpoint-2.incomplete").is_dir() and (out / "checkpoint-3.incomplete").is_dir()
+    said = caplog.text
+    assert "checkpoint-3 is incomplete (no trainer_state.json)" in said
+    assert "checkpoint-2 is incomplete (its trainer_state.json is cut off)" in said
+
+
+def test_training_killed_for_real_resumes_with_the_steps_in_order(tiny_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "train.sft", *_sft_argv(tiny_dir, out)]
+    proc = subprocess.Popen([*argv, "--max_steps", "40"], cwd=ASSETS.parent, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint-3").exists():
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # while it trains or saves the next checkpoint, whichever it is doing
+    proc.wait()
+    assert (out / "checkpoint-3").exists()
+    done = subprocess.run([*argv, "--max_steps", "6", "--resume_from_checkpoint", "auto"], cwd=ASSETS.parent,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _logged_steps(out / "checkpoint-6") == [1, 2, 3, 4, 5, 6]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,20 +192,58 @@ def parse_recipe(arguments_class, config_class, argv: list[str] | None):
 
 def train_and_save(trainer, processor, args: JudgeTrainingArguments, config) -> int:
     """Train (resuming when asked), then save the adapter as a judge checkpoint."""
-    trainer.train(resume_from_checkpoint=resume_checkpoint(config))
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config, trainer.accelerator.is_main_process))
     if trainer.accelerator.is_main_process:
         save_judge(trainer.model, processor, Path(config.output_dir), args.model, args)
     return 0
 
 
-def resume_checkpoint(config) -> str | bool | None:
-    """`--resume_from_checkpoint auto` resumes from the newest checkpoint in output_dir, if any."""
-    wanted = config.resume_from_checkpoint
-    if wanted == "auto":
-        from transformers.trainer_utils import get_last_checkpoint
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
 
-        return get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
-    return wanted
+
+def incomplete(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None. The trainer writes trainer_state.json last, so a run
+    killed while saving leaves it missing or cut off."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError):
+        return "its trainer_state.json is cut off"
+    if not isinstance(state, dict) or "global_step" not in state:
+        return "its trainer_state.json holds no step"
+    if not any((checkpoint / name).is_file() for name in _WEIGHTS):
+        return "no weights"
+    return None
+
+
+def resume_checkpoint(config, main_process: bool = True) -> str | bool | None:
+    """`--resume_from_checkpoint auto`: the newest complete checkpoint in output_dir, if any.
+
+    A newer incomplete one (a run killed while saving it) is said and set aside as checkpoint-N.incomplete, so
+    that it is neither resumed from nor counted among the checkpoints kept.
+    """
+    wanted = config.resume_from_checkpoint
+    if wanted != "auto":
+        return wanted
+    out = Path(config.output_dir)
+    found = sorted(((int(m.group(1)), p) for p in (out.iterdir() if out.is_dir() else ())
+                    if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True)
+    for _, checkpoint in found:
+        why = incomplete(checkpoint)
+        if why is None:
+            return str(checkpoint)
+        if main_process:
+            aside = checkpoint.with_name(f"{checkpoint.name}.incomplete")
+            n = 1
+            while aside.exists():
+                n += 1
+                aside = checkpoint.with_name(f"{checkpoint.name}.incomplete-{n}")
+            checkpoint.rename(aside)
+            logging.getLogger(__name__).warning("%s is incomplete (%s): set aside as %s; resuming from an earlier "
+                                                "checkpoint", checkpoint, why, aside.name)
+    return None
 
 
 def cuda_available() -> bool:
