@@ -29,6 +29,7 @@ from rrm.media import EXTENSIONS, MediaLimits, media_kind
 from rrm.model import DEFAULT_MODEL, QUANTIZATIONS
 from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS
+from rrm.redact import install_log_redaction, redact
 from rrm.results import summarize, table, write_csv, write_jsonl
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, MediaItem, Sample
@@ -192,7 +193,7 @@ def _limits(base: MediaLimits, fps, max_frames, audio_seconds) -> MediaLimits:
 
 
 def _user_error(e: Exception, upload: str | None = None) -> gr.Error:
-    message = str(e)
+    message = redact(e)
     if upload:  # name the file as the user knows it, not by the server's upload folder
         message = message.replace(str(upload), Path(upload).name)
     if isinstance(e, OutOfMemory):
@@ -508,12 +509,13 @@ def main(argv: list[str] | None = None) -> int:
                                               "(default: the folder holding --model, when it is local)")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args(argv)
+    install_log_redaction()
     try:
         judge = Judge.from_pretrained(args.model, quantization=args.quantization, prompt_format=args.prompt_format,
                                       prompt_template=args.prompt_template, system_prompt=args.system_prompt,
                                       decoding=args.decoding)
     except RRMError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(e)}", file=sys.stderr)
         return 2
     local = Path(args.model).expanduser()
     root = Path(args.models_root) if args.models_root else (local.parent if local.is_dir() else None)

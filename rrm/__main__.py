@@ -26,6 +26,7 @@ from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
 from .pairs import done_ids, read_pairs
 from .prompts import PROMPT_FORMATS
+from .redact import install_log_redaction, redact
 from .schema import AUDIO, MEDIA_KINDS, VIDEO, MediaItem, Sample
 
 BACKENDS = ("transformers", "vllm")
@@ -206,6 +207,7 @@ def _many(args) -> int:
 def run_command(command, args) -> int:
     """Run a command line's work: quiet libraries, and a one-line error with exit 2 on bad input."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    install_log_redaction()
     try:
         from transformers.utils import logging as hf_logging
 
@@ -213,7 +215,7 @@ def run_command(command, args) -> int:
         hf_logging.set_verbosity_error()
         return command(args)
     except RRMError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

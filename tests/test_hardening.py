@@ -153,3 +153,66 @@ def test_training_killed_for_real_resumes_with_the_steps_in_order(tiny_dir, tmp_
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _logged_steps(out / "checkpoint-6") == [1, 2, 3, 4, 5, 6]
+
+
+# ---------------------------------------------------------------- secrets
+
+SECRET = "sk-hardening-0123456789abcdef"
+
+
+@pytest.fixture
+def echoing_server():
+    """An OpenAI-compatible endpoint that echoes the caller's Authorization header in its error bodies."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            auth = self.headers.get("Authorization", "")
+            status, message = ((401, f"Invalid API key provided: {auth}") if body["model"] == "locked"
+                               else (422, f"Unprocessable request from {auth} (key {auth.split()[-1]})"))
+            data = json.dumps({"error": {"message": message}}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_key_echoed_by_the_server_reaches_no_stream_log_or_file(echoing_server, tmp_path, monkeypatch, capsys,
+                                                                 caplog):
+    import logging
+
+    from train.synth.__main__ import main as synth_main
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("MY_ENDPOINT_CREDS", SECRET)  # a name that does not look secret: registered when read
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "query": f"Question {i}?"}) + "\n" for i in range(3)))
+
+    def recipe(model):
+        spec = {"kind": "api", "model": model, "base_url": echoing_server, "api_key_env": "MY_ENDPOINT_CREDS",
+                "max_retries": 0, "backoff_s": 0.01}
+        path = tmp_path / f"{model}.yaml"
+        path.write_text(json.dumps({"prompts": str(prompts), "out": str(tmp_path / "out"), "strong": spec,
+                                    "weak": spec}))
+        return str(path)
+
+    assert synth_main(["generate", "--config", recipe("echo")]) == 1  # every call refused: left for a rerun
+    assert synth_main(["generate", "--config", recipe("locked")]) == 2  # the key refused: the stage stops
+    printed = capsys.readouterr()
+    written = [p.read_text(errors="replace") for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    everything = "\n".join([printed.out, printed.err, caplog.text, *written])
+    assert "Invalid API key provided: Bearer [redacted]" in everything  # the server's words, not the key
+    assert "Unprocessable request from Bearer [redacted] (key [redacted])" in everything
+    assert SECRET not in everything and "sk-" not in everything and "Bearer s" not in everything

@@ -12,6 +12,7 @@ from pathlib import Path
 from rrm.media import MediaLimits
 from rrm.model import JUDGE_CONFIG_FILE, load_processor, load_thinker, locate, with_adapters
 from rrm.prompts import TemplateFormat, get_format, read_text_file
+from rrm.redact import install_log_redaction
 from rrm.release import RELEASE_PROFILE
 from rrm.rubric import load_rubric
 
@@ -173,6 +174,7 @@ def parse_recipe(arguments_class, config_class, argv: list[str] | None):
     # One report, not one per process: the other ranks log errors only.
     logging.basicConfig(level=logging.WARNING if config.process_index == 0 else logging.ERROR,
                         format="%(levelname)s: %(message)s")
+    install_log_redaction()
     settled = ["--gradient_accumulation_steps", str(accumulation_steps(
         args.effective_batch_size, config.per_device_train_batch_size, config.world_size))]
     if config.bf16 and (config.use_cpu or not cuda_available()):

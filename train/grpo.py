@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rrm.errors import RRMError
+from rrm.redact import redact
 from rrm.inputs import encode
 from rrm.judge import multimodal_token_ids
 from rrm.media import load_media
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_adapter:  # trained on, in whatever layout it was saved (ours, or ms-swift's)
             model = attach_adapter(model, resolve(args.init_adapter), False, args.quantization, trainable=True)
     except (RRMError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(e)}", file=sys.stderr)
         return 2
     share_every_gradient_across_ranks(model, config)
     peft_config = None if args.init_adapter else lora_config(args)

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from rrm.errors import RRMError
+from rrm.redact import redact
 from rrm.inputs import encode
 from rrm.media import load_media
 from rrm.prompts import build_messages
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = build_dataset(args, config.seed)
         model, processor = load_base(args.model, args.quantization)
     except RRMError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(e)}", file=sys.stderr)
         return 2
     share_every_gradient_across_ranks(model, config)
     config.dataset_kwargs = {"skip_prepare_dataset": True}

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from rrm.errors import RRMError
 from rrm.media import AudioClip, MediaLimits, VideoClip
+from rrm.redact import redact, register_secret
 from rrm.schema import AUDIO, IMAGE, VIDEO
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class ChatClient:
     def __init__(self, endpoint: Endpoint, sleep=time.sleep):
         self.endpoint = endpoint
         self._key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
+        register_secret(self._key)  # whatever a server echoes back, the key is never shown
         self._sleep = sleep
 
     def __repr__(self) -> str:  # never show the key
@@ -159,7 +161,7 @@ def _error_detail(e: urllib.error.HTTPError) -> str:
     try:
         body = json.loads(e.read() or b"{}")
         message = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("error")
-        return str(message or "")[:200]
+        return redact(message or "")[:200]
     except (ValueError, AttributeError, OSError):
         return ""
 

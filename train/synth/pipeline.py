@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from rrm.errors import RRMError
 from rrm.media import MediaLimits
 from rrm.pairs import read_pairs, read_records
+from rrm.redact import redact
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import ORDER_AB, Judgment, Sample
 
@@ -71,9 +72,9 @@ class StageCounts:
         """Store an item's result (or the error it met for good); a failed call is left for a rerun."""
         if isinstance(result, CallFailed):
             self.failed += 1
-            self.errors.append(str(result))
+            self.errors.append(redact(result))
             return
-        record.update({"error": str(result)} if isinstance(result, Exception) else fields(result))
+        record.update({"error": redact(result)} if isinstance(result, Exception) else fields(result))
         store.append(record)
         self.done += 1
 
