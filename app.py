@@ -14,6 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics calls
 
 import argparse
 import html
+import re
 import sys
 import tempfile
 import threading
@@ -26,7 +27,7 @@ import pandas as pd
 from rrm import RRMError
 from rrm.judge import DECODINGS, GenerationSettings, Judge, OutOfMemory
 from rrm.media import EXTENSIONS, MediaLimits, media_kind
-from rrm.model import DEFAULT_MODEL, QUANTIZATIONS
+from rrm.model import DEFAULT_MODEL, QUANTIZATIONS, locate
 from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS
 from rrm.redact import install_log_redaction, redact
@@ -60,21 +61,50 @@ CSS = """
 """
 
 
+# Uploads and the Batch tab's unpacked zips: never listed, never loaded, whatever --models-root says.
+WORK_ROOT = Path(tempfile.gettempdir()) / "rrm-app-work"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _uploads() -> list[Path]:
+    return [Path(gr.utils.get_upload_folder()).resolve(), WORK_ROOT.resolve()]
+
+
 class JudgeSlot:
-    """The loaded judge; the model tab can replace it while the app runs."""
+    """The loaded judge; the Model tab can replace it, with a checkpoint the server lists, while the app runs."""
 
-    def __init__(self, judge: Judge, models_root: Path | None = None, decoding: str = "auto"):
+    def __init__(self, judge: Judge, models_roots=(), decoding: str = "auto"):
         self.judge = judge
-        self.models_root = models_root
+        self.roots = [Path(r) for r in models_roots]
         self.decoding = decoding  # for the checkpoints the model tab loads
+        try:
+            started = locate(judge.loaded.adapter or judge.loaded.name)
+            self.started = {p.resolve() for p in (started.weights, started.adapter, *started.merged_first) if p}
+        except RRMError:  # a judge built in code, not from a checkpoint
+            self.started = set()
 
-    def checkpoints(self) -> list[str]:
-        """Loadable directories under models_root (the client picks one; it never sends a path)."""
-        if self.models_root is None or not self.models_root.is_dir():
-            return []
-        found = {p.parent for name in ("config.json", "adapter_config.json")
-                 for p in self.models_root.glob(f"**/{name}")}
-        return sorted(str(p.relative_to(self.models_root)) or "." for p in found)
+    def checkpoints(self) -> dict[str, Path]:
+        """Loadable directories under the roots, by the label the client sees (it picks one; it never sends a
+        path). Uploads and batch work folders are left out even where a root holds them."""
+        found: dict[str, Path] = {}
+        hidden = _uploads()
+        for root in self.roots:
+            if not root.is_dir():
+                continue
+            dirs = {p.parent for name in ("config.json", "adapter_config.json") for p in root.glob(f"**/{name}")}
+            for d in sorted(dirs):
+                if any(d.resolve().is_relative_to(h) for h in hidden):
+                    continue
+                rel = d.relative_to(root)
+                found[root.name if rel == Path(".") else f"{root.name}/{rel}"] = d
+        return found
+
+    def allow_base(self, name: str, path: Path) -> bool:
+        """An adapter's base: the model the server started with, a checkpoint it lists, or a hub id."""
+        resolved = path.resolve()
+        if resolved in self.started or resolved in {p.resolve() for p in self.checkpoints().values()}:
+            return True
+        return bool(_HUB_ID.fullmatch(name)) and not Path(name).expanduser().exists()
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -250,7 +280,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
     def judge_file(pairs_file, media_zip, swap_check, batch_size, progress=gr.Progress()):
         if not pairs_file:
             raise gr.Error("Upload a JSONL file of pairs.")
-        work = Path(tempfile.mkdtemp(prefix="rrm-batch-"))
+        WORK_ROOT.mkdir(exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="rrm-batch-", dir=WORK_ROOT))
         media_root = work / "media"
         media_root.mkdir()
         if media_zip:
@@ -304,11 +335,12 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
         return _model_markdown(slot.judge)
 
     def load_other(choice, quantization):
-        if not choice or choice not in slot.checkpoints():
+        listed = slot.checkpoints()
+        if not choice or choice not in listed:
             raise gr.Error("Pick a checkpoint from the list.")
         try:
-            slot.judge = Judge.from_pretrained(str(slot.models_root / choice), quantization=quantization,
-                                               decoding=slot.decoding)
+            slot.judge = Judge.from_pretrained(str(listed[choice]), quantization=quantization,
+                                               decoding=slot.decoding, allow_base=slot.allow_base)
         except RRMError as e:
             raise gr.Error(str(e)) from None
         return model_info(), rubric_rows(slot.judge.rubric), slot.judge.format.name
@@ -403,13 +435,14 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
         with gr.Tab("Model"):
             info = gr.Markdown(model_info())
             with gr.Row():
-                choice = gr.Dropdown(slot.checkpoints(), label="Checkpoint or adapter under the models folder",
+                choice = gr.Dropdown(list(slot.checkpoints()), label="Checkpoint or adapter under the models folders",
                                      allow_custom_value=True)  # the list changes; load_other checks it
                 quantization = gr.Dropdown(list(QUANTIZATIONS), value="auto", label="Quantization")
             with gr.Row():
                 rescan = gr.Button("Rescan", size="sm")
                 load_btn = gr.Button("Load", variant="primary")
-            rescan.click(lambda: gr.update(choices=slot.checkpoints()), None, choice, api_name=False, queue=False)
+            rescan.click(lambda: gr.update(choices=list(slot.checkpoints())), None, choice, api_name=False,
+                         queue=False)
             load_btn.click(load_other, [choice, quantization], [info, rubric_table, prompt_format],
                            api_name="load_model", concurrency_id="model")
             demo.load(model_info, None, info, api_name=False, queue=False)
@@ -505,8 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--max-upload-mb", type=int, default=200)
     parser.add_argument("--max-text-chars", type=int, default=MAX_TEXT_CHARS)
-    parser.add_argument("--models-root", help="folder whose checkpoints and adapters the Model tab may load "
-                                              "(default: the folder holding --model, when it is local)")
+    parser.add_argument("--models-root", action="append", metavar="DIR",
+                        help="a folder whose checkpoints and adapters the Model tab may load; repeat for more "
+                             "(default: runs/ and the --model folder itself)")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args(argv)
     install_log_redaction()
@@ -518,8 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {redact(e)}", file=sys.stderr)
         return 2
     local = Path(args.model).expanduser()
-    root = Path(args.models_root) if args.models_root else (local.parent if local.is_dir() else None)
-    demo = build_demo(JudgeSlot(judge, root, args.decoding), max_text_chars=args.max_text_chars)
+    roots = args.models_root or [Path("runs"), *([local] if local.is_dir() else [])]
+    demo = build_demo(JudgeSlot(judge, roots, args.decoding), max_text_chars=args.max_text_chars)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 max_file_size=f"{args.max_upload_mb}mb", theme=THEME, css=CSS)
     return 0

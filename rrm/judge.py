@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from .errors import RRMError
 from .inputs import END_OF_TURN, Row, encode, to_device
 from .media import MediaLimits, load_media
-from .model import DEFAULT_MODEL, LoadedModel, load_model
+from .model import DEFAULT_MODEL, BaseCheck, LoadedModel, load_model
 from .parse import PartialJudgment, parse_grade, parse_judgment, parse_partial
 from .prompts import (
     PromptFormat, build_grade_messages, build_messages, build_question_messages, get_format, read_text_file,
@@ -164,10 +164,13 @@ class Judge:
                         prompt_format: str | None = None, prompt_template: str | None = None,
                         system_prompt: str | None = None, rubric: Rubric | dict | str | None = None,
                         merge_adapter: bool = False, limits: MediaLimits | None = None,
-                        generation: GenerationSettings = GenerationSettings(), decoding: str = "auto") -> Judge:
-        """`prompt_template` and `system_prompt` are files: the user turn's template, the system turn's text."""
+                        generation: GenerationSettings = GenerationSettings(), decoding: str = "auto",
+                        allow_base: BaseCheck | None = None) -> Judge:
+        """`prompt_template` and `system_prompt` are files: the user turn's template, the system turn's text.
+        `allow_base` lets a server refuse an adapter whose base it does not serve (rrm.model.locate)."""
         prompt_files = PromptFiles(prompt_template, system_prompt)  # read before the model loads: fail fast
-        loaded = load_model(model, quantization=quantization, device=device, merge_adapter=merge_adapter)
+        loaded = load_model(model, quantization=quantization, device=device, merge_adapter=merge_adapter,
+                            allow_base=allow_base)
         return cls(loaded, prompt_format=prompt_files.format(loaded.judge_config, prompt_format), rubric=rubric,
                    limits=limits, generation=generation, decoding=decoding)
 

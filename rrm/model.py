@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,12 +188,16 @@ class Checkpoint:
 _MAX_ADAPTER_DEPTH = 4
 
 
-def _adapter_base(adapter: Path) -> tuple[Path, str]:
+BaseCheck = Callable[[str, Path], bool]  # (the base as named, where it resolves) -> may it be loaded?
+
+
+def _adapter_base(adapter: Path, allow_base: BaseCheck | None = None) -> tuple[Path, str]:
     """(directory, name) of an adapter's base.
 
     adapter_config.json names it; ms-swift records the authors' own path there, so when that is not on this
     machine the model named in ms-swift's args.json is tried, then the path's last two parts as a hub id
-    (".../Qwen/Qwen2.5-Omni-7B" -> "Qwen/Qwen2.5-Omni-7B").
+    (".../Qwen/Qwen2.5-Omni-7B" -> "Qwen/Qwen2.5-Omni-7B"). A server passes `allow_base`: a base it does not
+    serve is refused, whatever the adapter names.
     """
     named = _read_json(adapter / "adapter_config.json").get("base_model_name_or_path")
     if not named:
@@ -206,14 +211,19 @@ def _adapter_base(adapter: Path) -> tuple[Path, str]:
     tried = []
     for candidate in dict.fromkeys(c for c in candidates if isinstance(c, str) and c):
         try:
-            return resolve(candidate), candidate
+            path = resolve(candidate)
         except ModelLoadError as e:
             tried.append(str(e))
+            continue
+        if allow_base is None or allow_base(candidate, path):
+            return path, candidate
+        raise ModelLoadError(f"the adapter {adapter.name} names its base {candidate}, which this server does not "
+                             f"serve (it serves the model it was started with, the checkpoints it lists, hub ids)")
     raise ModelLoadError(f"the base of the adapter {adapter} cannot be found ({'; '.join(tried)}); "
                          f"set base_model_name_or_path in its adapter_config.json to the base checkpoint")
 
 
-def locate(source: str) -> Checkpoint:
+def locate(source: str, allow_base: BaseCheck | None = None) -> Checkpoint:
     """Resolve a full checkpoint, thinker checkpoint or LoRA adapter (hub id or directory) to its files."""
     path, name = resolve(source), str(source)
     adapters = []  # top first
@@ -221,7 +231,7 @@ def locate(source: str) -> Checkpoint:
         if len(adapters) == _MAX_ADAPTER_DEPTH:
             raise ModelLoadError(f"{source}: adapters stacked more than {_MAX_ADAPTER_DEPTH} deep")
         adapters.append(path)
-        path, name = _adapter_base(path)
+        path, name = _adapter_base(path, allow_base)
     judge_config = {}
     for d in (path, *reversed(adapters)):  # the record nearest the top wins
         if (d / JUDGE_CONFIG_FILE).exists():
@@ -230,11 +240,11 @@ def locate(source: str) -> Checkpoint:
 
 
 def load_model(source: str = DEFAULT_MODEL, quantization: str = "auto", device: str | None = None,
-               merge_adapter: bool = False) -> LoadedModel:
+               merge_adapter: bool = False, allow_base: BaseCheck | None = None) -> LoadedModel:
     """Load a judge: full checkpoint, thinker checkpoint or LoRA adapter; see the module doc."""
     device = device or default_device()
     quantization = _pick_quantization(quantization, device)
-    checkpoint = locate(source)
+    checkpoint = locate(source, allow_base)
     model = with_adapters(load_thinker(checkpoint.weights, quantization, device), checkpoint, quantization,
                            merge_adapter)
     processor = load_processor(*checkpoint.processor_dirs)

@@ -29,7 +29,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(parrot_dir, tiny_dir):
     # The parrot writes a real judgment for the example pair, and junk for anything else.
-    slot = app.JudgeSlot(Judge.from_pretrained(str(parrot_dir)), models_root=tiny_dir.parent)
+    slot = app.JudgeSlot(Judge.from_pretrained(str(parrot_dir)), models_roots=[tiny_dir.parent])
     demo = app.build_demo(slot, max_text_chars=2000)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size="1mb",
@@ -175,14 +175,14 @@ def test_best_of_n_ranks_and_highlights_the_winner(client, media_dir):
 
 def test_model_tab_loads_another_checkpoint_from_the_list(client, server, tiny_dir):
     url, slot = server
-    other = slot.models_root / "second"
+    other = slot.roots[0] / "second"
     if not other.exists():
         shutil.copytree(tiny_dir, other)
-    choices = slot.checkpoints()
-    assert "second" in choices
+    label = f"{slot.roots[0].name}/second"
+    assert label in slot.checkpoints()
     before = slot.judge
     try:
-        info, _, fmt = client.predict("second", "none", api_name="/load_model")
+        info, _, fmt = client.predict(label, "none", api_name="/load_model")
         assert "second" in info and slot.judge.loaded.name.endswith("second") and fmt == "omni-rrm-release"
         assert "| decoding | plain: no GPU (cpu) |" in info
         assert "Pick a checkpoint" in _error(client, "/etc", "none", api_name="/load_model")

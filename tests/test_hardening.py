@@ -6,6 +6,10 @@ Every test here is one probe: it either gets a clean, one-line refusal, or the w
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -216,3 +220,85 @@ def test_a_key_echoed_by_the_server_reaches_no_stream_log_or_file(echoing_server
     assert "Invalid API key provided: Bearer [redacted]" in everything  # the server's words, not the key
     assert "Unprocessable request from Bearer [redacted] (key [redacted])" in everything
     assert SECRET not in everything and "sk-" not in everything and "Bearer s" not in everything
+
+
+# ---------------------------------------------------------------- the app: model loading is the server's choice
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _error(client, *args, api_name):
+    with pytest.raises(Exception) as info:
+        client.predict(*args, api_name=api_name)
+    return str(info.value)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_dir):
+    """The app with an explicit models root that also holds its upload folder and its batch work folders (the
+    worst case), a good checkpoint, and an adapter whose base is a path the server does not serve."""
+    import app
+    from rrm.judge import GenerationSettings, Judge
+    from rrm.testing import make_adapter, make_tiny
+
+    root = tmp_path_factory.mktemp("served")
+    shutil.copytree(tiny_dir, root / "models" / "good")
+    make_adapter(root / "models" / "stray", make_tiny(tmp_path_factory.mktemp("elsewhere") / "base"))
+    saved = os.environ.get("GRADIO_TEMP_DIR"), app.WORK_ROOT
+    os.environ["GRADIO_TEMP_DIR"], app.WORK_ROOT = str(root / "uploads"), root / "work"
+    judge = Judge.from_pretrained(str(root / "models" / "good"),
+                                  generation=GenerationSettings(max_new_tokens=4, min_new_tokens=4))
+    slot = app.JudgeSlot(judge, models_roots=[root])
+    demo = app.build_demo(slot)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", slot, root
+    demo.close()
+    if saved[0] is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = saved[0]
+    app.WORK_ROOT = saved[1]
+
+
+def _upload(url: str, files: dict[str, bytes]) -> list[str]:
+    import httpx
+
+    response = httpx.post(url + "gradio_api/upload", files=[("files", (name, data)) for name, data in files.items()])
+    response.raise_for_status()
+    return response.json()
+
+
+def test_no_client_can_make_the_server_list_or_load_a_checkpoint_it_planted(served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, slot, root = served
+    client = Client(url, verbose=False)
+    evil_rubric = json.dumps({"prompt_format": "omni-rrm", "rubric": {"Obey me": "the attacker's criterion"}})
+    config = (root / "models" / "good" / "config.json").read_bytes()
+    adapter = json.dumps({"peft_type": "LORA", "base_model_name_or_path": "/etc", "r": 4}).encode()
+    # A plain upload of checkpoint files ...
+    uploaded = _upload(url, {"config.json": config, "rrm_judge.json": evil_rubric.encode(),
+                             "adapter_config.json": adapter})
+    assert all(Path(u).resolve().is_relative_to(root / "uploads") for u in uploaded)
+    # ... and a batch zip carrying a whole checkpoint folder.
+    archive = tmp_path / "media.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("evil/config.json", config)
+        z.writestr("evil/rrm_judge.json", evil_rubric)
+        z.writestr("evil/adapter_config.json", adapter)
+        z.writestr("ball.png", (Path(__file__).parent.parent / "assets" / "ball.png").read_bytes())
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"query": "q", "image": "ball.png", "response_a": "a", "response_b": "b"}) + "\n")
+    client.predict(handle_file(str(pairs)), handle_file(str(archive)), False, 1, api_name="/judge_batch")
+    listed = slot.checkpoints()
+    assert set(listed) == {f"{root.name}/models/good", f"{root.name}/models/stray"}  # neither plant is listed
+    for planted in ["uploads", "work", f"{root.name}/uploads", *(str(Path(u).parent) for u in uploaded)]:
+        assert "Pick a checkpoint" in _error(client, planted, "none", api_name="/load_model")
+    # A listed adapter whose base is a path the server does not serve is refused, in one line.
+    refused = _error(client, f"{root.name}/models/stray", "none", api_name="/load_model")
+    assert "names its base" in refused and "which this server does not serve" in refused
+    assert slot.judge.loaded.name == str(root / "models" / "good") and slot.judge.rubric.keys[0] == "fluency_coherence"
