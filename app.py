@@ -14,10 +14,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics calls
 
 import argparse
 import html
+import posixpath
 import re
+import shutil
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -26,6 +29,7 @@ import pandas as pd
 
 from rrm import RRMError
 from rrm.judge import DECODINGS, GenerationSettings, Judge, OutOfMemory
+from rrm.limits import MAX_BATCH_PAIRS, MAX_PROMPT_TOKENS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS, InputLimits
 from rrm.media import EXTENSIONS, MediaLimits, media_kind
 from rrm.model import DEFAULT_MODEL, QUANTIZATIONS, locate
 from rrm.pairs import read_pairs
@@ -36,9 +40,9 @@ from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, MediaItem, Sample
 
 ASSETS = Path(__file__).parent / "assets"
-MAX_TEXT_CHARS = 20_000
-MAX_RESPONSES = 8
+MAX_RESPONSES = 8  # response boxes in the Best-of-N tab
 MAX_ZIP_FILES = 10_000
+MAX_ZIP_BYTES = 2 * 1024**3  # what the members a batch names may unpack to
 MEDIA_TYPES = [ext for kind in MEDIA_KINDS for ext in EXTENSIONS[kind]]
 # System fonts: the default theme would fetch web fonts, which an offline browser cannot.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -233,7 +237,113 @@ def _user_error(e: Exception, upload: str | None = None) -> gr.Error:
 
 # ----------------------------------------------------------------------------- the app
 
-def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Blocks:
+def _named_urls(value) -> list[str]:
+    """URLs given as the path of a file value (Gradio would fetch them for the client)."""
+    if isinstance(value, dict):
+        path = value.get("path")
+        here = [path] if isinstance(path, str) and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path) else []
+        return here + [u for v in value.values() for u in _named_urls(v)]
+    if isinstance(value, list):
+        return [u for v in value for u in _named_urls(v)]
+    return []
+
+
+class StrictBlocks(gr.Blocks):
+    """Blocks that check a call before Gradio touches it: more values than its event takes are refused (Gradio
+    drops the extra ones silently: 10,000 responses to /best_of_n were cut to 8 without a word), and so is a
+    file given as a URL (Gradio would fetch it: the server never opens a connection a client names)."""
+
+    def validate_inputs(self, block_fn, inputs):
+        if len(inputs) > len(block_fn.inputs):
+            raise gr.Error(f"/{block_fn.api_name} takes {len(block_fn.inputs)} values, got {len(inputs):,}.")
+        if _named_urls(inputs):
+            raise gr.Error("Upload the file itself: this app fetches no URL a client names.")
+        super().validate_inputs(block_fn, inputs)
+
+
+class Deadline:
+    """Sets a cancel event once a request has held the queue for its time limit."""
+
+    def __init__(self, cancel: threading.Event, seconds: float):
+        self.seconds = seconds
+        self.timer = threading.Timer(seconds, cancel.set)
+        self.timer.daemon = True
+        self.timer.start()
+        self.started = time.monotonic()
+
+    def passed(self) -> bool:
+        return time.monotonic() - self.started >= self.seconds
+
+    def stop(self) -> None:
+        self.timer.cancel()
+
+    def error(self) -> gr.Error:
+        return gr.Error(f"Stopped after {self.seconds:g} s, the time one request may take (--max-request-seconds); "
+                        f"judge fewer pairs or frames per request.")
+
+
+class BatchRun:
+    """A batch judged in a worker thread while the request that asked for it streams its progress.
+
+    Stopped at the next token when the request ends, when it passes its time limit, or when its client stops
+    reading (Gradio does not always close a generator it was told to cancel: a watchdog notices that nobody
+    has asked for the next progress update for ABANDONED_SECONDS). The work folder goes with it.
+    """
+
+    ABANDONED_SECONDS = 0.6
+
+    def __init__(self, work: Path, seconds: float):
+        self.work, self.cancel = work, threading.Event()
+        self.deadline = Deadline(self.cancel, seconds)
+        self.judgments: list[Judgment] = []
+        self.failure: list[Exception] = []
+        self.last_beat = time.monotonic()
+        self.worker: threading.Thread | None = None
+
+    def start(self, chunks) -> None:
+        """Judge in a worker thread: `chunks` is a lazy iterable of the judgments of one chunk each."""
+        def work():
+            try:
+                for judged in chunks:
+                    self.judgments.extend(judged)
+            except Exception as e:  # handed to the request
+                self.failure.append(e)
+
+        def watch():
+            while self.worker.is_alive():
+                self.worker.join(0.2)
+                if time.monotonic() - self.last_beat > self.ABANDONED_SECONDS:
+                    self.end()
+                    return
+
+        self.worker = threading.Thread(target=work, name="rrm-batch", daemon=True)
+        self.worker.start()
+        threading.Thread(target=watch, name="rrm-batch-watch", daemon=True).start()
+
+    def busy(self) -> bool:
+        self.worker.join(0.25)
+        return self.worker.is_alive()
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def result(self) -> list[Judgment]:
+        if self.failure:
+            raise _user_error(self.failure[0]) if isinstance(self.failure[0], RRMError) else self.failure[0]
+        if self.deadline.passed():
+            raise self.deadline.error()
+        return self.judgments
+
+    def end(self) -> None:
+        self.cancel.set()
+        self.deadline.stop()
+        if self.worker is not None and self.worker is not threading.current_thread():
+            self.worker.join()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_pairs: int = MAX_BATCH_PAIRS,
+               max_request_seconds: float = MAX_REQUEST_SECONDS) -> gr.Blocks:
     cancels: dict[str, threading.Event] = {}
     judge0 = slot.judge
 
@@ -250,8 +360,11 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
         cancel = threading.Event()
         key = request.session_hash if request else "local"
         cancels[key] = cancel
+        deadline = Deadline(cancel, max_request_seconds)
         try:
             for update in judge.stream(sample, swap_check=bool(swap_check), cancel=cancel, settings=settings):
+                if deadline.passed():
+                    raise deadline.error()
                 j = update.judgment
                 if j is None:
                     done = {c.key: c for c in update.partial.criteria}
@@ -264,6 +377,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
         except RRMError as e:
             raise _user_error(e, media) from None
         finally:
+            deadline.stop()
             cancels.pop(key, None)
 
     def stop(request: gr.Request):
@@ -278,34 +392,37 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
                 gr.update(value=path if kind == "audio" else None, visible=kind == "audio"))
 
     def judge_file(pairs_file, media_zip, swap_check, batch_size, progress=gr.Progress()):
+        """Judge a file of pairs in a worker thread, yielding progress. A cancelled request, an abandoned one
+        or one past its time limit stops at the next token; its work folder goes, however it ends."""
         if not pairs_file:
             raise gr.Error("Upload a JSONL file of pairs.")
         WORK_ROOT.mkdir(exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="rrm-batch-", dir=WORK_ROOT))
-        media_root = work / "media"
-        media_root.mkdir()
-        if media_zip:
-            _extract_zip(Path(media_zip), media_root)
-        samples, problems = read_pairs(Path(pairs_file), media_root, confine=True)
-        problems = [p.replace(str(pairs_file), Path(pairs_file).name) for p in problems]
-        for p in problems[:5]:
-            gr.Warning(p)
-        if not samples:
-            raise gr.Error("No readable pairs in the file" + (f": {problems[0]}" if problems else "."))
-        judge = slot.judge
-        judgments: list[Judgment] = []
-        size = int(batch_size)
-        progress((0, len(samples)), desc="judging", unit="pairs")
-        for start in range(0, len(samples), size):
-            judgments += judge.judge_batch(samples[start:start + size], batch_size=size,
-                                           swap_check=bool(swap_check), progress=False)
-            progress((len(judgments), len(samples)), desc="judging", unit="pairs")
-        summary = summarize(judgments)
-        header, rows = table(judgments, judge.rubric)
-        files = [str(write_jsonl(judgments, work / "judgments.jsonl")),
-                 str(write_csv(judgments, judge.rubric, work / "judgments.csv"))]
-        summary["skipped_lines"] = len(problems)
-        return _summary_markdown(summary, problems), pd.DataFrame(rows, columns=header), files, summary
+        run = BatchRun(Path(tempfile.mkdtemp(prefix="rrm-batch-", dir=WORK_ROOT)), max_request_seconds)
+        try:
+            samples, problems = _batch_pairs(Path(pairs_file), Path(media_zip) if media_zip else None,
+                                             run.work, max_batch_pairs)
+            for p in problems[:5]:
+                gr.Warning(p)
+            judge, size = slot.judge, int(batch_size)
+            run.start(judge.judge_batch(samples[i:i + size], batch_size=size, swap_check=bool(swap_check),
+                                        progress=False, cancel=run.cancel) for i in range(0, len(samples), size))
+            while run.busy():
+                progress((len(run.judgments), len(samples)), desc="judging", unit="pairs")
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                run.beat()  # the client is still reading
+            judgments = run.result()
+            hidden = str(run.work / "media") + os.sep  # reasons name the user's files, not the server's folders
+            for j in judgments:
+                j.status.errors = [e.replace(hidden, "") for e in j.status.errors]
+            summary = summarize(judgments)
+            header, rows = table(judgments, judge.rubric)
+            files = [str(write_jsonl(judgments, run.work / "judgments.jsonl")),
+                     str(write_csv(judgments, judge.rubric, run.work / "judgments.csv"))]
+            summary["skipped_lines"] = len(problems)
+            # Gradio copies the files it is given as this last value is sent: the folder can go after it.
+            yield _summary_markdown(summary, problems), pd.DataFrame(rows, columns=header), files, summary
+        finally:
+            run.end()
 
     def best_of(query, media, swap_check, *responses):
         candidates = [check_text(f"Response {i + 1}", r, required=False, limit=max_text_chars)
@@ -314,10 +431,17 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
         if not 2 <= len(candidates) <= MAX_RESPONSES:
             raise gr.Error(f"Give between 2 and {MAX_RESPONSES} responses (got {len(candidates)}).")
         check_text("The query", query, required=not media, limit=max_text_chars)
+        cancel = threading.Event()
+        deadline = Deadline(cancel, max_request_seconds)
         try:
-            result = slot.judge.best_of_n(query or "", candidates, media=media_item(media), swap_check=bool(swap_check))
+            result = slot.judge.best_of_n(query or "", candidates, media=media_item(media),
+                                          swap_check=bool(swap_check), cancel=cancel)
         except RRMError as e:
             raise _user_error(e, media) from None
+        finally:
+            deadline.stop()
+        if deadline.passed():
+            raise deadline.error()
         order = sorted(range(len(candidates)), key=lambda i: (i != result.best, -result.wins[i], i))
         ranking = "".join(
             f'<tr class="{"best" if i == result.best else ""}"><td>{rank}</td><td>{i + 1}</td>'
@@ -340,12 +464,13 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS) -> gr.Bloc
             raise gr.Error("Pick a checkpoint from the list.")
         try:
             slot.judge = Judge.from_pretrained(str(listed[choice]), quantization=quantization,
-                                               decoding=slot.decoding, allow_base=slot.allow_base)
+                                               decoding=slot.decoding, allow_base=slot.allow_base,
+                                               input_limits=slot.judge.input_limits)
         except RRMError as e:
             raise gr.Error(str(e)) from None
         return model_info(), rubric_rows(slot.judge.rubric), slot.judge.format.name
 
-    with gr.Blocks(title="Omni-RRM judge", analytics_enabled=False) as demo:
+    with StrictBlocks(title="Omni-RRM judge", analytics_enabled=False) as demo:
         gr.Markdown("# Omni-RRM judge\nWhich of two responses is better, and why, criterion by criterion.")
         with gr.Tab("Judge"):
             with gr.Row():
@@ -468,20 +593,42 @@ def _examples() -> list[list]:
     ]
 
 
-def _extract_zip(path: Path, root: Path, max_bytes: int = 2 * 1024**3) -> None:
-    """Unpack an uploaded zip under root, refusing paths that escape it and zip bombs."""
+def _batch_pairs(pairs_file: Path, media_zip: Path | None, work: Path,
+                 max_pairs: int) -> tuple[list[Sample], list[str]]:
+    """The pairs of an uploaded file, their media unpacked from the zip into `work` (only the files they name)."""
+    media_root = work / "media"
+    media_root.mkdir()
+    samples, problems = read_pairs(pairs_file, media_root, confine=True)
+    problems = [p.replace(str(pairs_file), pairs_file.name) for p in problems]
+    if not samples:
+        raise gr.Error("No readable pairs in the file" + (f": {problems[0]}" if problems else "."))
+    if len(samples) > max_pairs:
+        raise gr.Error(f"The file holds {len(samples):,} pairs; one request may judge {max_pairs:,} "
+                       f"(--max-batch-pairs). Split the file.")
+    named = {Path(m.path).relative_to(media_root).as_posix() for s in samples for m in s.media}
+    if named and media_zip is None:
+        raise gr.Error(f"The pairs name {len(named)} media files ({sorted(named)[0]}, ...): upload their zip too.")
+    if media_zip is not None:
+        _extract_zip(media_zip, media_root, named)
+    return samples, problems
+
+
+def _extract_zip(path: Path, root: Path, named: set[str], max_bytes: int = MAX_ZIP_BYTES) -> None:
+    """Unpack the members of an uploaded zip that the pairs name, under root; refuse zip bombs and members that
+    would land outside root. Nothing else is written: a folder of other files (a checkpoint) stays packed."""
     try:
         with zipfile.ZipFile(path) as z:
             members = z.infolist()
             if len(members) > MAX_ZIP_FILES:
                 raise gr.Error(f"The zip holds {len(members):,} files; the limit is {MAX_ZIP_FILES:,}.")
-            if sum(m.file_size for m in members) > max_bytes:
-                raise gr.Error("The zip unpacks to more than 2 GB.")
-            for m in members:
+            wanted = [m for m in members if not m.is_dir() and posixpath.normpath(m.filename) in named]
+            if sum(m.file_size for m in wanted) > max_bytes:
+                raise gr.Error(f"The media the pairs name unpack to more than {max_bytes / 1024**3:g} GB.")
+            for m in wanted:
                 target = (root / m.filename).resolve()
                 if not target.is_relative_to(root.resolve()):
                     raise gr.Error(f"The zip entry {m.filename!r} points outside the archive.")
-            z.extractall(root)
+                z.extract(m, root)
     except zipfile.BadZipFile:
         raise gr.Error("The media file is not a valid zip archive.") from None
 
@@ -537,7 +684,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the local network: mind who can reach it")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--max-upload-mb", type=int, default=200)
-    parser.add_argument("--max-text-chars", type=int, default=MAX_TEXT_CHARS)
+    parser.add_argument("--max-text-chars", type=int, default=MAX_TEXT_CHARS,
+                        help="the longest query, response or reference accepted")
+    parser.add_argument("--max-prompt-tokens", type=int, default=MAX_PROMPT_TOKENS,
+                        help="the longest prompt, media included, checked before generation")
+    parser.add_argument("--max-batch-pairs", type=int, default=MAX_BATCH_PAIRS, help="pairs per Batch request")
+    parser.add_argument("--max-request-seconds", type=float, default=MAX_REQUEST_SECONDS,
+                        help="how long one request may hold the queue before it is stopped")
     parser.add_argument("--models-root", action="append", metavar="DIR",
                         help="a folder whose checkpoints and adapters the Model tab may load; repeat for more "
                              "(default: runs/ and the --model folder itself)")
@@ -553,7 +706,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     local = Path(args.model).expanduser()
     roots = args.models_root or [Path("runs"), *([local] if local.is_dir() else [])]
-    demo = build_demo(JudgeSlot(judge, roots, args.decoding), max_text_chars=args.max_text_chars)
+    judge.input_limits = InputLimits(max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens)
+    demo = build_demo(JudgeSlot(judge, roots, args.decoding), max_text_chars=args.max_text_chars,
+                      max_batch_pairs=args.max_batch_pairs, max_request_seconds=args.max_request_seconds)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 max_file_size=f"{args.max_upload_mb}mb", theme=THEME, css=CSS)
     return 0

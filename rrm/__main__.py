@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .errors import RRMError
 from .judge import DECODINGS, GenerationSettings
+from .limits import MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, InputLimits
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
 from .pairs import done_ids, read_pairs
@@ -59,6 +60,10 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
     gen.add_argument("--video-max-frames", type=int)
     gen.add_argument("--video-max-pixels", type=int)
     gen.add_argument("--audio-max-seconds", type=float)
+    gen.add_argument("--max-text-chars", type=int, default=MAX_TEXT_CHARS,
+                     help="the longest query, response or reference judged (longer ones fail, with the reason)")
+    gen.add_argument("--max-prompt-tokens", type=int, default=MAX_PROMPT_TOKENS,
+                     help="the longest prompt, media included, checked before generation")
     if batch:
         gen.add_argument("--batch-size", type=int, default=4, help="pairs per generate call (with vllm: use 64+)")
         parser.add_argument("--backend", default="transformers", choices=BACKENDS,
@@ -135,6 +140,7 @@ def build_judge(args):
         generation=settings, decoding=args.decoding,
     )
     judge.limits = limits_from(args, judge.limits)  # flags override what the checkpoint records
+    judge.input_limits = InputLimits(max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens)
     return judge
 
 

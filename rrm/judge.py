@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from .errors import RRMError
 from .inputs import END_OF_TURN, Row, encode, to_device
+from .limits import InputLimits, over
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, BaseCheck, LoadedModel, load_model
 from .parse import PartialJudgment, parse_grade, parse_judgment, parse_partial
@@ -142,7 +143,8 @@ class _Cancelled:
 class Judge:
     def __init__(self, loaded: LoadedModel, prompt_format: str | PromptFormat | None = None,
                  rubric: Rubric | dict | str | None = None, limits: MediaLimits | None = None,
-                 generation: GenerationSettings = GenerationSettings(), decoding: str = "auto"):
+                 generation: GenerationSettings = GenerationSettings(), decoding: str = "auto",
+                 input_limits: InputLimits = InputLimits()):
         self.loaded = loaded
         self.model, self.processor = loaded.model, loaded.processor
         self.tokenizer = self.processor.tokenizer
@@ -152,6 +154,7 @@ class Judge:
         # Media bounds: as given, else as the checkpoint records (those it was trained with), else its profile's.
         self.limits = limits if limits is not None else judge_limits(recorded)
         self.generation = generation
+        self.input_limits = input_limits
         self._suppress = multimodal_token_ids(self.tokenizer)
         self._eos = self._eos_ids()
         self._lock = threading.Lock()  # one generation at a time per model
@@ -165,14 +168,14 @@ class Judge:
                         system_prompt: str | None = None, rubric: Rubric | dict | str | None = None,
                         merge_adapter: bool = False, limits: MediaLimits | None = None,
                         generation: GenerationSettings = GenerationSettings(), decoding: str = "auto",
-                        allow_base: BaseCheck | None = None) -> Judge:
+                        allow_base: BaseCheck | None = None, input_limits: InputLimits = InputLimits()) -> Judge:
         """`prompt_template` and `system_prompt` are files: the user turn's template, the system turn's text.
         `allow_base` lets a server refuse an adapter whose base it does not serve (rrm.model.locate)."""
         prompt_files = PromptFiles(prompt_template, system_prompt)  # read before the model loads: fail fast
         loaded = load_model(model, quantization=quantization, device=device, merge_adapter=merge_adapter,
                             allow_base=allow_base)
         return cls(loaded, prompt_format=prompt_files.format(loaded.judge_config, prompt_format), rubric=rubric,
-                   limits=limits, generation=generation, decoding=decoding)
+                   limits=limits, generation=generation, decoding=decoding, input_limits=input_limits)
 
     def configured(self, *, prompt_format: str | PromptFormat | None = None, rubric: Rubric | dict | None = None,
                    limits: MediaLimits | None = None) -> Judge:
@@ -251,8 +254,17 @@ class Judge:
         return [(m.kind, load_media(m, self.limits)) for m in sample.media]
 
     def _inputs(self, rows: list[Row]) -> dict:
-        """Processor inputs for a batch of (messages, decoded media) rows, on the model's device."""
-        return to_device(encode(self.processor, rows, self.limits), self.model)
+        """Processor inputs for a batch of (messages, decoded media) rows, on the model's device.
+
+        A prompt over the token limit is refused here, before generation (it would hold the model for long, or
+        ask for more memory than there is)."""
+        inputs = encode(self.processor, rows, self.limits)
+        longest = int(inputs["attention_mask"].sum(dim=1).max())
+        if longest > self.input_limits.max_prompt_tokens:
+            raise RRMError(over("the prompt", longest, self.input_limits.max_prompt_tokens, "tokens",
+                                "--max-prompt-tokens") + ": shorten the texts, or use fewer video frames or "
+                                                          "shorter audio")
+        return to_device(inputs, self.model)
 
     # -------------------------------------------------------------- generation
 
@@ -314,10 +326,11 @@ class Judge:
         rate = (tokens - 1) / decode if tokens > 1 and decode > 0 else None
         return Timing(ttft_s=ttft, total_s=total, generated_tokens=tokens, tokens_per_s=rate)
 
-    def _generate_texts(self, inputs: dict, rows: int, settings: GenerationSettings) -> tuple[list[str], list[Timing]]:
+    def _generate_texts(self, inputs: dict, rows: int, settings: GenerationSettings,
+                        cancel: threading.Event | None = None) -> tuple[list[str], list[Timing]]:
         streamer = _TokenStreamer(rows)
         started = time.perf_counter()
-        self._run_generate(inputs, streamer, threading.Event(), settings)
+        self._run_generate(inputs, streamer, cancel or threading.Event(), settings)
         return self._texts(streamer), [self._timing(streamer, started, r) for r in range(rows)]
 
     # ------------------------------------------------------------------ public
@@ -329,12 +342,14 @@ class Judge:
     def _finish(self, sample: Sample, texts: list[str], timings: list[Timing]) -> Judgment:
         return judgment_from_texts(sample, texts, self.rubric, self.description, timings)
 
-    def judge(self, sample: Sample, swap_check: bool = False, settings: GenerationSettings | None = None) -> Judgment:
-        """Judge one pair. With swap_check, both orders go through one batched generate call."""
-        _validate(sample)
+    def judge(self, sample: Sample, swap_check: bool = False, settings: GenerationSettings | None = None,
+              cancel: threading.Event | None = None) -> Judgment:
+        """Judge one pair. With swap_check, both orders go through one batched generate call. Setting `cancel`
+        stops generation at the next token."""
+        _validate(sample, self.input_limits)
         settings = settings or self.generation
         rows = self._rows(sample, self._decode_media(sample), swap_check)
-        texts, timings = self._generate_texts(self._inputs(rows), len(rows), settings)
+        texts, timings = self._generate_texts(self._inputs(rows), len(rows), settings, cancel)
         return self._finish(sample, texts, timings)
 
     def stream(self, sample: Sample, swap_check: bool = False, cancel: threading.Event | None = None,
@@ -343,7 +358,7 @@ class Judge:
 
         Set `cancel`, or close the generator, to stop generation at once.
         """
-        _validate(sample)
+        _validate(sample, self.input_limits)
         settings = settings or self.generation
         cancel = cancel or threading.Event()
         rows = self._rows(sample, self._decode_media(sample), swap_check)
@@ -385,25 +400,30 @@ class Judge:
             worker.join()
 
     def judge_batch(self, samples: Sequence[Sample], batch_size: int = 4, swap_check: bool = False,
-                    progress: bool = True, settings: GenerationSettings | None = None) -> list[Judgment]:
-        """Judge many pairs. A bad sample becomes a failed judgment; the batch goes on."""
+                    progress: bool = True, settings: GenerationSettings | None = None,
+                    cancel: threading.Event | None = None) -> list[Judgment]:
+        """Judge many pairs. A bad sample becomes a failed judgment; the batch goes on. Setting `cancel` stops it
+        at the next token: the pairs judged so far are returned."""
         from tqdm.auto import tqdm
 
         settings = settings or self.generation
         results: list[Judgment] = []
         with tqdm(total=len(samples), desc="judging", unit="pair", disable=not progress) as bar:
             for start in range(0, len(samples), batch_size):
+                if cancel is not None and cancel.is_set():
+                    break
                 chunk = samples[start:start + batch_size]
-                results.extend(self._judge_chunk(chunk, swap_check, settings))
+                results.extend(self._judge_chunk(chunk, swap_check, settings, cancel))
                 bar.update(len(chunk))
         return results
 
-    def _judge_chunk(self, chunk: Sequence[Sample], swap_check: bool, settings) -> list[Judgment]:
+    def _judge_chunk(self, chunk: Sequence[Sample], swap_check: bool, settings,
+                     cancel: threading.Event | None = None) -> list[Judgment]:
         out: list[Judgment | None] = [None] * len(chunk)
         rows, owners = [], []
         for i, sample in enumerate(chunk):
             try:
-                _validate(sample)
+                _validate(sample, self.input_limits)
                 new = self._rows(sample, self._decode_media(sample), swap_check)
             except RRMError as e:
                 out[i] = failed_judgment(sample, str(e), self.description)
@@ -412,12 +432,12 @@ class Judge:
             owners += [i] * len(new)
         if rows:
             try:
-                texts, timings = self._generate_texts(self._inputs(rows), len(rows), settings)
+                texts, timings = self._generate_texts(self._inputs(rows), len(rows), settings, cancel)
             except RRMError as e:  # out of memory, or an input the processor refuses
                 if len(chunk) == 1:
                     return [failed_judgment(chunk[0], str(e), self.description)]
                 # Retry one pair at a time: only the pair at fault is lost, not the batch.
-                return [j for s in chunk for j in self._judge_chunk([s], swap_check, settings)]
+                return [j for s in chunk for j in self._judge_chunk([s], swap_check, settings, cancel)]
             for i in sorted(set(owners)):
                 mine = [r for r, o in enumerate(owners) if o == i]
                 out[i] = self._finish(chunk[i], [texts[r] for r in mine], [timings[r] for r in mine])
@@ -443,15 +463,21 @@ class Judge:
         return texts
 
     def best_of_n(self, query: str, responses: Sequence[str], media: Sequence[MediaItem] = (),
-                  swap_check: bool = True, settings: GenerationSettings | None = None) -> BestOfN:
+                  swap_check: bool = True, settings: GenerationSettings | None = None,
+                  cancel: threading.Event | None = None) -> BestOfN:
         """Knockout: the current best meets each next candidate; it is replaced only by a clear win."""
         if len(responses) < 2:
             raise RRMError("best_of_n needs at least two responses")
+        if len(responses) > self.input_limits.max_responses:
+            raise RRMError(f"best_of_n got {len(responses):,} responses; the limit is "
+                           f"{self.input_limits.max_responses}")
         result = BestOfN(best=0, wins=[0] * len(responses))
         for challenger in range(1, len(responses)):
             sample = Sample(query=query, response_a=responses[result.best], response_b=responses[challenger],
                             media=list(media), id=f"{result.best}-vs-{challenger}")
-            judgment = self.judge(sample, swap_check=swap_check, settings=settings)
+            if cancel is not None and cancel.is_set():
+                break
+            judgment = self.judge(sample, swap_check=swap_check, settings=settings, cancel=cancel)
             result.matches.append((result.best, challenger, judgment))
             if judgment.verdict == VERDICT_B:
                 result.best = challenger
@@ -477,12 +503,17 @@ class PromptFiles:
         return resolve_format(recorded, prompt_format, self.template, self.system, self.template_path or "template")
 
 
-def _validate(sample: Sample) -> None:
+def _validate(sample: Sample, limits: InputLimits) -> None:
     for name in ("response_a", "response_b"):
         if not str(getattr(sample, name) or "").strip():
             raise RRMError(f"{name} is empty")
     if not str(sample.query or "").strip() and not sample.media:
         raise RRMError("the query is empty and there is no media")
+    for name in ("query", "response_a", "response_b", "reference"):
+        size = len(str(getattr(sample, name) or ""))
+        if size > limits.max_text_chars:
+            raise RRMError(over(f"the {name.replace('_', ' ')}", size, limits.max_text_chars,
+                                flag="--max-text-chars"))
 
 
 def judgment_from_texts(sample: Sample, texts: Sequence[str], rubric: Rubric, model: str | None = None,

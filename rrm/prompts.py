@@ -29,6 +29,7 @@ import string
 from pathlib import Path
 
 from .errors import RRMError
+from .limits import MAX_TEMPLATE_CHARS, over
 from .release import RELEASE_PROFILE, RELEASE_SYSTEM, is_release
 from .rubric import DEFAULT_RUBRIC, Rubric
 from .schema import (
@@ -116,6 +117,8 @@ class PromptFormat:
         return self.default_system if self.system_override is None else self.system_override
 
     def with_system(self, text: str) -> PromptFormat:
+        if len(text) > MAX_TEMPLATE_CHARS:
+            raise RRMError(over("the system prompt", len(text), MAX_TEMPLATE_CHARS))
         other = copy.copy(self)
         other.system_override = text
         return other
@@ -248,6 +251,8 @@ class TemplateFormat(PromptFormat):
     REQUIRED = ("question", "answer_a", "answer_b")
 
     def __init__(self, text: str, base: PromptFormat | None = None, source: str = "template"):
+        if len(text) > MAX_TEMPLATE_CHARS:
+            raise RRMError(over(f"prompt template {source}", len(text), MAX_TEMPLATE_CHARS))
         self.text = text
         self.template = string.Template(text)
         names = set(self.template.get_identifiers())
@@ -295,8 +300,11 @@ def get_format(name: str | PromptFormat) -> PromptFormat:
 
 
 def read_text_file(path: str | Path, what: str) -> str:
+    """A small text file (a template, a system prompt): refused with one line when it is missing or too big."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        if Path(path).stat().st_size > 4 * MAX_TEMPLATE_CHARS:  # before reading it: it could be any size
+            raise RRMError(over(f"{what} {path}", Path(path).stat().st_size, 4 * MAX_TEMPLATE_CHARS, "bytes"))
+        return Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise RRMError(f"cannot read {what} {path}: {e}") from None
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RRMError
+from .limits import MAX_RUBRIC_CHARS, MAX_RUBRIC_CRITERIA, over
 from .schema import AUDIO, IMAGE, MEDIA_KINDS, VIDEO
 
 
@@ -58,6 +59,12 @@ class Rubric:
         unknown = set(self.facets) - set(MEDIA_KINDS)
         if unknown:
             raise RRMError(f"rubric facets name unknown modalities {sorted(unknown)}; known: {', '.join(MEDIA_KINDS)}")
+        if len(self.criteria) > MAX_RUBRIC_CRITERIA:
+            raise RRMError(f"the rubric has {len(self.criteria)} criteria; the limit is {MAX_RUBRIC_CRITERIA}")
+        size = sum(len(x) for c in self.criteria for x in (c.key, c.title, c.description, *c.aliases, *c.cues))
+        size += sum(len(f) for facets in self.facets.values() for f in facets)
+        if size > MAX_RUBRIC_CHARS:
+            raise RRMError(over("the rubric", size, MAX_RUBRIC_CHARS))
         for c in self.criteria:
             try:
                 c.cue_pattern

@@ -94,7 +94,8 @@ class VLLMJudge(Judge):
             requests.append({"prompt": prompt, "multi_modal_data": data} if data else {"prompt": prompt})
         return requests
 
-    def _generate_texts(self, inputs: list[dict], rows: int, settings: GenerationSettings):
+    def _generate_texts(self, inputs: list[dict], rows: int, settings: GenerationSettings, cancel=None):
+        # vLLM runs a whole batch at once: a cancel takes effect between calls (judge_batch checks it).
         sampling = settings.temperature > 0
         params = self._sampling_params(
             temperature=settings.temperature, top_p=settings.top_p if sampling else 1.0,

@@ -252,7 +252,7 @@ def served(tmp_path_factory, tiny_dir):
     judge = Judge.from_pretrained(str(root / "models" / "good"),
                                   generation=GenerationSettings(max_new_tokens=4, min_new_tokens=4))
     slot = app.JudgeSlot(judge, models_roots=[root])
-    demo = app.build_demo(slot)
+    demo = app.build_demo(slot, max_batch_pairs=50)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", slot, root
@@ -302,3 +302,142 @@ def test_no_client_can_make_the_server_list_or_load_a_checkpoint_it_planted(serv
     refused = _error(client, f"{root.name}/models/stray", "none", api_name="/load_model")
     assert "names its base" in refused and "which this server does not serve" in refused
     assert slot.judge.loaded.name == str(root / "models" / "good") and slot.judge.rubric.keys[0] == "fluency_coherence"
+
+
+# ---------------------------------------------------------------- the app: bounds, cancels, leftovers, fetches
+
+RUBRIC = {"headers": ["key", "title", "description"], "data": [["relevance", "Relevance", "On topic?"]]}
+
+
+def _judge_args(query="q", media=None, a="a", b="b", rubric=RUBRIC, tokens=8):
+    return (query, media, a, b, "omni-rrm", False, 0.0, tokens, 2, 4, 10, rubric)
+
+
+def _pairs(path: Path, n: int) -> Path:
+    path.write_text("".join(json.dumps({"id": f"p{i}", "query": f"Question {i}?", "response_a": "yes",
+                                        "response_b": "no"}) + "\n" for i in range(n)))
+    return path
+
+
+def test_every_input_has_a_bound_refused_at_once_in_one_line(served, tmp_path):
+    import time
+
+    from gradio_client import Client, handle_file
+
+    url, slot, _ = served
+    client = Client(url, verbose=False)
+    started = time.monotonic()
+    huge_rubric = {**RUBRIC, "data": [["k", "Title", "x" * 1_000_000]]}
+    message = _error(client, *_judge_args(rubric=huge_rubric), api_name="/judge")
+    assert "Rubric: the rubric is 1,000," in message and "characters long; the limit is 10,000" in message
+    assert "/best_of_n takes 11 values, got 10,003" in _error(client, "q", None, False, *["r"] * 10_000,
+                                                             api_name="/best_of_n")
+    assert "holds 51 pairs; one request may judge 50" in _error(
+        client, handle_file(str(_pairs(tmp_path / "many.jsonl", 51))), None, False, 1, api_name="/judge_batch")
+    long = "word " * 3_000
+    message = _error(client, *_judge_args(query=long, a=long, b=long), api_name="/judge")
+    assert "the prompt is" in message and "tokens long; the limit is 16,384 (--max-prompt-tokens raises it)" in message
+    assert time.monotonic() - started < 30  # each refused before any generation
+    assert slot.judge.judge(__import__("rrm").Sample("q", "a", "b")).timing.generated_tokens == 4  # still serving
+
+
+def test_a_request_past_its_time_limit_is_stopped_and_frees_the_queue(served, tmp_path, monkeypatch):
+    import time
+
+    import app
+    from gradio_client import Client, handle_file
+
+    _, slot, _ = served
+    judged = []
+    real = slot.judge._judge_chunk
+    monkeypatch.setattr(slot.judge, "_judge_chunk", lambda chunk, *a: judged.extend(chunk) or real(chunk, *a))
+    demo = app.build_demo(slot, max_request_seconds=0.5)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        started = time.monotonic()
+        message = _error(client, handle_file(str(_pairs(tmp_path / "pairs.jsonl", 200))), None, True, 1,
+                         api_name="/judge_batch")
+        assert "Stopped after 0.5 s, the time one request may take (--max-request-seconds)" in message
+        assert time.monotonic() - started < 10
+        stopped_at = len(judged)
+        time.sleep(1.0)
+        assert 0 < stopped_at < 200 and len(judged) == stopped_at  # nothing goes on in the background
+        assert not any(app.WORK_ROOT.iterdir())  # and its work folder is gone
+    finally:
+        demo.close()
+
+
+def test_a_cancelled_batch_stops_within_a_second_and_leaves_nothing_behind(served, tmp_path, monkeypatch):
+    import time
+
+    import app
+    from gradio_client import Client, handle_file
+
+    url, slot, _ = served
+    judged = []
+    real = slot.judge._judge_chunk
+    monkeypatch.setattr(slot.judge, "_judge_chunk", lambda chunk, *a: judged.extend(chunk) or real(chunk, *a))
+    client = Client(url, verbose=False)
+    job = client.submit(handle_file(str(_pairs(tmp_path / "pairs.jsonl", 50))), None, True, 1,
+                        api_name="/judge_batch")
+    deadline = time.monotonic() + 60
+    while len(judged) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert judged, "the batch never started"
+    job.cancel()
+    time.sleep(1.0)
+    stopped_at = len(judged)
+    time.sleep(1.5)
+    assert stopped_at < 50 and len(judged) == stopped_at  # stopped within a second of the cancel
+    assert not any(app.WORK_ROOT.iterdir())
+
+
+def test_a_batch_unpacks_only_the_media_its_pairs_name(tmp_path):
+    import app
+
+    archive = tmp_path / "media.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ball.png", (Path(__file__).parent.parent / "assets" / "ball.png").read_bytes())
+        z.writestr("padding.bin", b"\0" * 50_000_000)  # a bomb of 50 MB that no pair names
+        z.writestr("ckpt/config.json", "{}")
+        z.writestr("../escape.png", b"x")
+    root = tmp_path / "root"
+    root.mkdir()
+    app._extract_zip(archive, root, {"ball.png"})
+    assert [p.relative_to(root).as_posix() for p in root.rglob("*")] == ["ball.png"]
+
+
+def test_the_app_fetches_no_url_a_client_names(served):
+    import threading
+
+    from gradio_client import Client, handle_file
+
+    url, _, _ = served
+    connections = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+
+    def accept():
+        while not stop.is_set():
+            try:
+                connections.append(listener.accept())
+            except OSError:
+                continue
+
+    stop = threading.Event()
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        client = Client(url, verbose=False)
+        for target in (f"http://127.0.0.1:{listener.getsockname()[1]}/ball.png", "http://example.invalid/ball.png"):
+            media = handle_file(target)
+            assert "fetches no URL a client names" in _error(client, *_judge_args(media=media), api_name="/judge")
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert connections == []
