@@ -11,3 +11,9 @@ class MediaError(RRMError):
 
 class ModelLoadError(RRMError):
     """A model, adapter or processor that cannot be loaded; the message says what to pass instead."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none), cut to `limit`."""
+    text = str(e).strip().splitlines()
+    return text[0][:limit] if text else type(e).__name__

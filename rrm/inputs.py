@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .errors import RRMError
+from .errors import RRMError, first_line
 from .media import MediaLimits
 from .schema import AUDIO, IMAGE, VIDEO
 
@@ -55,7 +55,7 @@ def encode(processor, rows: Sequence[Row], limits: MediaLimits, targets: Sequenc
     try:
         inputs = processor(text=texts, padding=True, return_tensors="pt", **kwargs)
     except Exception as e:
-        raise RRMError(f"the processor rejected the input: {str(e).splitlines()[0][:200]}") from None
+        raise RRMError(f"the processor rejected the input: {first_line(e)}") from None
     if clips:
         # The processor applies one fps to every video of a call; each clip has its own.
         patch = processor.video_processor.temporal_patch_size

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .errors import RRMError
+from .errors import RRMError, first_line
 from .inputs import END_OF_TURN, Row, encode, to_device
 from .limits import InputLimits, over
 from .media import MediaLimits, load_media
@@ -225,7 +225,7 @@ class Judge:
         except OutOfMemory:
             raise
         except Exception as e:  # a compiler or cache error: judge on the plain path
-            self._fall_back(f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}")
+            self._fall_back(f"{type(e).__name__}: {first_line(e, 160)}")
             return
         self.decoding_note += f" (warm-up {time.perf_counter() - started:.1f} s)"
         log.info("decoding: static (%s)", self.decoding_note)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MediaError
+from .errors import MediaError, first_line
 from .schema import AUDIO, IMAGE, VIDEO, MediaItem
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ VIDEO_FPS = 2.0  # target sampling rate of frames
 VIDEO_MAX_FRAMES = 16
 VIDEO_MAX_PIXELS = 448 * 448  # per frame, after downscaling
 VIDEO_MAX_SECONDS = 3 * 3600  # longer videos are refused: decoding them would take minutes
+# Qwen2.5-Omni's processor refuses images and frames whose long side is over 200 times the short side;
+# the short side of such an input is padded (white, centred) up to this ratio.
+MAX_ASPECT_RATIO = 150
 AUDIO_SAMPLING_RATE = 16_000  # what the Whisper feature extractor of Qwen2.5-Omni expects
 AUDIO_MAX_SECONDS = 30.0  # the feature extractor sees 30 s at most; longer audio is cut, with a warning
 
@@ -115,6 +118,28 @@ def _fit(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     return max(1, int(width * scale)), max(1, int(height * scale))
 
 
+def _padded(width: int, height: int) -> tuple[int, int]:
+    """The canvas that brings an extreme aspect ratio within MAX_ASPECT_RATIO (the input when it is within)."""
+    if max(width, height) <= MAX_ASPECT_RATIO * min(width, height):
+        return width, height
+    short = math.ceil(max(width, height) / MAX_ASPECT_RATIO)
+    return (width, short) if width > height else (short, height)
+
+
+def _fit_frame(rgb: np.ndarray, max_pixels: int) -> np.ndarray:
+    """An (H, W, 3) frame padded into the processor's aspect ratio, then downscaled to max_pixels."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    pw, ph = _padded(w, h)
+    if (pw, ph) != (w, h):
+        top, left = (ph - h) // 2, (pw - w) // 2
+        rgb = cv2.copyMakeBorder(rgb, top, ph - h - top, left, pw - w - left, cv2.BORDER_CONSTANT,
+                                 value=(255, 255, 255))
+    size = _fit(pw, ph, max_pixels)
+    return rgb if size == (pw, ph) else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
 # ----------------------------------------------------------------------------
 # Images
 # ----------------------------------------------------------------------------
@@ -138,13 +163,21 @@ def load_image(path: str | Path, limits: MediaLimits = MediaLimits()):
     except Image.DecompressionBombError:
         raise MediaError(f"image file {p} has absurd dimensions (a decompression bomb)") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on bad files
-        raise MediaError(f"image file {p} cannot be decoded: {_first_line(e)}") from None
+        raise MediaError(f"image file {p} cannot be decoded: {first_line(e)}") from None
     return _resize_image(img, limits.image_max_pixels)
 
 
 def _resize_image(img, max_pixels: int):
+    """Pad an extreme aspect ratio into what the processor accepts, then downscale to max_pixels."""
     from PIL import Image
 
+    canvas = _padded(img.width, img.height)
+    if canvas != img.size:
+        log.warning("image %dx%d: its long side is over %d times its short side; padded to %dx%d",
+                    img.width, img.height, MAX_ASPECT_RATIO, *canvas)
+        padded = Image.new("RGB", canvas, (255, 255, 255))
+        padded.paste(img, ((canvas[0] - img.width) // 2, (canvas[1] - img.height) // 2))
+        img = padded
     size = _fit(img.width, img.height, max_pixels)
     return img if size == img.size else img.resize(size, Image.Resampling.BICUBIC)
 
@@ -161,40 +194,120 @@ def sample_indices(n_frames: int, source_fps: float, target_fps: float, max_fram
 
 
 def load_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> VideoClip:
-    """Frames sampled uniformly at about video_fps (at most video_max_frames), and their real rate."""
-    import cv2
+    """Frames sampled uniformly at about video_fps (at most video_max_frames), and their real rate.
 
+    OpenCV decodes first; a codec its FFmpeg build cannot decode (AV1 in most wheels) is read through PyAV.
+    """
     p = _check_file(path, VIDEO, limits)
-    cap = cv2.VideoCapture(str(p))
     try:
-        if not cap.isOpened():
-            raise MediaError(f"video file {p} cannot be decoded (not a valid {p.suffix} video)")
-        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if width * height > limits.max_input_pixels:
-            raise MediaError(f"video file {p} has absurd dimensions: {width}x{height} frames, beyond the "
-                             f"{limits.max_input_pixels:,}-pixel limit")
-        source_fps = cap.get(cv2.CAP_PROP_FPS)
-        n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if not (source_fps and math.isfinite(source_fps) and 0 < source_fps < 1000):
-            raise MediaError(f"video file {p} has no usable frame rate")
-        if n_frames <= 0:  # some containers (webm) do not record it: count by decoding
-            n_frames = _count_frames(cap, p, source_fps)
-            cap.release()
-            cap = cv2.VideoCapture(str(p))
-        if n_frames / source_fps > VIDEO_MAX_SECONDS:
-            raise MediaError(f"video file {p} lasts {n_frames / source_fps / 3600:.1f} h, over the "
-                             f"{VIDEO_MAX_SECONDS / 3600:.0f} h limit")
-        wanted = sample_indices(n_frames, source_fps, limits.video_fps, limits.video_max_frames)
-        frames = _read_frames(cap, wanted, limits.video_frame_pixels[1])
+        clip = _load_video_cv2(p, limits)
+        return clip if clip is not None else _load_video_av(p, limits)
     except MediaError:
         raise
     except Exception as e:
-        raise MediaError(f"video file {p} cannot be decoded: {_first_line(e)}") from None
+        raise MediaError(f"video file {p} cannot be decoded: {first_line(e)}") from None
+
+
+def _load_video_cv2(p: Path, limits: MediaLimits) -> VideoClip | None:
+    """The clip, or None when OpenCV opens no stream or decodes too few of the frames its header promises."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(p))
+    try:
+        if not cap.isOpened():
+            return None
+        _check_dimensions(p, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                          limits)
+        source_fps = cap.get(cv2.CAP_PROP_FPS)
+        n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if n_frames <= 0:  # some containers (webm) do not record it: count by decoding
+            n_frames = _count_frames(cap, source_fps)
+            cap.release()
+            cap = cv2.VideoCapture(str(p))
+        if n_frames == 0:
+            return None
+        source_fps = _checked_fps(p, n_frames, source_fps)
+        wanted = sample_indices(n_frames, source_fps, limits.video_fps, limits.video_max_frames)
+        frames = _read_frames(cap, wanted, limits.video_frame_pixels[1])
     finally:
         cap.release()
+    return _clip(p, frames, wanted, n_frames, source_fps) if len(frames) >= _ENOUGH * len(wanted) else None
+
+
+def _load_video_av(p: Path, limits: MediaLimits) -> VideoClip:
+    import av
+
+    try:  # an mp4 whose edit list is off (a zero time scale) would show FFmpeg only its first frame
+        container = av.open(str(p), options={"ignore_editlist": "1"})
+    except Exception:
+        raise MediaError(f"video file {p} cannot be decoded (not a valid {p.suffix} video)") from None
+    with container:
+        if not container.streams.video:
+            raise MediaError(f"video file {p} has no video stream")
+        stream = container.streams.video[0]
+        _check_dimensions(p, stream.codec_context.width, stream.codec_context.height, limits)
+        n_frames = stream.frames or _counted_frames(p, container, stream)
+        source_fps = _checked_fps(p, n_frames, float(stream.average_rate or 0))
+        wanted = sample_indices(n_frames, source_fps, limits.video_fps, limits.video_max_frames)
+    with av.open(str(p), options={"ignore_editlist": "1"}) as container:  # counting consumed the packets
+        frames = _keep_frames(_decoded_av(container, container.streams.video[0]),
+                              lambda frame: frame.to_ndarray(format="rgb24"), wanted, limits.video_frame_pixels[1])
     if not frames:
         raise MediaError(f"video file {p} has no decodable frames")
-    if len(frames) < 0.9 * len(wanted):
+    return _clip(p, frames, wanted, n_frames, source_fps)
+
+
+def _counted_frames(p: Path, container, stream) -> int:
+    """The frames of a stream whose header does not count them (webm), by reading its packets (no decoding),
+    checked against the duration the header declares: a cut-off file holds fewer."""
+    counted = sum(1 for packet in container.demux(stream) if packet.size)
+    if counted == 0:
+        raise MediaError(f"video file {p} has no decodable frames")
+    rate, seconds = float(stream.average_rate or 0), _container_seconds(p)
+    if rate and seconds and counted < _ENOUGH * seconds * rate:
+        raise MediaError(f"video file {p} is truncated: its header declares {seconds:.1f} s, "
+                         f"{counted / rate:.1f} s of frames could be read")
+    return counted
+
+
+def _check_dimensions(p: Path, width: int, height: int, limits: MediaLimits) -> None:
+    if width * height > limits.max_input_pixels:
+        raise MediaError(f"video file {p} has absurd dimensions: {width}x{height} frames, beyond the "
+                         f"{limits.max_input_pixels:,}-pixel limit")
+
+
+def _checked_fps(p: Path, n_frames: int, header_fps: float) -> float:
+    """The frame rate, checked against the container's duration: a broken time scale in a track's header
+    (zero, or wrong) gives a rate that makes a 2 s clip last hours; the container's own duration is kept."""
+    seconds = _container_seconds(p)
+    usable = bool(header_fps) and math.isfinite(header_fps) and 0 < header_fps < 1000
+    if seconds and (not usable or abs(n_frames / header_fps - seconds) > max(1.0, 0.25 * seconds)):
+        header_fps = n_frames / seconds
+        usable = 0 < header_fps < 1000
+    if not usable:
+        raise MediaError(f"video file {p} records no usable frame rate or duration in its header")
+    if n_frames / header_fps > VIDEO_MAX_SECONDS:
+        raise MediaError(f"video file {p} lasts {n_frames / header_fps / 3600:.1f} h, over the "
+                         f"{VIDEO_MAX_SECONDS / 3600:.0f} h limit")
+    return header_fps
+
+
+def _container_seconds(p: Path) -> float | None:
+    """The duration the container records (PyAV reads only the header), None when it records none."""
+    import av
+
+    try:
+        with av.open(str(p)) as container:
+            return container.duration / 1e6 if container.duration and container.duration > 0 else None
+    except Exception:
+        return None
+
+
+_ENOUGH = 0.9  # of the sampled frames a header promises; fewer is a truncated file
+
+
+def _clip(p: Path, frames: list[np.ndarray], wanted: list[int], n_frames: int, source_fps: float) -> VideoClip:
+    if len(frames) < _ENOUGH * len(wanted):
         raise MediaError(f"video file {p} is truncated: {len(frames)} of {len(wanted)} sampled frames "
                          f"could be decoded")
     if len(frames) < len(wanted):  # frame counts in headers can be a little off at the end
@@ -204,13 +317,12 @@ def load_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> VideoCl
     return VideoClip(np.stack(frames), fps=len(frames) / duration, source_fps=source_fps, duration_s=duration)
 
 
-def _count_frames(cap, p: Path, source_fps: float) -> int:
+def _count_frames(cap, source_fps: float) -> int:
     n = 0
-    limit = int(VIDEO_MAX_SECONDS * source_fps) + 1
+    fps = source_fps if source_fps and math.isfinite(source_fps) and 0 < source_fps < 1000 else 1000
+    limit = int(VIDEO_MAX_SECONDS * fps) + 1
     while n <= limit and cap.grab():
         n += 1
-    if n == 0:
-        raise MediaError(f"video file {p} has no decodable frames")
     return n
 
 
@@ -218,23 +330,39 @@ def _read_frames(cap, wanted: list[int], max_pixels: int) -> list[np.ndarray]:
     """Decode sequentially (seeking is unreliable across codecs), keeping the wanted frames."""
     import cv2
 
+    def rgb(_):
+        ok, bgr = cap.retrieve()
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok and bgr is not None else None
+
+    return _keep_frames(iter(cap.grab, False), rgb, wanted, max_pixels)
+
+
+def _decoded_av(container, stream):
+    """PyAV's frames until the stream ends or stops decoding (a cut-off file)."""
+    frames = container.decode(stream)
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except Exception as e:  # PyAV raises av.error.* on corrupt packets
+            log.warning("video %s stops decoding: %s", container.name, first_line(e))
+            return
+
+
+def _keep_frames(decoded, to_rgb, wanted: list[int], max_pixels: int) -> list[np.ndarray]:
+    """The wanted frames (by index) of a decoded stream, converted by to_rgb (None: failed) and fitted."""
     frames: list[np.ndarray] = []
     targets = iter(wanted)
     target = next(targets, None)
-    index = 0
-    while target is not None:
-        if not cap.grab():
+    for index, item in enumerate(decoded):
+        if target is None:
             break
         if index == target:
-            ok, bgr = cap.retrieve()
-            if ok and bgr is not None:
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                w, h = _fit(rgb.shape[1], rgb.shape[0], max_pixels)
-                if (w, h) != (rgb.shape[1], rgb.shape[0]):
-                    rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-                frames.append(rgb)
+            rgb = to_rgb(item)
+            if rgb is not None:
+                frames.append(_fit_frame(rgb, max_pixels))
             target = next(targets, None)
-        index += 1
     return frames
 
 
@@ -250,7 +378,7 @@ def load_audio(path: str | Path, limits: MediaLimits = MediaLimits()) -> AudioCl
     except MediaError:
         raise
     except Exception as e:
-        raise MediaError(f"audio file {p} cannot be decoded: {_first_line(e)}") from None
+        raise MediaError(f"audio file {p} cannot be decoded: {first_line(e)}") from None
     return _finish_audio(samples, rate, full_duration, limits, str(p))
 
 
@@ -262,11 +390,10 @@ def _decode_audio(p: Path, max_seconds: float) -> tuple[np.ndarray, int, float]:
         info = sf.info(str(p))
     except Exception:
         info = None
-    if info is None:  # formats libsndfile does not read (m4a, aac): PyAV
+    if info is None or _streamed_wav(p):  # formats libsndfile does not read (m4a, aac), or sizes it: PyAV
         return _decode_audio_av(p, max_seconds)
     if info.samplerate <= 0 or info.frames <= 0:
         raise MediaError(f"audio file {p} has no samples (zero length)")
-    _check_riff_size(p)
     wanted = min(info.frames, int(max_seconds * info.samplerate) + 1)
     data, rate = sf.read(str(p), dtype="float32", always_2d=True, frames=wanted)
     if len(data) < 0.9 * wanted:  # the header promised more than the file holds
@@ -275,16 +402,24 @@ def _decode_audio(p: Path, max_seconds: float) -> tuple[np.ndarray, int, float]:
     return data.mean(axis=1), rate, info.frames / info.samplerate
 
 
-def _check_riff_size(p: Path) -> None:
-    """WAV files record their size; libsndfile quietly reads a cut-off one."""
+# A WAV written to a pipe cannot go back to fill in its size: writers leave 0 or a maximal value there.
+_STREAMED_RIFF_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000)
+
+
+def _streamed_wav(p: Path) -> bool:
+    """True for a WAV whose size field is a streaming placeholder; MediaError when the header declares more
+    bytes than the file holds (libsndfile quietly reads a cut-off file)."""
     with open(p, "rb") as f:
         head = f.read(12)
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        declared = int.from_bytes(head[4:8], "little") + 8
-        actual = p.stat().st_size
-        if declared > actual:
-            raise MediaError(f"audio file {p} is truncated: its header declares {declared} bytes, "
-                             f"the file has {actual}")
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return False
+    field = int.from_bytes(head[4:8], "little")
+    if field in _STREAMED_RIFF_SIZES:
+        return True
+    if field + 8 > p.stat().st_size:
+        raise MediaError(f"audio file {p} is truncated: its header declares {field + 8} bytes, "
+                         f"the file has {p.stat().st_size}")
+    return False
 
 
 def _decode_audio_av(p: Path, max_seconds: float) -> tuple[np.ndarray, int, float]:
@@ -293,7 +428,7 @@ def _decode_audio_av(p: Path, max_seconds: float) -> tuple[np.ndarray, int, floa
     try:
         container = av.open(str(p))
     except Exception as e:
-        raise MediaError(f"audio file {p} cannot be decoded: {_first_line(e)}") from None
+        raise MediaError(f"audio file {p} cannot be decoded: {first_line(e)}") from None
     with container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
@@ -372,22 +507,12 @@ def _image_from_data(data, name: str, limits: MediaLimits):
 
 
 def _video_from_data(data, fps: float | None, name: str, limits: MediaLimits) -> VideoClip:
-    import cv2
-
     arr = np.asarray(data)
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] == 0:
         raise MediaError(f"{name}: decoded video must be a (T, H, W, 3) array, got shape {arr.shape}")
     if not fps or fps <= 0:
         raise MediaError(f"{name}: decoded video needs its fps")
     idx = sample_indices(arr.shape[0], fps, limits.video_fps, limits.video_max_frames)
-    w, h = _fit(arr.shape[2], arr.shape[1], limits.video_frame_pixels[1])
-    frames = [arr[i].astype(np.uint8) for i in idx]
-    if (w, h) != (arr.shape[2], arr.shape[1]):
-        frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+    frames = [_fit_frame(arr[i].astype(np.uint8), limits.video_frame_pixels[1]) for i in idx]
     duration = arr.shape[0] / fps
     return VideoClip(np.stack(frames), fps=len(frames) / duration, source_fps=fps, duration_s=duration)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__

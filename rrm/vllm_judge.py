@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from .errors import ModelLoadError, RRMError
+from .errors import ModelLoadError, RRMError, first_line
 from .judge import GenerationSettings, Judge, PromptFiles
 from .media import MediaLimits
 from .model import DEFAULT_MODEL, LoadedModel, load_processor, _read_json, locate
@@ -68,7 +68,7 @@ class VLLMJudge(Judge):
         try:
             engine = vllm.LLM(**kwargs)
         except Exception as e:
-            raise ModelLoadError(f"vLLM cannot load {checkpoint.weights}: {str(e).splitlines()[0][:200]}") from None
+            raise ModelLoadError(f"vLLM cannot load {checkpoint.weights}: {first_line(e)}") from None
         loaded = LoadedModel(engine, load_processor(*checkpoint.processor_dirs), checkpoint.name,
                              str(model) if checkpoint.adapter else None,
                              "4bit" if quantization == "4bit" else "none", "vllm", checkpoint.judge_config)
@@ -106,7 +106,7 @@ class VLLMJudge(Judge):
         try:
             outputs = self.model.generate(inputs, params, use_tqdm=False, lora_request=self._lora)
         except (ValueError, RuntimeError) as e:  # an input the engine refuses (too long, too many media)
-            raise RRMError(f"vLLM refused the batch: {str(e).splitlines()[0][:200]}") from None
+            raise RRMError(f"vLLM refused the batch: {first_line(e)}") from None
         total = time.perf_counter() - started
         texts = [o.outputs[0].text for o in outputs]
         timings = [Timing(total_s=total, generated_tokens=len(o.outputs[0].token_ids)) for o in outputs]

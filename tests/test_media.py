@@ -151,7 +151,7 @@ def _bad_files(d):
 
     writer = cv2.VideoWriter(str(d / "noframes.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
     writer.release()  # a container with no frames at all
-    cases.append(("video", d / "noframes.mp4", "cannot be decoded"))
+    cases.append(("video", d / "noframes.mp4", "has no video stream"))
     webm = make_video(d / "good.webm")
     data = webm.read_bytes()
     (d / "cut.webm").write_bytes(data[: len(data) // 3])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rrm.errors import RRMError
+from rrm.errors import RRMError, first_line
 from rrm.inputs import to_device
 from rrm.judge import GenerationSettings
 from rrm.media import MediaLimits, load_media
@@ -52,7 +52,7 @@ class ChatGenerator:
             return self.processor(text=texts, padding=True, return_tensors="pt", **kwargs)
         except Exception as e:
             raise RRMError(f"the processor of {self.loaded.name} rejected the input: "
-                           f"{str(e).splitlines()[0][:200]}") from None
+                           f"{first_line(e)}") from None
 
     def answer(self, samples: Sequence[Sample], settings: GenerationSettings) -> list[str]:
         """One batched generate call for the samples' queries."""
