@@ -25,7 +25,7 @@ from .judge import DECODINGS, GenerationSettings
 from .limits import MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, InputLimits
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
-from .pairs import done_ids, read_pairs
+from .pairs import done_ids, read_pairs, shown
 from .prompts import PROMPT_FORMATS
 from .redact import install_log_redaction, redact
 from .schema import AUDIO, MEDIA_KINDS, VIDEO, MediaItem, Sample
@@ -105,10 +105,6 @@ def _check_args(args) -> None:
     if args.pairs:
         if not args.out:
             raise RRMError("--pairs needs --out OUT.jsonl")
-        if Path(args.pairs).is_dir():
-            raise RRMError(f"pairs file {args.pairs} is a folder, not a JSONL file")
-        if not Path(args.pairs).is_file():
-            raise RRMError(f"pairs file {args.pairs} does not exist")
         if args.batch_size < 1:
             raise RRMError("--batch-size must be at least 1")
         return
@@ -183,7 +179,7 @@ def _many(args) -> int:
     pairs = Path(args.pairs)
     media_root = Path(args.media_root) if args.media_root else pairs.parent
     samples, problems = read_pairs(pairs, media_root)
-    for p in problems:
+    for p in shown(problems):
         print(f"warning: {p}", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

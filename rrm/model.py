@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def resolve(source: str) -> Path:
     try:
         return Path(snapshot_download(source))
     except Exception as e:
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        reason = first_line(e, 160)
         raise ModelLoadError(
             f"cannot get {source} from the Hugging Face hub and it is not cached ({reason}); "
             f"pass --model DIR with a downloaded checkpoint or adapter "
@@ -85,7 +85,7 @@ def resolve(source: str) -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, json.JSONDecodeError) as e:
         raise ModelLoadError(f"cannot read {path}: {e}") from None
 
@@ -144,7 +144,7 @@ def load_thinker(path: Path, quantization: str, device: str):
     except ModelLoadError:
         raise
     except Exception as e:
-        raise ModelLoadError(f"cannot load the model in {path}: {str(e).splitlines()[0][:200]}") from None
+        raise ModelLoadError(f"cannot load the model in {path}: {first_line(e)}") from None
     return model.eval()
 
 
@@ -156,7 +156,7 @@ def load_processor(*dirs: Path):
             try:
                 return AutoProcessor.from_pretrained(d)
             except Exception as e:
-                raise ModelLoadError(f"cannot load the processor in {d}: {str(e).splitlines()[0][:200]}") from None
+                raise ModelLoadError(f"cannot load the processor in {d}: {first_line(e)}") from None
     raise ModelLoadError(f"no processor files (preprocessor_config.json) in {' or '.join(map(str, dirs))}")
 
 
@@ -230,6 +230,7 @@ def locate(source: str, allow_base: BaseCheck | None = None) -> Checkpoint:
     while (path / "adapter_config.json").exists():
         if len(adapters) == _MAX_ADAPTER_DEPTH:
             raise ModelLoadError(f"{source}: adapters stacked more than {_MAX_ADAPTER_DEPTH} deep")
+        _adapter_file(path)
         adapters.append(path)
         path, name = _adapter_base(path, allow_base)
     judge_config = {}
@@ -293,7 +294,7 @@ def load_chat_model(source: str, quantization: str = "auto", device: str | None 
     except ModelLoadError:
         raise
     except Exception as e:
-        raise ModelLoadError(f"cannot load the chat model in {path}: {str(e).splitlines()[0][:200]}") from None
+        raise ModelLoadError(f"cannot load the chat model in {path}: {first_line(e)}") from None
     log.info("loaded %s (%s, %s)", source, quantization, device)
     return LoadedModel(model.eval(), processor, str(source), None, quantization, device, {})
 
@@ -310,16 +311,24 @@ def thinker_name(name: str) -> str:
     return name
 
 
+def _adapter_file(path: Path) -> Path:
+    """The adapter's weights file; a folder holding only adapter_config.json is refused before anything loads."""
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        if (path / name).is_file():
+            return path / name
+    raise ModelLoadError(f"the adapter folder {path} has no weights: adapter_model.safetensors (or .bin) "
+                         f"is missing beside its adapter_config.json")
+
+
 def _adapter_weights(path: Path) -> dict:
-    if (path / "adapter_model.safetensors").exists():
+    file = _adapter_file(path)
+    if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path / "adapter_model.safetensors")
-    if (path / "adapter_model.bin").exists():
-        import torch
+        return load_file(file)
+    import torch
 
-        return torch.load(path / "adapter_model.bin", map_location="cpu", weights_only=True)
-    raise ModelLoadError(f"{path} has no adapter_model.safetensors (or .bin)")
+    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def _renamed_adapter(path: Path):
@@ -367,7 +376,7 @@ def attach_adapter(model, path: Path, merge: bool, quantization: str, trainable:
     except ModelLoadError:
         raise
     except Exception as e:
-        raise ModelLoadError(f"cannot load the LoRA adapter in {path}: {str(e).splitlines()[0][:200]}") from None
+        raise ModelLoadError(f"cannot load the LoRA adapter in {path}: {first_line(e)}") from None
     if merge:
         return model.merge_and_unload()
     return model if trainable else model.eval()

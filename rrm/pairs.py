@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RRMError
+from .limits import MAX_LINE_BYTES
 from .schema import MEDIA_KINDS, MediaItem, Sample
 
 log = logging.getLogger(__name__)
@@ -31,14 +33,33 @@ def sample_from_record(record: dict, media_root: Path, confine: bool = False) ->
     missing = [k for k in ("query", "response_a", "response_b") if not isinstance(record.get(k), str)]
     if missing:
         raise RRMError(f"missing or non-text field(s): {', '.join(missing)}")
-    named = [(kind, record[kind]) for kind in MEDIA_KINDS if record.get(kind)]
-    named += [(m["kind"], m["path"]) for m in record.get("media") or []]
-    media = [MediaItem(kind, _media_path(media_root, str(rel), confine)) for kind, rel in named]
+    media = [MediaItem(kind, _media_path(media_root, rel, confine)) for kind, rel in _named_media(record)]
     sample_id = record.get("id")
     if sample_id is None:
         sample_id = content_id(record["query"], record["response_a"], record["response_b"], media)
     return Sample(query=record["query"], response_a=record["response_a"], response_b=record["response_b"],
                   media=media, reference=record.get("reference"), id=str(sample_id))
+
+
+def _named_media(record: dict) -> list[tuple[str, str]]:
+    """(kind, path) of each media file a record names, under "image"/"video"/"audio" (a path or a list of
+    paths) or "media" (a list of {"kind", "path"})."""
+    named = []
+    for kind in MEDIA_KINDS:
+        value = record.get(kind) or []
+        paths = [value] if isinstance(value, str) else value
+        if not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
+            raise RRMError(f'"{kind}" must be a file path or a list of file paths')
+        named += [(kind, x) for x in paths]
+    entries = record.get("media") or []
+    if not isinstance(entries, list):
+        raise RRMError('"media" must be a list of {"kind": ..., "path": ...} objects')
+    for i, m in enumerate(entries, 1):
+        if not (isinstance(m, dict) and m.get("kind") in MEDIA_KINDS and isinstance(m.get("path"), str)):
+            raise RRMError(f'media entry {i} must be an object with "kind" ({", ".join(MEDIA_KINDS)}) '
+                           f'and "path" (a file path)')
+        named.append((m["kind"], m["path"]))
+    return named
 
 
 def content_id(query: str, response_a: str, response_b: str, media: list[MediaItem]) -> str:
@@ -54,31 +75,68 @@ def _media_path(root: Path, rel: str, confine: bool) -> str:
     return str(path)
 
 
+def jsonl_rows(path: Path, what: str = "data file",
+               max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, object, str | None]]:
+    """(line number, value, None) for each line of a JSONL file that parses, (line number, None, problem) for each
+    that does not; blank lines are passed over and a UTF-8 BOM is ignored. A file that is missing, a folder or
+    binary is one RRMError naming it (`what` says what the file is for)."""
+    path = Path(path)
+    if path.is_dir():
+        raise RRMError(f"{what} {path} is a folder, not a JSONL file")
+    if not path.is_file():
+        raise RRMError(f"{what} {path} does not exist")
+    with open(path, "rb") as f:
+        if b"\0" in f.read(8192):
+            raise RRMError(f"{what} {path} is not JSONL text: it holds binary data (NUL bytes)")
+        f.seek(0)
+        for n, raw in enumerate(iter(lambda: f.readline(max_line_bytes + 1), b""), 1):
+            if len(raw.rstrip(b"\r\n")) > max_line_bytes:
+                while not raw.endswith(b"\n") and raw:  # pass over the rest of the line, a chunk at a time
+                    raw = f.readline(max_line_bytes)
+                yield n, None, f"the line is longer than the {max_line_bytes:,}-byte limit on one line"
+                continue
+            raw = raw.removeprefix(b"\xef\xbb\xbf") if n == 1 else raw
+            if raw.strip():
+                yield n, *_parse_line(raw)
+
+
+def _parse_line(raw: bytes) -> tuple[object, str | None]:
+    try:
+        return json.loads(raw.decode("utf-8")), None
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg})"
+    except RecursionError:
+        return None, "not valid JSON (nested too deeply)"
+
+
 def read_pairs(path: Path, media_root: Path, confine: bool = False,
-               defaults: dict | None = None) -> tuple[list[Sample], list[str]]:
+               defaults: dict | None = None, what: str = "pairs file") -> tuple[list[Sample], list[str]]:
     """Samples, and a message for each line that could not be read (`defaults` fill fields a line lacks)."""
     samples, problems, seen = [], [], set()
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if defaults and isinstance(record, dict):
-                    record = {**defaults, **record}
-                sample = sample_from_record(record, media_root, confine)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path} line {n}: not valid JSON ({e.msg}); skipped")
-                continue
-            except (RRMError, KeyError, TypeError, ValueError) as e:
-                problems.append(f"{path} line {n}: {e}; skipped")
-                continue
-            if sample.id in seen:
-                problems.append(f"{path} line {n}: duplicate id {sample.id}; skipped")
-                continue
-            seen.add(sample.id)
-            samples.append(sample)
+    for n, record, problem in jsonl_rows(path, what):
+        try:
+            if problem:
+                raise RRMError(problem)
+            if defaults and isinstance(record, dict):
+                record = {**defaults, **record}
+            sample = sample_from_record(record, media_root, confine)
+        except RRMError as e:
+            problems.append(f"{path} line {n}: {e}; skipped")
+            continue
+        if sample.id in seen:
+            problems.append(f"{path} line {n}: duplicate id {sample.id}; skipped")
+            continue
+        seen.add(sample.id)
+        samples.append(sample)
     return samples, problems
+
+
+def shown(problems: list[str], limit: int = 10) -> list[str]:
+    """The first `limit` problems, and one line counting the rest."""
+    rest = len(problems) - limit
+    return problems[:limit] + ([f"... and {rest} more lines skipped"] if rest > 0 else [])
 
 
 # A record file (the CLI's OUT, eval's items.jsonl, synth's stores) is append-only: one JSON object per line,

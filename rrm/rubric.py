@@ -212,7 +212,7 @@ def load_rubric(source: Rubric | dict | str | Path | None) -> Rubric:
         return Rubric.from_dict(source)
     path = Path(source)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise RRMError(f"rubric file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rrm.errors import RRMError
 from rrm.eval.loaders import LOADERS, load_benchmark
-from rrm.pairs import content_id, sample_from_record
+from rrm.pairs import content_id, jsonl_rows, sample_from_record
 from rrm.parse import parse_judgment
 from rrm.release import MEDIA_FOLDERS
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
@@ -235,15 +235,13 @@ def load_pairs(path: str | Path, media_root: str | Path | None = None, fmt: str 
     else:
         read = omni_preference_pair if fmt == OMNI_PREFERENCE else _preference_pair
         candidates = []
-        if not path.is_file():
-            raise RRMError(f"data file {path} does not exist")
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
+        for n, row, problem in jsonl_rows(path):
+            if problem:
+                report.skipped["unreadable lines"] += 1
+                log.debug("%s line %d: %s", path, n, problem)
                 continue
             try:
-                candidates.append(read(json.loads(line), root))
-            except json.JSONDecodeError:
-                report.skipped["unreadable lines"] += 1
+                candidates.append(read(row, root))
             except (RRMError, KeyError, TypeError, ValueError) as e:
                 reason = "bad labels" if "label" in str(e) else "malformed records"
                 report.skipped[reason] += 1

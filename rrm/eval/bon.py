@@ -11,13 +11,13 @@ pair; most wins), and the majority vote is the baseline.
 from __future__ import annotations
 
 import ast
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RRMError
+from .loaders import read_json_list, read_jsonl
 from ..schema import AUDIO, IMAGE, VERDICT_A, VERDICT_B, VIDEO, MediaItem, Sample, flip_verdict
 
 STRATEGIES = ("knockout", "round-robin")
@@ -72,16 +72,19 @@ def detect_format(row: dict) -> str:
     raise RRMError("unknown best-of-N format: expected MMMU, Video-MME or AVQA records")
 
 
+def _read_rows(path: Path) -> list:
+    """The records of a JSON list or a JSONL file."""
+    with open(path, "rb") as f:
+        head = f.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return read_json_list(path) if head.startswith(b"[") else read_jsonl(path)
+
+
 def load_bon(path: str | Path, media_root: str | Path | None = None) -> list[BonItem]:
     path = Path(path)
     if not path.exists():
         raise RRMError(f"data file {path} does not exist")
     root = Path(media_root) if media_root else path.parent
-    text = path.read_text(encoding="utf-8")
-    try:
-        rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
-    except json.JSONDecodeError as e:
-        raise RRMError(f"{path} is not valid JSON or JSONL ({e.msg})") from None
+    rows = _read_rows(path)
     if not rows:
         return []
     fmt = detect_format(rows[0])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RRMError
-from ..pairs import sample_from_record
+from ..pairs import jsonl_rows, sample_from_record
 from ..schema import AUDIO, IMAGE, VERDICT_A, VERDICT_B, VERDICT_TIE, VERDICTS, VIDEO, MediaItem, Sample
 
 # The spoken Audio-HH-RLHF prompts have no text: the judge is told where the request is.
@@ -27,24 +27,20 @@ class EvalItem:
     subset: str = "all"
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise RRMError(f"{path} line {n} is not valid JSON ({e.msg})") from None
+    for n, row, problem in jsonl_rows(path):
+        if problem:
+            raise RRMError(f"{path} line {n}: {problem}")
+        rows.append(row)
     return rows
 
 
-def _read_json_list(path: Path) -> list[dict]:
+def read_json_list(path: Path) -> list[dict]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RRMError(f"{path} is not valid JSON ({e.msg})") from None
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RRMError(f"{path} is not valid JSON ({getattr(e, 'msg', 'not UTF-8 text')})") from None
     if not isinstance(data, list):
         raise RRMError(f"{path} must hold a JSON list of records")
     return data
@@ -75,13 +71,13 @@ def _label01(value, n: int) -> str:
 
 def load_hh_rlhf(path: Path, media_root: Path) -> list[EvalItem]:
     return [EvalItem(Sample(r["text_prompt"], r["answer_a"], r["answer_b"], id=f"hh-{n}"), _label01(r["label"], n))
-            for n, r in enumerate(_read_jsonl(path))]
+            for n, r in enumerate(read_jsonl(path))]
 
 
 def load_audio_hh_rlhf(path: Path, media_root: Path) -> list[EvalItem]:
     return [EvalItem(Sample(SPOKEN_QUERY, r["answer_a"], r["answer_b"], id=f"audio-hh-{n}",
                             media=_media(media_root, r["audio_prompt"], AUDIO)), _label01(r["label"], n))
-            for n, r in enumerate(_read_jsonl(path))]
+            for n, r in enumerate(read_jsonl(path))]
 
 
 def load_sharegpt_video(path: Path, media_root: Path) -> list[EvalItem]:
@@ -89,12 +85,12 @@ def load_sharegpt_video(path: Path, media_root: Path) -> list[EvalItem]:
     # orders are what keep an "always A" judge from scoring 100 %.
     return [EvalItem(Sample(r["query"], r["answer_a"], r["answer_b"], id=str(r.get("id", n)),
                             media=_media(media_root, r["video"], VIDEO)), _label01(r["label"], n))
-            for n, r in enumerate(_read_jsonl(path))]
+            for n, r in enumerate(read_jsonl(path))]
 
 
 def load_mm_rewardbench(path: Path, media_root: Path) -> list[EvalItem]:
     items = []
-    for n, r in enumerate(_read_json_list(path)):
+    for n, r in enumerate(read_json_list(path)):
         better = str(r["Better"]).strip().lower()
         if better not in ("output1", "output2"):
             raise RRMError(f"record {n}: Better must be Output1 or Output2, got {r['Better']!r}")
@@ -152,7 +148,7 @@ def _preference(value, n: int) -> str:
 
 def load_omni_rewardbench_ta2t(path: Path, media_root: Path) -> list[EvalItem]:
     """Omni-RewardBench text+audio-to-text: prompt, audio, response1/2, a free-form criterion, its preference."""
-    rows = _read_parquet(path) if path.suffix == ".parquet" or path.is_dir() else _read_jsonl(path)
+    rows = _read_parquet(path) if path.suffix == ".parquet" or path.is_dir() else read_jsonl(path)
     items = []
     for n, r in enumerate(rows):
         query = r["prompt"]
@@ -167,7 +163,7 @@ def load_omni_rewardbench_ta2t(path: Path, media_root: Path) -> list[EvalItem]:
 def load_preference(path: Path, media_root: Path) -> list[EvalItem]:
     """The project's own preference JSONL (what train/ reads): label A / B / tie, media relative to the root."""
     items = []
-    for n, r in enumerate(_read_jsonl(path)):
+    for n, r in enumerate(read_jsonl(path)):
         label = str(r.get("label", "")).strip()
         label = VERDICT_TIE if label.lower() in ("tie", "equal") else label.upper()
         if label not in VERDICTS:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rrm.__main__ import run_command
-from rrm.errors import RRMError
+from rrm.errors import RRMError, first_line
 from rrm.media import MediaLimits
+from rrm.pairs import shown
 from rrm.rubric import load_rubric
 
 from .backends import ModelSpec, parse_spec
@@ -69,7 +70,7 @@ def load_config(path: str | None) -> SynthConfig:
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise RRMError(f"cannot read recipe {path}: {str(e).splitlines()[0]}") from None
+        raise RRMError(f"cannot read recipe {path}: {first_line(e)}") from None
     known = {f.name for f in dataclasses.fields(SynthConfig)}
     unknown = set(raw) - known
     if unknown:
@@ -124,7 +125,7 @@ def _command(args) -> int:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts, problems = read_prompts(config.prompts, config.media_root)
-    for p in problems:
+    for p in shown(problems):
         print(p, file=sys.stderr)
     limits = MediaLimits(video_max_frames=config.video_max_frames)
     rubric = load_rubric(config.rubric)

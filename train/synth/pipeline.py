@@ -82,10 +82,8 @@ class StageCounts:
 def read_prompts(path: str | Path, media_root: str | Path | None = None) -> tuple[list[Prompt], list[str]]:
     """Prompts (query plus media), and one message per line that cannot be used."""
     path = Path(path)
-    if not path.is_file():
-        raise RRMError(f"prompt file {path} does not exist")
     root = Path(media_root) if media_root else path.parent
-    samples, problems = read_pairs(path, root, defaults={"response_a": "", "response_b": ""})
+    samples, problems = read_pairs(path, root, defaults={"response_a": "", "response_b": ""}, what="prompt file")
     prompts = []
     for s in samples:
         missing = next((m.path for m in s.media if not Path(m.path).is_file()), None)
