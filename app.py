@@ -28,6 +28,7 @@ import gradio as gr
 import pandas as pd
 
 from rrm import RRMError
+from rrm.errors import first_line
 from rrm.judge import DECODINGS, GenerationSettings, Judge, OutOfMemory
 from rrm.limits import MAX_BATCH_PAIRS, MAX_PROMPT_TOKENS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS, InputLimits
 from rrm.media import EXTENSIONS, MediaLimits, media_kind
@@ -254,11 +255,22 @@ class StrictBlocks(gr.Blocks):
     file given as a URL (Gradio would fetch it: the server never opens a connection a client names)."""
 
     def validate_inputs(self, block_fn, inputs):
-        if len(inputs) > len(block_fn.inputs):
+        if len(inputs) != len(block_fn.inputs):
             raise gr.Error(f"/{block_fn.api_name} takes {len(block_fn.inputs)} values, got {len(inputs):,}.")
         if _named_urls(inputs):
             raise gr.Error("Upload the file itself: this app fetches no URL a client names.")
         super().validate_inputs(block_fn, inputs)
+
+    async def preprocess_data(self, block_fn, *args, **kwargs):
+        """Gradio's own refusal of a value of the wrong kind reaches a client as {"error": null}: name it."""
+        try:
+            return await super().preprocess_data(block_fn, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:
+            raise gr.Error(f"/{block_fn.api_name}: a value is not of the kind its input takes "
+                           f"({redact(first_line(e))})."
+                           ) from None
 
 
 class Deadline:
@@ -286,18 +298,20 @@ class BatchRun:
     """A batch judged in a worker thread while the request that asked for it streams its progress.
 
     Stopped at the next token when the request ends, when it passes its time limit, or when its client stops
-    reading (Gradio does not always close a generator it was told to cancel: a watchdog notices that nobody
-    has asked for the next progress update for ABANDONED_SECONDS). The work folder goes with it.
+    reading (Gradio does not close a generator whose client cancelled through gradio_client: a watchdog notices
+    that an update was handed over and nobody asked for the next one for ABANDONED_SECONDS; a moment in which
+    the whole process stalled, the watchdog included, does not count). The work folder goes with it.
     """
 
     ABANDONED_SECONDS = 0.6
+    TICK = 0.2  # how often the watchdog looks
 
     def __init__(self, work: Path, seconds: float):
         self.work, self.cancel = work, threading.Event()
         self.deadline = Deadline(self.cancel, seconds)
         self.judgments: list[Judgment] = []
         self.failure: list[Exception] = []
-        self.last_beat = time.monotonic()
+        self.handed_over: float | None = None  # when the last update was yielded, None once the next is asked for
         self.worker: threading.Thread | None = None
 
     def start(self, chunks) -> None:
@@ -310,9 +324,14 @@ class BatchRun:
                 self.failure.append(e)
 
         def watch():
+            tick = time.monotonic()
             while self.worker.is_alive():
-                self.worker.join(0.2)
-                if time.monotonic() - self.last_beat > self.ABANDONED_SECONDS:
+                self.worker.join(self.TICK)
+                now, handed_over = time.monotonic(), self.handed_over
+                if handed_over is not None and now - tick > 2 * self.TICK:  # the process stalled: nobody could ask
+                    self.handed_over = handed_over = now
+                tick = now
+                if handed_over is not None and now - handed_over > self.ABANDONED_SECONDS:
                     self.end()
                     return
 
@@ -324,8 +343,13 @@ class BatchRun:
         self.worker.join(0.25)
         return self.worker.is_alive()
 
-    def beat(self) -> None:
-        self.last_beat = time.monotonic()
+    def hand_over(self) -> None:
+        """Called as an update is yielded to Gradio."""
+        self.handed_over = time.monotonic()
+
+    def asked(self) -> None:
+        """Called when Gradio asks for the next update: the client is still reading."""
+        self.handed_over = None
 
     def result(self) -> list[Judgment]:
         if self.failure:
@@ -408,8 +432,9 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                                         progress=False, cancel=run.cancel) for i in range(0, len(samples), size))
             while run.busy():
                 progress((len(run.judgments), len(samples)), desc="judging", unit="pairs")
+                run.hand_over()
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
-                run.beat()  # the client is still reading
+                run.asked()
             judgments = run.result()
             hidden = str(run.work / "media") + os.sep  # reasons name the user's files, not the server's folders
             for j in judgments:
