@@ -441,3 +441,147 @@ def test_the_app_fetches_no_url_a_client_names(served):
         thread.join()
         listener.close()
     assert connections == []
+
+
+# ---------------------------------------------------------------- media and files: valid files read, bad ones named
+
+def _av1_webm(path: Path, frames: int = 40, fps: int = 20) -> Path:
+    """An AV1 webm, encoded by SVT-AV1 through PyAV: OpenCV's FFmpeg opens it but decodes no frame."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libsvtav1", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(frames):
+            rgb = np.full((64, 96, 3), 30, np.uint8)
+            rgb[:, (i * 2) % 84:(i * 2) % 84 + 12] = (240, 200, 40)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def _zero_time_scale(mp4: Path) -> Path:
+    """The mp4 with its video track's time scale (mdhd) set to 0, as some broken muxers leave it."""
+    data = bytearray(mp4.read_bytes())
+    at = data.find(b"mdhd") + 4 + 4 + (16 if data[data.find(b"mdhd") + 4] == 1 else 8)
+    data[at:at + 4] = bytes(4)
+    broken = mp4.with_name("zero_time_scale.mp4")
+    broken.write_bytes(bytes(data))
+    return broken
+
+
+def _streamed_wav(wav: Path, size_field: int) -> Path:
+    """The WAV with the size fields a writer to a pipe leaves (it cannot seek back to fill them in)."""
+    data = bytearray(wav.read_bytes())
+    data[4:8] = size_field.to_bytes(4, "little")
+    at = data.find(b"data") + 4
+    data[at:at + 4] = size_field.to_bytes(4, "little")
+    out = wav.with_name(f"streamed_{size_field:x}.wav")
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_unusual_but_valid_media_are_read_and_judged(judge, tmp_path):
+    import cv2
+    import soundfile as sf
+    from PIL import Image
+
+    from rrm import MediaItem, Sample
+    from rrm.media import load_audio, load_image, load_video
+    from tests.media_files import make_audio, make_video, tone
+
+    assert cv2.VideoCapture(str(_av1_webm(tmp_path / "av1.webm"))).grab() is False  # OpenCV alone fails
+    Image.new("RGB", (20_000, 20), (0, 90, 200)).save(tmp_path / "wide.png")
+    Image.new("RGB", (20, 20_000), (0, 90, 200)).save(tmp_path / "tall.png")
+    for name in ("wide.png", "tall.png"):
+        img = load_image(tmp_path / name)
+        assert max(img.size) < 200 * min(img.size) and img.width * img.height <= 1024 * 1024  # the processor: < 200
+    clip = load_video(tmp_path / "av1.webm")
+    assert clip.duration_s == pytest.approx(2.0, abs=0.1) and len(clip.frames) == 4
+    assert clip.frames[0].shape == (64, 96, 3)
+    broken = load_video(_zero_time_scale(make_video(tmp_path / "good.mp4", frames=40, fps=20)))
+    assert broken.duration_s == pytest.approx(2.0, abs=0.1) and len(broken.frames) == 4
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, tone(2.0, 16_000), 16_000, subtype="PCM_16")
+    for field in (0xFFFFFFFF, 0):
+        audio = load_audio(_streamed_wav(wav, field))
+        assert audio.duration_s == pytest.approx(2.0, abs=0.01)
+    make_audio(tmp_path / "cut.wav")
+    data = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
+    with pytest.raises(Exception, match="is truncated: its header declares"):
+        load_audio(tmp_path / "cut.wav")  # a cut-off file, whose header is no placeholder, is still refused
+    for kind, name in (("image", "wide.png"), ("image", "tall.png"), ("video", "av1.webm")):
+        judgment = judge.judge(Sample("What is shown?", "a bar", "a ball", media=[MediaItem(kind, str(tmp_path / name))]))
+        assert judgment.timing.generated_tokens > 0, judgment.status.errors  # the processor took it
+
+
+def test_pairs_files_bom_binary_long_lines_and_bad_media_entries(tiny_dir, tmp_path, capsys):
+    from rrm.pairs import jsonl_rows
+
+    good = [{"id": f"p{i}", "query": f"Question {i}?", "response_a": "yes", "response_b": "no"} for i in range(3)]
+    pairs = tmp_path / "pairs.jsonl"
+    bad_media = [{**good[0], "id": "m1", "media": [{"kind": "image"}]}, {**good[0], "id": "m2", "media": ["x.png"]},
+                 {**good[0], "id": "m3", "image": {"path": "x.png"}}]
+    pairs.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in good + bad_media).encode())
+    out = tmp_path / "out.jsonl"
+    argv = ["judge", "--model", str(tiny_dir), "--pairs", str(pairs), "--out", str(out), "--max-new-tokens", "2"]
+    assert rrm_main(argv) == 1  # lines were skipped
+    assert _ids(out, "sample_id") == ["p0", "p1", "p2"]  # the BOM cost no pair
+    err = capsys.readouterr().err
+    assert 'line 4: media entry 1 must be an object with "kind" (image, video, audio) and "path"' in err
+    assert "line 5: media entry 1 must be" in err and 'line 6: "image" must be a file path or a list' in err
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(os.urandom(200_000))
+    assert rrm_main(["judge", "--model", str(tiny_dir), "--pairs", str(binary), "--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: pairs file {binary} is not JSONL text: it holds binary data "
+                                               "(NUL bytes)")
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps(good[0]) + "\n" + json.dumps({**good[1], "query": "x" * 5000}) + "\n"
+                    + json.dumps(good[2]) + "\n")
+    rows = list(jsonl_rows(long, max_line_bytes=1000))
+    assert [(n, problem) for n, _, problem in rows] == [
+        (1, None), (2, "the line is longer than the 1,000-byte limit on one line"), (3, None)]
+
+
+def test_a_pair_too_long_to_judge_is_a_failed_judgment_and_is_not_retried(tiny_dir, tmp_path, capsys):
+    rows = [{"id": f"p{i}", "query": f"Question {i}?", "response_a": "yes", "response_b": "no"} for i in range(3)]
+    rows[1]["response_b"] = "long " * 200_000  # 1 MB
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    argv = ["judge", "--model", str(tiny_dir), "--pairs", str(pairs), "--out", str(out), "--max-new-tokens", "2"]
+    assert rrm_main(argv) == 0
+    records = {r["sample_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(records) == ["p0", "p1", "p2"]
+    assert records["p1"]["verdict"] is None
+    assert "the response b is 1,000,000 characters long; the limit is 20,000" in json.dumps(records["p1"])
+    capsys.readouterr()
+    assert rrm_main(argv) == 0
+    assert "resuming: 3 of 3 pairs already in" in capsys.readouterr().err  # the failed pair is not judged again
+
+
+def test_an_adapter_without_weights_is_one_line_before_anything_loads(tmp_path, capsys):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": "/nowhere/base", "r": 4}))
+    assert rrm_main(["judge", "--model", str(tmp_path / "adapter"), "--query", "q", "--response-a", "a",
+                     "--response-b", "b"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: the adapter folder {tmp_path / 'adapter'} has no weights: adapter_model.safetensors (or .bin) "
+        "is missing beside its adapter_config.json")
+
+
+def test_gradios_own_refusals_reach_the_client_named(served):
+    import httpx
+    from gradio_client import Client
+
+    url, _, _ = served
+    client = Client(url, verbose=False)
+    bad_file = {"foo": 1}
+    assert "/judge: a value is not of the kind its input takes" in _error(client, *_judge_args(media=bad_file),
+                                                                          api_name="/judge")
+    started = httpx.post(url + "gradio_api/call/judge", json={"data": [1, 2]}).json()["event_id"]
+    stream = httpx.get(url + f"gradio_api/call/judge/{started}").text
+    assert "event: error" in stream and '"error": "/judge takes 12 values, got 2."' in stream
