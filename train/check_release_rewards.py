@@ -24,6 +24,8 @@ from rrm.schema import VERDICT_TIE
 
 from .rewards import Truth, release_format, release_preference, release_rubric
 
+PLUGIN_LOGGER = "release-plugin"  # the logger the stand-in for ms-swift hands the release plugin
+
 _WORDS = ("fluency coherence flow coherent relevance related pertinent alignment accuracy accurate correct "
           "correctness precision reasoning analysis logic logical inference safety safe ethical harmless toxic "
           "toxicity A B a b answer response candidate model option both two each either neither all responses "
@@ -49,7 +51,7 @@ def load_release_plugin(path: str):
     stubs["swift.llm.infer.protocol"].ChatCompletionResponse = object
     stubs["swift.plugin"].ORM, stubs["swift.plugin"].orms, stubs["swift.plugin"].rm_plugins = ORM, {}, {}
     stubs["swift.plugin.rm_plugin"].DefaultRMPlugin = DefaultRMPlugin
-    stubs["swift.utils"].get_logger = lambda: logging.getLogger("release-plugin")
+    stubs["swift.utils"].get_logger = lambda: logging.getLogger(PLUGIN_LOGGER)
     sys.modules.update({k: v for k, v in stubs.items() if k not in sys.modules})
     spec = importlib.util.spec_from_file_location("release_plugin", path)
     module = importlib.util.module_from_spec(spec)
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=60_000, help="completions to compare")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.disable(logging.CRITICAL)  # the release's content reward logs every parse failure
+    logging.getLogger(PLUGIN_LOGGER).disabled = True  # the release's content reward logs every parse failure
     try:
         plugin = load_release_plugin(args.plugin)
     except (OSError, SyntaxError, ImportError, AttributeError) as e:
