@@ -59,6 +59,8 @@ def _named_media(record: dict) -> list[tuple[str, str]]:
             raise RRMError(f'media entry {i} must be an object with "kind" ({", ".join(MEDIA_KINDS)}) '
                            f'and "path" (a file path)')
         named.append((m["kind"], m["path"]))
+    if any("\0" in path for _, path in named):
+        raise RRMError("a media path holds a NUL character, which no file name can")
     return named
 
 

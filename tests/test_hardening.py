@@ -513,7 +513,8 @@ def test_unusual_but_valid_media_are_read_and_judged(judge, tmp_path):
     with pytest.raises(Exception, match="is truncated: its header declares"):
         load_audio(tmp_path / "cut.wav")  # a cut-off file, whose header is no placeholder, is still refused
     for kind, name in (("image", "wide.png"), ("image", "tall.png"), ("video", "av1.webm")):
-        judgment = judge.judge(Sample("What is shown?", "a bar", "a ball", media=[MediaItem(kind, str(tmp_path / name))]))
+        media = [MediaItem(kind, str(tmp_path / name))]
+        judgment = judge.judge(Sample("What is shown?", "a bar", "a ball", media=media))
         assert judgment.timing.generated_tokens > 0, judgment.status.errors  # the processor took it
 
 
@@ -523,7 +524,7 @@ def test_pairs_files_bom_binary_long_lines_and_bad_media_entries(tiny_dir, tmp_p
     good = [{"id": f"p{i}", "query": f"Question {i}?", "response_a": "yes", "response_b": "no"} for i in range(3)]
     pairs = tmp_path / "pairs.jsonl"
     bad_media = [{**good[0], "id": "m1", "media": [{"kind": "image"}]}, {**good[0], "id": "m2", "media": ["x.png"]},
-                 {**good[0], "id": "m3", "image": {"path": "x.png"}}]
+                 {**good[0], "id": "m3", "image": {"path": "x.png"}}, {**good[0], "id": "m4", "audio": "a\u0000.wav"}]
     pairs.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in good + bad_media).encode())
     out = tmp_path / "out.jsonl"
     argv = ["judge", "--model", str(tiny_dir), "--pairs", str(pairs), "--out", str(out), "--max-new-tokens", "2"]
@@ -532,6 +533,7 @@ def test_pairs_files_bom_binary_long_lines_and_bad_media_entries(tiny_dir, tmp_p
     err = capsys.readouterr().err
     assert 'line 4: media entry 1 must be an object with "kind" (image, video, audio) and "path"' in err
     assert "line 5: media entry 1 must be" in err and 'line 6: "image" must be a file path or a list' in err
+    assert "line 7: a media path holds a NUL character" in err
     binary = tmp_path / "binary.jsonl"
     binary.write_bytes(os.urandom(200_000))
     assert rrm_main(["judge", "--model", str(tiny_dir), "--pairs", str(binary), "--out", str(tmp_path / "b")]) == 2
