@@ -269,8 +269,7 @@ class StrictBlocks(gr.Blocks):
             raise
         except Exception as e:
             raise gr.Error(f"/{block_fn.api_name}: a value is not of the kind its input takes "
-                           f"({redact(first_line(e))})."
-                           ) from None
+                           f"({redact(first_line(e))}).") from None
 
 
 class Deadline:
@@ -725,13 +724,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         judge = Judge.from_pretrained(args.model, quantization=args.quantization, prompt_format=args.prompt_format,
                                       prompt_template=args.prompt_template, system_prompt=args.system_prompt,
-                                      decoding=args.decoding)
+                                      decoding=args.decoding, input_limits=InputLimits(
+                                          max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens))
     except RRMError as e:
         print(f"error: {redact(e)}", file=sys.stderr)
         return 2
     local = Path(args.model).expanduser()
     roots = args.models_root or [Path("runs"), *([local] if local.is_dir() else [])]
-    judge.input_limits = InputLimits(max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens)
     demo = build_demo(JudgeSlot(judge, roots, args.decoding), max_text_chars=args.max_text_chars,
                       max_batch_pairs=args.max_batch_pairs, max_request_seconds=args.max_request_seconds)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,

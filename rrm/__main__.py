@@ -132,11 +132,10 @@ def build_judge(args):
     judge = judge_class.from_pretrained(
         args.model, quantization=args.quantization, device=args.device, prompt_format=args.prompt_format,
         prompt_template=args.prompt_template, system_prompt=args.system_prompt, rubric=args.rubric,
-        merge_adapter=args.merge_adapter,
-        generation=settings, decoding=args.decoding,
+        merge_adapter=args.merge_adapter, generation=settings, decoding=args.decoding,
+        input_limits=InputLimits(max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens),
     )
     judge.limits = limits_from(args, judge.limits)  # flags override what the checkpoint records
-    judge.input_limits = InputLimits(max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens)
     return judge
 
 

@@ -473,10 +473,10 @@ class Judge:
                            f"{self.input_limits.max_responses}")
         result = BestOfN(best=0, wins=[0] * len(responses))
         for challenger in range(1, len(responses)):
-            sample = Sample(query=query, response_a=responses[result.best], response_b=responses[challenger],
-                            media=list(media), id=f"{result.best}-vs-{challenger}")
             if cancel is not None and cancel.is_set():
                 break
+            sample = Sample(query=query, response_a=responses[result.best], response_b=responses[challenger],
+                            media=list(media), id=f"{result.best}-vs-{challenger}")
             judgment = self.judge(sample, swap_check=swap_check, settings=settings, cancel=cancel)
             result.matches.append((result.best, challenger, judgment))
             if judgment.verdict == VERDICT_B:

@@ -226,7 +226,7 @@ def _load_video_cv2(p: Path, limits: MediaLimits) -> VideoClip | None:
             cap = cv2.VideoCapture(str(p))
         if n_frames == 0:
             return None
-        source_fps = _checked_fps(p, n_frames, source_fps)
+        source_fps = _checked_fps(p, n_frames, source_fps, _container_seconds(p))
         wanted = sample_indices(n_frames, source_fps, limits.video_fps, limits.video_max_frames)
         frames = _read_frames(cap, wanted, limits.video_frame_pixels[1])
     finally:
@@ -246,8 +246,9 @@ def _load_video_av(p: Path, limits: MediaLimits) -> VideoClip:
             raise MediaError(f"video file {p} has no video stream")
         stream = container.streams.video[0]
         _check_dimensions(p, stream.codec_context.width, stream.codec_context.height, limits)
-        n_frames = stream.frames or _counted_frames(p, container, stream)
-        source_fps = _checked_fps(p, n_frames, float(stream.average_rate or 0))
+        seconds = _container_seconds(p)  # read without ignoring the edit list: the duration the file declares
+        n_frames = stream.frames or _counted_frames(p, container, stream, seconds)
+        source_fps = _checked_fps(p, n_frames, float(stream.average_rate or 0), seconds)
         wanted = sample_indices(n_frames, source_fps, limits.video_fps, limits.video_max_frames)
     with av.open(str(p), options={"ignore_editlist": "1"}) as container:  # counting consumed the packets
         frames = _keep_frames(_decoded_av(container, container.streams.video[0]),
@@ -257,13 +258,13 @@ def _load_video_av(p: Path, limits: MediaLimits) -> VideoClip:
     return _clip(p, frames, wanted, n_frames, source_fps)
 
 
-def _counted_frames(p: Path, container, stream) -> int:
+def _counted_frames(p: Path, container, stream, seconds: float | None) -> int:
     """The frames of a stream whose header does not count them (webm), by reading its packets (no decoding),
     checked against the duration the header declares: a cut-off file holds fewer."""
     counted = sum(1 for packet in container.demux(stream) if packet.size)
     if counted == 0:
         raise MediaError(f"video file {p} has no decodable frames")
-    rate, seconds = float(stream.average_rate or 0), _container_seconds(p)
+    rate = float(stream.average_rate or 0)
     if rate and seconds and counted < _ENOUGH * seconds * rate:
         raise MediaError(f"video file {p} is truncated: its header declares {seconds:.1f} s, "
                          f"{counted / rate:.1f} s of frames could be read")
@@ -276,15 +277,16 @@ def _check_dimensions(p: Path, width: int, height: int, limits: MediaLimits) -> 
                          f"{limits.max_input_pixels:,}-pixel limit")
 
 
-def _checked_fps(p: Path, n_frames: int, header_fps: float) -> float:
-    """The frame rate, checked against the container's duration: a broken time scale in a track's header
-    (zero, or wrong) gives a rate that makes a 2 s clip last hours; the container's own duration is kept."""
-    seconds = _container_seconds(p)
-    usable = bool(header_fps) and math.isfinite(header_fps) and 0 < header_fps < 1000
-    if seconds and (not usable or abs(n_frames / header_fps - seconds) > max(1.0, 0.25 * seconds)):
+def _usable_fps(fps: float | None) -> bool:
+    return bool(fps) and math.isfinite(fps) and 0 < fps < 1000
+
+
+def _checked_fps(p: Path, n_frames: int, header_fps: float, seconds: float | None) -> float:
+    """The frame rate, checked against the container's duration (`seconds`): a broken time scale in a track's
+    header (zero, or wrong) gives a rate that makes a 2 s clip last hours; the container's own duration is kept."""
+    if seconds and (not _usable_fps(header_fps) or abs(n_frames / header_fps - seconds) > max(1.0, 0.25 * seconds)):
         header_fps = n_frames / seconds
-        usable = 0 < header_fps < 1000
-    if not usable:
+    if not _usable_fps(header_fps):
         raise MediaError(f"video file {p} records no usable frame rate or duration in its header")
     if n_frames / header_fps > VIDEO_MAX_SECONDS:
         raise MediaError(f"video file {p} lasts {n_frames / header_fps / 3600:.1f} h, over the "
@@ -319,7 +321,7 @@ def _clip(p: Path, frames: list[np.ndarray], wanted: list[int], n_frames: int, s
 
 def _count_frames(cap, source_fps: float) -> int:
     n = 0
-    fps = source_fps if source_fps and math.isfinite(source_fps) and 0 < source_fps < 1000 else 1000
+    fps = source_fps if _usable_fps(source_fps) else 1000
     limit = int(VIDEO_MAX_SECONDS * fps) + 1
     while n <= limit and cap.grab():
         n += 1

@@ -311,9 +311,12 @@ def thinker_name(name: str) -> str:
     return name
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # PEFT's weight files, either
+
+
 def _adapter_file(path: Path) -> Path:
     """The adapter's weights file; a folder holding only adapter_config.json is refused before anything loads."""
-    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+    for name in ADAPTER_WEIGHTS:
         if (path / name).is_file():
             return path / name
     raise ModelLoadError(f"the adapter folder {path} has no weights: adapter_model.safetensors (or .bin) "

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rrm.media import MediaLimits
-from rrm.model import JUDGE_CONFIG_FILE, load_processor, load_thinker, locate, with_adapters
+from rrm.model import ADAPTER_WEIGHTS, JUDGE_CONFIG_FILE, load_processor, load_thinker, locate, with_adapters
 from rrm.prompts import TemplateFormat, get_format, read_text_file
 from rrm.redact import install_log_redaction
 from rrm.release import RELEASE_PROFILE
@@ -201,7 +201,7 @@ def train_and_save(trainer, processor, args: JudgeTrainingArguments, config) -> 
 
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
+_WEIGHTS = (*ADAPTER_WEIGHTS, "model.safetensors", "pytorch_model.bin")
 
 
 def incomplete(checkpoint: Path) -> str | None:

@@ -15,10 +15,10 @@ import logging
 import sys
 
 from rrm.errors import RRMError
-from rrm.redact import redact
 from rrm.inputs import encode
 from rrm.media import load_media
 from rrm.prompts import build_messages
+from rrm.redact import redact
 from rrm.schema import Sample
 
 from .common import (JudgeTrainingArguments, load_base, lora_config, parse_recipe,

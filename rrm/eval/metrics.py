@@ -63,10 +63,12 @@ COLUMNS = (("accuracy", "acc"), ("accuracy_a_first", "acc A first"), ("accuracy_
            ("swap_consistency", "swap consistency"), ("tie_rate", "ties"), ("parse_failure_rate", "parse failures"))
 
 
-def markdown_table(summary: dict, title: str = "") -> str:
-    def pct(x):
-        return "–" if x is None else f"{100 * x:.1f}"
+def pct(x: float | None) -> str:
+    """A rate as a percentage with one decimal; a dash when there is none."""
+    return "–" if x is None else f"{100 * x:.1f}"
 
+
+def markdown_table(summary: dict, title: str = "") -> str:
     rows = [(name, m) for name, m in summary["subsets"].items()] if len(summary["subsets"]) > 1 else []
     if "macro" in summary:
         rows.append(("**macro**", summary["macro"]))

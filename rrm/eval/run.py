@@ -26,7 +26,7 @@ from ..pairs import read_records as read_record_file
 from ..schema import ORDER_BA, Judgment, flip_verdict
 from . import release
 from .loaders import EvalItem, load_benchmark
-from .metrics import markdown_table, summarize
+from .metrics import markdown_table, pct, summarize
 
 ITEMS, SUMMARY, TABLE, CONFIG = "items.jsonl", "summary.json", "summary.md", "config.json"
 TWO_ORDER, RELEASE = "two-order", "release"
@@ -103,9 +103,6 @@ def read_records(out: Path, protocol: str = TWO_ORDER) -> list[dict]:
 
 def _side_by_side(benchmark: str, two: dict | None, rel: dict | None) -> str:
     """Both protocols' accuracy per group, beside the paper's figures for the released judges."""
-    def pct(x):
-        return "–" if x is None else f"{100 * x:.1f}"
-
     rows: dict[str, list] = {}
     if two:
         if len(two["subsets"]) > 1:
@@ -136,9 +133,6 @@ def _side_by_side(benchmark: str, two: dict | None, rel: dict | None) -> str:
 
 
 def _release_table(summary: dict) -> str:
-    def pct(x):
-        return "–" if x is None else f"{100 * x:.1f}"
-
     groups = list(summary["groups"].items()) if len(summary["groups"]) > 1 else []
     rows = [*groups, ("**all**", summary["overall"])]
     if "without_ties" in summary:
