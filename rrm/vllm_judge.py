@@ -14,6 +14,7 @@ import time
 
 from .errors import ModelLoadError, RRMError, first_line
 from .judge import GenerationSettings, Judge, PromptFiles
+from .limits import InputLimits
 from .media import MediaLimits
 from .model import DEFAULT_MODEL, LoadedModel, load_processor, _read_json, locate
 from .rubric import Rubric
@@ -43,7 +44,7 @@ class VLLMJudge(Judge):
                         system_prompt: str | None = None, rubric: Rubric | dict | str | None = None,
                         merge_adapter: bool = False, limits: MediaLimits | None = None,
                         generation: GenerationSettings = GenerationSettings(), decoding: str = "auto",
-                        **engine_kwargs) -> VLLMJudge:
+                        input_limits: InputLimits = InputLimits(), **engine_kwargs) -> VLLMJudge:
         """Start a vLLM engine on the checkpoint; `engine_kwargs` go to `vllm.LLM` (e.g. tensor_parallel_size)."""
         if decoding != "auto":
             raise RRMError("--decoding is for the transformers backend; vLLM chooses its own (CUDA graphs)")
@@ -73,7 +74,7 @@ class VLLMJudge(Judge):
                              str(model) if checkpoint.adapter else None,
                              "4bit" if quantization == "4bit" else "none", "vllm", checkpoint.judge_config)
         judge = cls(loaded, prompt_format=prompt_files.format(loaded.judge_config, prompt_format), rubric=rubric,
-                    limits=limits, generation=generation)
+                    limits=limits, generation=generation, input_limits=input_limits)
         judge._lora = lora
         judge._sampling_params = vllm.SamplingParams
         return judge
