@@ -29,10 +29,11 @@ import pandas as pd
 
 from rrm import RRMError
 from rrm.errors import first_line
-from rrm.judge import DECODINGS, GenerationSettings, Judge, OutOfMemory
-from rrm.limits import MAX_BATCH_PAIRS, MAX_PROMPT_TOKENS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS, InputLimits
+from rrm.__main__ import add_judge_arguments, build_judge
+from rrm.judge import GenerationSettings, Judge, OutOfMemory
+from rrm.limits import MAX_BATCH_PAIRS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS
 from rrm.media import EXTENSIONS, MediaLimits, media_kind
-from rrm.model import DEFAULT_MODEL, QUANTIZATIONS, locate
+from rrm.model import QUANTIZATIONS, locate
 from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS
 from rrm.redact import install_log_redaction, redact
@@ -85,7 +86,7 @@ class JudgeSlot:
         try:
             started = locate(judge.loaded.adapter or judge.loaded.name)
             self.started = {p.resolve() for p in (started.weights, started.adapter, *started.merged_first) if p}
-        except RRMError:  # a judge built in code, not from a checkpoint
+        except (RRMError, AttributeError):  # a judge built in code, or one behind an endpoint
             self.started = set()
 
     def checkpoints(self) -> dict[str, Path]:
@@ -674,44 +675,28 @@ def _model_markdown(judge: Judge) -> str:
     import torch
 
     loaded = judge.loaded
-    if torch.cuda.is_available():
-        memory = (f"{torch.cuda.memory_allocated() / 1024**3:.2f} GiB allocated, "
-                  f"{torch.cuda.max_memory_allocated() / 1024**3:.2f} GiB peak")
-    else:
-        import psutil
+    rows = [f"| {k} | `{_e(str(v if v is not None else 'none'))}` |" for k, v in judge.backend.info().items()
+            if k != "decoding"]
+    rows.append(f"| decoding | {judge.decoding}: {_e(judge.decoding_note)} |")
+    if loaded is not None:
+        if torch.cuda.is_available():
+            memory = (f"{torch.cuda.memory_allocated() / 1024**3:.2f} GiB allocated, "
+                      f"{torch.cuda.max_memory_allocated() / 1024**3:.2f} GiB peak")
+        else:
+            import psutil
 
-        memory = f"{psutil.Process().memory_info().rss / 1024**3:.2f} GiB resident (CPU)"
-    weights = loaded.model.get_memory_footprint() / 1024**2
-    return "\n".join([
-        "| | |", "|---|---|",
-        f"| model | `{_e(loaded.name)}` |",
-        f"| adapter | `{_e(loaded.adapter or 'none')}` |",
-        f"| quantization | {loaded.quantization} |",
-        f"| device | {loaded.device} |",
-        f"| decoding | {judge.decoding}: {_e(judge.decoding_note)} |",
-        f"| weights | {weights:,.1f} MiB |",
-        f"| memory | {memory} |",
-        f"| prompt format | {judge.format.name} |",
-        f"| rubric | {', '.join(judge.rubric.keys)} |",
-    ])
+            memory = f"{psutil.Process().memory_info().rss / 1024**3:.2f} GiB resident (CPU)"
+        rows += [f"| weights | {loaded.model.get_memory_footprint() / 1024**2:,.1f} MiB |", f"| memory | {memory} |"]
+    return "\n".join(["| | |", "|---|---|", *rows, f"| prompt format | {judge.format.name} |",
+                      f"| rubric | {', '.join(judge.rubric.keys)} |"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Omni-RRM judging app")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, checkpoint directory or LoRA adapter")
-    parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
-    parser.add_argument("--prompt-format", choices=list(PROMPT_FORMATS))
-    parser.add_argument("--prompt-template", metavar="FILE", help="your own user prompt (see the README)")
-    parser.add_argument("--system-prompt", metavar="FILE", help="your own system turn (default: the format's)")
-    parser.add_argument("--decoding", default="auto", choices=DECODINGS,
-                        help="auto: a static KV cache and a compiled decode step where they work (warmed up at load)")
+    add_judge_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the local network: mind who can reach it")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--max-upload-mb", type=int, default=200)
-    parser.add_argument("--max-text-chars", type=int, default=MAX_TEXT_CHARS,
-                        help="the longest query, response or reference accepted")
-    parser.add_argument("--max-prompt-tokens", type=int, default=MAX_PROMPT_TOKENS,
-                        help="the longest prompt, media included, checked before generation")
     parser.add_argument("--max-batch-pairs", type=int, default=MAX_BATCH_PAIRS, help="pairs per Batch request")
     parser.add_argument("--max-request-seconds", type=float, default=MAX_REQUEST_SECONDS,
                         help="how long one request may hold the queue before it is stopped")
@@ -722,15 +707,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     install_log_redaction()
     try:
-        judge = Judge.from_pretrained(args.model, quantization=args.quantization, prompt_format=args.prompt_format,
-                                      prompt_template=args.prompt_template, system_prompt=args.system_prompt,
-                                      decoding=args.decoding, input_limits=InputLimits(
-                                          max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens))
+        judge = build_judge(args)
     except RRMError as e:
         print(f"error: {redact(e)}", file=sys.stderr)
         return 2
     local = Path(args.model).expanduser()
-    roots = args.models_root or [Path("runs"), *([local] if local.is_dir() else [])]
+    roots = args.models_root or [Path("runs"), *([local] if local.is_dir() and judge.loaded else [])]
     demo = build_demo(JudgeSlot(judge, roots, args.decoding), max_text_chars=args.max_text_chars,
                       max_batch_pairs=args.max_batch_pairs, max_request_seconds=args.max_request_seconds)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,

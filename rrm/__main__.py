@@ -3,6 +3,8 @@
     python -m rrm judge --model M --query TEXT [--image P | --video P | --audio P] \\
         --response-a TEXT --response-b TEXT [--swap-check] [--stream]
     python -m rrm judge --model M --pairs IN.jsonl --out OUT.jsonl [--batch-size 4]
+    python -m rrm judge --backend endpoint --endpoint http://127.0.0.1:8000/v1 --model M ...
+    python -m rrm serve --model M [--port 8000] [--api-key-env NAME]
 
 One pair: the judgment is printed as JSON on stdout (--stream writes the
 rationale to stderr as it is generated). A file of pairs: one judgment per line
@@ -20,8 +22,10 @@ import os
 import sys
 from pathlib import Path
 
+from . import serve as serving
 from .errors import RRMError
-from .judge import DECODINGS, GenerationSettings
+from .endpoint import MEDIA_MODES
+from .judge import BACKENDS, DECODINGS, GenerationSettings
 from .limits import MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, InputLimits
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
@@ -30,12 +34,21 @@ from .prompts import PROMPT_FORMATS
 from .redact import install_log_redaction, redact
 from .schema import AUDIO, MEDIA_KINDS, VIDEO, MediaItem, Sample
 
-BACKENDS = ("transformers", "vllm")
-
-
 def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) -> None:
     """The model, prompt, generation and media options shared by every command that judges."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, checkpoint directory or LoRA adapter")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="hub id, checkpoint directory or LoRA adapter (with --backend endpoint: the served name)")
+    parser.add_argument("--backend", default="transformers", choices=BACKENDS,
+                        help="transformers: the model in this process; vllm: a vLLM engine for large sweeps "
+                             "(pip install vllm; CUDA); endpoint: an OpenAI-compatible server (--endpoint)")
+    served = parser.add_argument_group("--backend endpoint")
+    served.add_argument("--endpoint", metavar="URL", help="e.g. http://127.0.0.1:8000/v1 (vllm serve, rrm serve)")
+    served.add_argument("--endpoint-key-env", metavar="NAME", default="OPENAI_API_KEY",
+                        help="the environment variable holding the endpoint's key (none needed for a local server)")
+    served.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    served.add_argument("--timeout", type=float, default=300.0, help="seconds one request may take")
+    served.add_argument("--endpoint-media", default="omni", choices=MEDIA_MODES,
+                        help="omni: video as video, audio as audio (vLLM's Qwen2.5-Omni API); frames: for chat APIs")
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
                         help="auto: 4-bit NF4 on CUDA, full precision on CPU")
     parser.add_argument("--device", help="cuda:0, cpu ... (default: cuda:0 when available)")
@@ -66,8 +79,6 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
                      help="the longest prompt, media included, checked before generation")
     if batch:
         gen.add_argument("--batch-size", type=int, default=4, help="pairs per generate call (with vllm: use 64+)")
-        parser.add_argument("--backend", default="transformers", choices=BACKENDS,
-                            help="vllm: a vLLM engine for large sweeps (pip install vllm; CUDA)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="lines of {id, query, response_a, response_b, image|video|audio: path, reference}")
     many.add_argument("--out", metavar="OUT.jsonl")
     many.add_argument("--media-root", help="media paths are relative to this (default: the folder of IN)")
+    s = sub.add_parser("serve", help="serve the judge over HTTP (JSON API, OpenAI-compatible chat, batching)",
+                       description=serving.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_judge_arguments(s)
+    serving.add_serve_arguments(s)
     return parser
 
 
@@ -119,22 +134,27 @@ def _check_args(args) -> None:
 
 
 def build_judge(args):
-    from .judge import GenerationSettings, Judge
+    """The judge the flags describe, on the backend they name."""
+    from .judge import Judge
 
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens or GenerationSettings.max_new_tokens,
-                                  temperature=args.temperature,
-                                  top_p=args.top_p, seed=args.seed)
-    judge_class = Judge
-    if getattr(args, "backend", "transformers") == "vllm":
-        from .vllm_judge import VLLMJudge
-
-        judge_class = VLLMJudge
-    judge = judge_class.from_pretrained(
-        args.model, quantization=args.quantization, device=args.device, prompt_format=args.prompt_format,
-        prompt_template=args.prompt_template, system_prompt=args.system_prompt, rubric=args.rubric,
-        merge_adapter=args.merge_adapter, generation=settings, decoding=args.decoding,
-        input_limits=InputLimits(max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens),
-    )
+                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    options = dict(prompt_format=args.prompt_format, prompt_template=args.prompt_template,
+                   system_prompt=args.system_prompt, rubric=args.rubric, generation=settings,
+                   input_limits=InputLimits(max_text_chars=args.max_text_chars,
+                                            max_prompt_tokens=args.max_prompt_tokens))
+    if args.backend == "endpoint":
+        if not args.endpoint:
+            raise RRMError("--backend endpoint needs --endpoint URL (e.g. http://127.0.0.1:8000/v1)")
+        judge = Judge.from_endpoint(args.endpoint, args.model, api_key_env=args.endpoint_key_env,
+                                    concurrency=args.concurrency, timeout_s=args.timeout, media=args.endpoint_media,
+                                    **options)
+    else:
+        if args.endpoint:
+            raise RRMError("--endpoint is for --backend endpoint")
+        judge = Judge.from_pretrained(args.model, backend=args.backend, quantization=args.quantization,
+                                      device=args.device, merge_adapter=args.merge_adapter, decoding=args.decoding,
+                                      **options)
     judge.limits = limits_from(args, judge.limits)  # flags override what the checkpoint records
     return judge
 
@@ -228,8 +248,13 @@ def _judge_command(args) -> int:
     return _many(args) if args.pairs else _one(args)
 
 
+def _serve_command(args) -> int:
+    return serving.serve(args, build_judge(args))
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_command(_judge_command, _parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    return run_command(_serve_command if args.command == "serve" else _judge_command, args)
 
 
 if __name__ == "__main__":

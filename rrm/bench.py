@@ -172,7 +172,7 @@ def _peak_gib() -> float | None:
 
 def _prompt_tokens(judge, sample: Sample) -> int:
     rows = judge._rows(sample, judge._decode_media(sample), swap_check=False)
-    return int(judge._inputs(rows)["input_ids"].shape[1])
+    return int(judge.backend.inputs(rows, judge.limits)["input_ids"].shape[1])
 
 
 def measure(judge, size: str, weights: str, modality: str, sample: Sample, tokens: int) -> Row:

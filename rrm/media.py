@@ -75,6 +75,7 @@ class VideoClip:
     fps: float  # the real rate of the sampled frames: T / duration
     source_fps: float | None
     duration_s: float
+    source: Path | None = None  # the file it was decoded from (sent whole to an endpoint)
 
 
 @dataclass
@@ -201,7 +202,9 @@ def load_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> VideoCl
     p = _check_file(path, VIDEO, limits)
     try:
         clip = _load_video_cv2(p, limits)
-        return clip if clip is not None else _load_video_av(p, limits)
+        clip = clip if clip is not None else _load_video_av(p, limits)
+        clip.source = p
+        return clip
     except MediaError:
         raise
     except Exception as e:
@@ -482,7 +485,9 @@ def load_media(item: MediaItem, limits: MediaLimits = MediaLimits()):
     if item.kind == IMAGE:
         return _image_from_data(item.data, name, limits)
     if item.kind == VIDEO:
-        return _video_from_data(item.data, item.fps, name, limits)
+        clip = _video_from_data(item.data, item.fps, name, limits)
+        clip.source = Path(item.path) if item.path and Path(item.path).is_file() else None
+        return clip
     rate = item.sampling_rate
     if not rate or rate <= 0:
         raise MediaError(f"{name}: decoded audio needs a sampling_rate")

@@ -164,6 +164,7 @@ class Timing:
     total_s: float | None = None
     generated_tokens: int | None = None
     tokens_per_s: float | None = None  # decode rate, after the first token
+    prompt_tokens: int | None = None  # the prompt, media included, as the backend counted it
 
 
 @dataclass

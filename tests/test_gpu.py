@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_auto_quantization_is_4bit_on_cuda_and_judges_an_image(tiny_dir, media_dir):
     judge = Judge.from_pretrained(str(tiny_dir), generation=GenerationSettings(max_new_tokens=8, min_new_tokens=8))
     assert judge.loaded.quantization == "4bit" and judge.loaded.device.startswith("cuda")
-    kinds = {n: type(m).__name__ for n, m in judge.model.named_modules()}
+    kinds = {n: type(m).__name__ for n, m in judge.backend.model.named_modules()}
     assert kinds["model.language_model.layers.0.mlp.up_proj"] == "Linear4bit"
     assert kinds["model.visual.blocks.0.attn.q"] == "Linear"
     j = judge.judge(Sample("What is shown?", "a disc", "a cat", media=[MediaItem("image", str(media_dir / "red.png"))]),

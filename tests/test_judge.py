@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rrm.errors import RRMError
+from rrm.generation import Output
 from rrm.judge import GenerationSettings, Judge, combine_orders
 from rrm.media import MediaLimits
 from rrm.parse import parse_judgment
@@ -29,8 +30,8 @@ def _samples(media_dir):
 @pytest.mark.parametrize("modality", ["text", "image", "video", "audio"])
 def test_judge_end_to_end_with_swap_check_in_one_generate_call(judge, media_dir, modality, monkeypatch):
     calls = []
-    real_generate = judge.model.generate
-    monkeypatch.setattr(judge.model, "generate", lambda **kw: calls.append(kw["input_ids"].shape) or
+    real_generate = judge.backend.model.generate
+    monkeypatch.setattr(judge.backend.model, "generate", lambda **kw: calls.append(kw["input_ids"].shape) or
                         real_generate(**kw))
     j = judge.judge(_samples(media_dir)[modality], swap_check=True)
     assert len(calls) == 1 and calls[0][0] == 2  # both orders in one batch of two rows
@@ -52,17 +53,17 @@ def test_media_reach_the_model_inputs(judge, media_dir, tmp_path):
                                               MediaItem("video", str(slow))])
     rows = [(build_messages(s, judge.format, judge.rubric), judge._decode_media(s))
             for s in (samples["image"], samples["audio"], two_videos)]
-    inputs = judge._inputs(rows)
+    inputs = judge.backend.inputs(rows, judge.limits)
     ids = inputs["input_ids"]
-    tok = judge.tokenizer
-    merge = judge.processor.image_processor.merge_size ** 2
+    tok = judge.backend.tokenizer
+    merge = judge.backend.processor.image_processor.merge_size ** 2
     assert (ids[0] == tok.image_token_id).sum() == int(inputs["image_grid_thw"][0].prod()) // merge
     assert (ids[1] == tok.audio_token_id).sum() > 0 and inputs["input_features"].shape[0] == 1
     assert (ids[2] == tok.video_token_id).sum() == sum(int(g.prod()) // merge for g in inputs["video_grid_thw"])
     # Each clip keeps its own real sampling rate on the model's time axis.
     fps = [clip.fps for _, clip in rows[2][1]]
     assert fps[0] == pytest.approx(2.0) and fps[1] == pytest.approx(1.0)
-    patch = judge.processor.video_processor.temporal_patch_size
+    patch = judge.backend.processor.video_processor.temporal_patch_size
     assert inputs["video_second_per_grid"].tolist() == pytest.approx([patch / f for f in fps])
 
 
@@ -92,8 +93,8 @@ def test_stream_can_be_cancelled_and_the_judge_keeps_serving(judge, media_dir):
     gen = judge.stream(_samples(media_dir)["text"], settings=long)
     next(gen)
     gen.close()
-    assert judge._lock.acquire(timeout=5)
-    judge._lock.release()
+    assert judge.backend._lock.acquire(timeout=5)
+    judge.backend._lock.release()
     assert judge.judge(_samples(media_dir)["text"]).timing.generated_tokens == TOKENS
 
 
@@ -112,7 +113,7 @@ def test_judge_batch_keeps_order_and_records_bad_samples(judge, media_dir, tmp_p
 
 
 def _texts(first, second):
-    return [first, second], [Timing(0.1, 1.0, 10, 10.0), Timing(0.1, 1.2, 10, 10.0)]
+    return [Output(first, Timing(0.1, 1.0, 10, 10.0)), Output(second, Timing(0.1, 1.2, 10, 10.0))]
 
 
 AB_SAYS_A = '{"score_A": 8, "score_B": 3, "better": "A", "reasoning": "<think>Part 1: x</think>", ' \
@@ -125,13 +126,13 @@ BA_SAYS_A = BA_SAYS_B.replace('"B"', '"A"').replace("[[B]]", "[[A]]").replace('"
 
 def test_the_second_order_is_mapped_back_to_the_callers_a_and_b(judge):
     sample = Sample("q", "a", "b", id="s")
-    j = judge._finish(sample, *_texts(AB_SAYS_A, BA_SAYS_B))  # the model saw (b, a) and preferred its B = a
+    j = judge._finish(sample, _texts(AB_SAYS_A, BA_SAYS_B))  # the model saw (b, a) and preferred its B = a
     assert j.verdict == "A" and j.swap.agree is True
     assert (j.swap.verdict_ab, j.swap.verdict_ba) == ("A", "A")
     assert (j.swap.other.score_a, j.swap.other.score_b) == (9, 4)
     assert (j.score_a, j.score_b) == (8.5, 3.5)
     assert j.timing.total_s == 1.2  # one batched call: the slower row
-    j = judge._finish(sample, *_texts(AB_SAYS_A, BA_SAYS_A))  # position bias: "A" both times
+    j = judge._finish(sample, _texts(AB_SAYS_A, BA_SAYS_A))  # position bias: "A" both times
     assert j.verdict == "tie" and j.swap.agree is False
     assert any("disagree" in e for e in j.status.errors)
 
@@ -145,17 +146,18 @@ def test_combine_orders_with_one_failure_keeps_the_other_verdict():
 
 
 def test_multimodal_tokens_are_never_generated(judge, media_dir):
-    tok = judge.tokenizer
+    tok = judge.backend.tokenizer
     specials = ["<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>", "<|vision_bos|>", "<|vision_eos|>",
                 "<|audio_bos|>", "<|audio_eos|>"]
     ids = set(tok.convert_tokens_to_ids(specials))
-    assert set(judge._suppress) == ids
+    assert set(judge.backend._suppress) == ids
     # Near-uniform sampling over 400 steps would hit one of these 8 tokens almost surely.
     settings = GenerationSettings(max_new_tokens=400, min_new_tokens=400, temperature=20.0, seed=3)
     sample = _samples(media_dir)["image"]
-    inputs = judge._inputs([(build_messages(sample, judge.format, judge.rubric), judge._decode_media(sample))])
+    inputs = judge.backend.inputs([(build_messages(sample, judge.format, judge.rubric), judge._decode_media(sample))],
+                                  judge.limits)
     torch.manual_seed(3)
-    out = judge.model.generate(**inputs, **judge._generate_kwargs(settings))
+    out = judge.backend.model.generate(**inputs, **judge.backend.generate_kwargs(settings))
     generated = set(out[0, inputs["input_ids"].shape[1]:].tolist())
     assert len(generated) > 50 and not generated & ids
 
@@ -230,10 +232,10 @@ def test_encoded_targets_are_the_only_labelled_tokens(judge, media_dir):
     rows = [(build_messages(s, judge.format, judge.rubric), judge._decode_media(s))
             for s in (samples["image"], samples["text"])]
     targets = ['{"verdict": "A"}', '{"score_A": 3, "score_B": 9, "verdict": "B"}']
-    inputs = encode(judge.processor, rows, judge.limits, targets=targets)
+    inputs = encode(judge.backend.processor, rows, judge.limits, targets=targets)
     for row, target in enumerate(targets):
         labelled = inputs["labels"][row][inputs["labels"][row] != -100]
-        assert judge.tokenizer.decode(labelled) == target + END_OF_TURN
+        assert judge.backend.tokenizer.decode(labelled) == target + END_OF_TURN
         assert (inputs["labels"][row] != -100).sum() < inputs["attention_mask"][row].sum()
 
 
@@ -256,11 +258,12 @@ def test_release_frames_are_resized_into_the_floor_its_video_decoder_kept(judge,
     from rrm.release import EVAL_LIMITS
 
     sample = Sample("q", "a", "b", media=[MediaItem("video", str(media_dir / "clip.mp4"))])  # 64x48 frames
-    patch = judge.processor.video_processor.patch_size
+    patch = judge.backend.processor.video_processor.patch_size
 
     def frame(limits):
         view = judge.configured(limits=limits)
-        inputs = view._inputs([(build_messages(sample, view.format, view.rubric), view._decode_media(sample))])
+        inputs = view.backend.inputs([(build_messages(sample, view.format, view.rubric), view._decode_media(sample))],
+                                     view.limits)
         _, h, w = inputs["video_grid_thw"][0].tolist()
         return h * patch, w * patch
 
@@ -323,5 +326,5 @@ def test_static_decoding_in_batches_and_on_a_trained_judge(judge, parrot, media_
 
 def test_warm_up_checks_the_static_path_against_plain_generate(judge):
     static = Judge(judge.loaded, decoding="static")
-    static.warm_up()  # on a GPU this runs at load; here it runs the same check without compiling
+    static.backend.warm_up()  # on a GPU this runs at load; here it runs the same check without compiling
     assert static.decoding == "static" and "warm-up" in static.decoding_note

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from rrm.judge import combine_orders
+from rrm.judge import GenerationSettings, combine_orders
 from rrm.rubric import DEFAULT_RUBRIC
 from rrm.schema import CriterionResult, Judgment, ParseStatus
 from train.synth import rules
 from train.synth.__main__ import main as synth_main
 from train.synth.backends import parse_spec
-from train.synth.endpoint import CallFailed, ChatClient, Endpoint, EndpointError
+from rrm.endpoint import CallFailed, ChatClient, Endpoint, EndpointError
 from train.synth.store import Store
 
 from .media_files import make_audio, make_image, make_video
@@ -140,7 +140,8 @@ def _client(server, monkeypatch, model="strong", **kw):
 
 
 def _ask(client):
-    return client.complete([{"role": "user", "content": [{"type": "text", "text": "Hi?"}]}], max_tokens=20)
+    return client.complete([{"role": "user", "content": [{"type": "text", "text": "Hi?"}]}],
+                           GenerationSettings(max_new_tokens=20))
 
 
 def test_client_retries_429_500_timeout_and_malformed_json(server, monkeypatch):
@@ -389,7 +390,6 @@ def test_local_chat_models_as_generators_with_http_teachers(tmp_path, server, pr
 
 
 def test_a_text_model_answers_text_and_refuses_media(tiny_text_dir, prompt_dir):
-    from rrm.judge import GenerationSettings
     from rrm.model import load_chat_model
     from rrm.schema import MediaItem, Sample
     from train.synth.local import ChatGenerator

@@ -248,7 +248,7 @@ def test_sft_resumes_from_its_checkpoint_and_can_merge(data_dir, tiny_dir, tmp_p
     assert (out / "checkpoint-1" / "adapter_model.safetensors").stat().st_mtime_ns == first
     merged = Judge.from_pretrained(str(out / "merged"))
     assert merged.loaded.adapter is None and merged.format.name == "rubric-v2"
-    assert type(merged.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
+    assert type(merged.backend.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
 
 
 def test_sft_without_usable_rows_says_so(tmp_path, tiny_dir, capsys):

@@ -1,4 +1,4 @@
-"""--backend vllm: a clear error without vLLM; with the stand-in of tests/vllm_standin.py, the same judgments as
+"""--backend vllm (rrm.vllm_backend): a clear error without vLLM; with the stand-in of tests/vllm_standin.py, the same judgments as
 the transformers backend (greedy), media in vLLM's prompt shape, an adapter served as a LoRA request."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from rrm.errors import RRMError
 from rrm.eval.__main__ import main as eval_main
 from rrm.judge import GenerationSettings, Judge
 from rrm.schema import MediaItem, Sample
-from rrm.vllm_judge import VLLMJudge
 
 from . import vllm_standin
 from .test_model import _adapter
@@ -37,7 +36,7 @@ def _samples(media_dir):
 
 def test_same_judgments_as_transformers_and_media_in_vllm_shape(tiny_dir, media_dir, monkeypatch):
     vllm_standin.install(monkeypatch)
-    fast = VLLMJudge.from_pretrained(str(tiny_dir), generation=SETTINGS)
+    fast = Judge.from_pretrained(str(tiny_dir), backend="vllm", generation=SETTINGS)
     samples = _samples(media_dir)
     judgments = fast.judge_batch(samples, batch_size=4, swap_check=True, progress=False)
     init = vllm_standin.LLM.calls[0][1]
@@ -52,15 +51,15 @@ def test_same_judgments_as_transformers_and_media_in_vllm_shape(tiny_dir, media_
     slow = Judge.from_pretrained(str(tiny_dir), generation=SETTINGS)
     reference = slow.judge_batch(samples[:1], swap_check=True, progress=False)[0]
     assert (judgments[0].raw, judgments[0].swap.other.raw) == (reference.raw, reference.swap.other.raw)
-    with pytest.raises(RRMError, match="streaming needs the transformers backend"):
-        next(fast.stream(samples[0]))
+    updates = list(fast.stream(samples[0], swap_check=True))  # the offline engine: one final step
+    assert len(updates) == 1 and updates[0].judgment.raw == judgments[0].raw
 
 
 def test_an_adapter_is_served_as_a_lora_request_on_its_base(tiny_dir, tmp_path, monkeypatch):
     vllm_standin.install(monkeypatch)
     adapter = _adapter(tmp_path, tiny_dir, {"prompt_format": "rubric-v2"})
-    fast = VLLMJudge.from_pretrained(str(adapter), generation=SETTINGS)
-    assert fast.format.name == "rubric-v2" and fast.loaded.adapter == str(adapter)
+    fast = Judge.from_pretrained(str(adapter), backend="vllm", generation=SETTINGS)
+    assert fast.format.name == "rubric-v2" and fast.backend.info()["adapter"] == str(adapter)
     sample = _samples(tmp_path)[0]
     j = fast.judge(sample, swap_check=True)
     init = vllm_standin.LLM.calls[0][1]
@@ -69,7 +68,7 @@ def test_an_adapter_is_served_as_a_lora_request_on_its_base(tiny_dir, tmp_path, 
     reference = Judge.from_pretrained(str(adapter), generation=SETTINGS).judge(sample, swap_check=True)
     assert j.raw == reference.raw  # the adapter's weights were used
     with pytest.raises(RRMError, match="8bit is not supported"):
-        VLLMJudge.from_pretrained(str(adapter), quantization="8bit")
+        Judge.from_pretrained(str(adapter), backend="vllm", quantization="8bit")
 
 
 def test_eval_run_with_the_vllm_backend(tiny_dir, tmp_path, monkeypatch):

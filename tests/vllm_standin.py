@@ -1,4 +1,4 @@
-"""A stand-in for the parts of vLLM's offline API that rrm.vllm_judge uses, run on transformers.
+"""A stand-in for the parts of vLLM's offline API that rrm.vllm_backend uses, run on transformers.
 
 vLLM needs CUDA and cannot be installed here. This stand-in takes the same
 call shapes (`LLM(...)`, `LLM.generate(prompts, SamplingParams, use_tqdm=,

@@ -22,7 +22,7 @@ import torch
 from rrm.errors import RRMError
 from rrm.redact import redact
 from rrm.inputs import encode
-from rrm.judge import multimodal_token_ids
+from rrm.generation import multimodal_token_ids
 from rrm.media import load_media
 from rrm.model import attach_adapter, resolve
 from rrm.prompts import build_messages

@@ -177,11 +177,10 @@ def versions() -> dict:
 
 
 def judge_config(judge) -> dict:
-    """What a number depends on: model, adapter, quantization, prompt, media bounds, decoding, seed, versions."""
-    loaded = judge.loaded
+    """What a number depends on: backend, model, adapter, quantization, prompt, media bounds, decoding, seed,
+    versions."""
     return {
-        "model": loaded.name, "adapter": loaded.adapter, "quantization": loaded.quantization,
-        "device": loaded.device, "prompt_format": judge.format.name, "rubric": judge.rubric.keys,
+        **judge.backend.info(), "prompt_format": judge.format.name, "rubric": judge.rubric.keys,
         "media_limits": dataclasses.asdict(judge.limits), "generation": dataclasses.asdict(judge.generation),
         "seed": judge.generation.seed, "versions": versions(),
     }

@@ -18,18 +18,20 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
+from rrm.endpoint import MEDIA_MODES, Endpoint, EndpointBackend, EndpointError
 from rrm.errors import RRMError
-from rrm.judge import GenerationSettings, Judge, judgment_from_texts
-from rrm.media import MediaLimits, load_media
+from rrm.generation import BackendUnavailable, Output
+from rrm.judge import GenerationSettings, Judge
+from rrm.media import MediaLimits
 from rrm.model import is_omni, load_chat_model
-from rrm.prompts import build_messages, build_question_messages, get_format
 from rrm.rubric import Rubric
-from rrm.schema import ORDER_AB, ORDER_BA, Judgment, Sample
+from rrm.schema import Judgment, Sample
 
-from .endpoint import TEACHER_LIMITS, ChatClient, Endpoint, EndpointError, openai_messages
 from .local import ChatGenerator
 
 KINDS = ("local", "api")
+# What the paper's teachers were sent for video; frames also bound the request size.
+TEACHER_LIMITS = MediaLimits(video_fps=1.0, video_max_frames=35, video_max_pixels=512 * 512)
 
 
 @dataclass
@@ -49,10 +51,13 @@ class ModelSpec:
     batch_size: int = 4
     max_new_tokens: int | None = None  # default: 512 for a generator, 2048 for a teacher
     temperature: float | None = None  # default: 0.7 for a generator, greedy for a teacher
+    media: str = "frames"  # how an api model is sent media: frames (hosted chat APIs) or omni (a served Omni)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise RRMError(f"unknown model kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if self.media not in MEDIA_MODES:
+            raise RRMError(f"model {self.model!r}: unknown media mode {self.media!r}; known: {', '.join(MEDIA_MODES)}")
         if self.kind == "api" and not self.base_url:
             raise RRMError(f"api model {self.model!r} needs a base_url")
         self.name = self.name or self.model
@@ -101,28 +106,28 @@ class Verdict:
 
 
 class Backend:
-    """A loaded model (local) or a client (api): answers queries and judges pairs."""
+    """A model that answers queries and judges pairs: local (batched) or behind an endpoint (concurrent calls).
+
+    Judgments go through rrm's one judging procedure (`Judge`), whatever the model is behind it."""
 
     def __init__(self, spec: ModelSpec, role: str, seed: int = 0, limits: MediaLimits = MediaLimits(),
                  prompt_format: str = "rubric-v2", rubric: Rubric | None = None):
         self.spec, self.seed = spec, seed
-        self.format, self.rubric = get_format(prompt_format), rubric
         generator = role == "generator"
         self.settings = GenerationSettings(
             max_new_tokens=spec.max_new_tokens or (512 if generator else 2048),
             temperature=spec.temperature if spec.temperature is not None else (0.7 if generator else 0.0),
             top_p=0.95, seed=seed)
+        self.chat = None
         if spec.kind == "local" and generator and not is_omni(spec.model):
             self.chat = ChatGenerator(load_chat_model(spec.model, spec.quantization), limits)
-            self._answer, self._tokenizer = self.chat.answer, self.chat.tokenizer
         elif spec.kind == "local":
             self.judge = Judge.from_pretrained(spec.model, quantization=spec.quantization, limits=limits,
                                                prompt_format=prompt_format, rubric=rubric, generation=self.settings)
-            self.rubric = self.judge.rubric
-            self._answer, self._tokenizer = self.judge.answer, self.judge.tokenizer
         else:
-            self.client = ChatClient(spec.endpoint())
-            self.media_limits = TEACHER_LIMITS if not generator else limits
+            self.judge = Judge(EndpointBackend(spec.endpoint(), spec.media), prompt_format=prompt_format,
+                               rubric=rubric, generation=self.settings, limits=limits if generator else TEACHER_LIMITS)
+        self.rubric = self.judge.rubric if self.chat is None else rubric
 
     # ------------------------------------------------------------------ answers
 
@@ -130,17 +135,12 @@ class Backend:
         if self.spec.kind == "local":
             yield from self._local_batches(samples, self._local_answers)
         else:
-            yield from self._concurrently(samples, self._api_answer)
+            yield from self._concurrently(samples, lambda s: _answer(self.judge.answer([s])[0]))
 
     def _local_answers(self, chunk: Sequence[Sample]) -> list[Answer]:
-        texts = self._answer(chunk, self.settings)
-        return [Answer(t, 0, len(self._tokenizer(t).input_ids)) for t in texts]
-
-    def _api_answer(self, sample: Sample) -> Answer:
-        media = [(m.kind, load_media(m, self.media_limits)) for m in sample.media]
-        reply = self.client.complete(openai_messages(build_question_messages(sample), media),
-                                     self.settings.max_new_tokens, self.settings.temperature, self.seed)
-        return Answer(reply.text, reply.prompt_tokens, reply.completion_tokens)
+        if self.chat is not None:
+            return [Answer(t, 0, len(self.chat.tokenizer(t).input_ids)) for t in self.chat.answer(chunk, self.settings)]
+        return [_answer(o) for o in self.judge.answer(chunk)]
 
     # ------------------------------------------------------------------ judgments
 
@@ -149,26 +149,14 @@ class Backend:
         if self.spec.kind == "local":
             yield from self._local_batches(samples, self._local_verdicts)
         else:
-            yield from self._concurrently(samples, self._api_verdict)
+            yield from self._concurrently(samples, lambda s: _verdict(self.judge.judge(s, swap_check=True)))
 
     def _local_verdicts(self, chunk: Sequence[Sample]) -> list[Verdict]:
         judgments = self.judge.judge_batch(chunk, batch_size=len(chunk), swap_check=True, progress=False)
-        out = []
         for j in judgments:
             if not j.ok and not j.raw and j.status.errors:  # rrm could not even ask (a bad media file)
                 raise RRMError(j.status.errors[0])
-            other = j.swap.other if j.swap else None
-            tokens = sum((x.timing.generated_tokens or 0) for x in (j, other) if x is not None and x.timing)
-            out.append(Verdict(j, 0, tokens))
-        return out
-
-    def _api_verdict(self, sample: Sample) -> Verdict:
-        media = [(m.kind, load_media(m, self.media_limits)) for m in sample.media]
-        replies = [self.client.complete(openai_messages(build_messages(sample, self.format, self.rubric, order), media),
-                                        self.settings.max_new_tokens, self.settings.temperature, self.seed)
-                   for order in (ORDER_AB, ORDER_BA)]
-        judgment = judgment_from_texts(sample, [r.text for r in replies], self.rubric, self.spec.name)
-        return Verdict(judgment, sum(r.prompt_tokens for r in replies), sum(r.completion_tokens for r in replies))
+        return [_verdict(j) for j in judgments]
 
     # ------------------------------------------------------------------ scheduling
 
@@ -178,6 +166,8 @@ class Backend:
             chunk = items[start:start + size]
             try:
                 yield from zip(chunk, run(chunk))
+            except BackendUnavailable:
+                raise
             except RRMError:  # one bad item: retry one at a time so that only it fails
                 for item in chunk:
                     try:
@@ -197,3 +187,13 @@ class Backend:
             finally:
                 for future in futures:
                     future.cancel()
+
+
+def _answer(output: Output) -> Answer:
+    return Answer(output.text, output.timing.prompt_tokens or 0, output.timing.generated_tokens or 0)
+
+
+def _verdict(j: Judgment) -> Verdict:
+    """A judgment with the tokens both its orders took."""
+    both = [x for x in (j, j.swap.other if j.swap else None) if x is not None and x.timing]
+    return Verdict(j, sum(x.timing.prompt_tokens or 0 for x in both), sum(x.timing.generated_tokens or 0 for x in both))

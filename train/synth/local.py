@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rrm.errors import RRMError, first_line
+from rrm.generation import GenerationSettings, end_ids, generate_kwargs
 from rrm.inputs import to_device
-from rrm.judge import GenerationSettings
 from rrm.media import MediaLimits, load_media
 from rrm.model import LoadedModel
 from rrm.prompts import build_question_messages
@@ -61,13 +61,9 @@ class ChatGenerator:
         for s in samples:
             self._check(s)
         inputs = to_device(self._inputs(samples), self.model)
-        sampling = settings.temperature > 0
-        pad = self.tokenizer.pad_token_id
-        kwargs = {"max_new_tokens": settings.max_new_tokens, "do_sample": sampling,
-                  "pad_token_id": pad if pad is not None else self.tokenizer.eos_token_id}
-        if sampling:
+        kwargs = generate_kwargs(settings, end_ids(self.tokenizer), self.tokenizer.pad_token_id)
+        if settings.sampling:
             torch.manual_seed(settings.seed)
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
         with torch.inference_mode():
             out = self.model.generate(**inputs, **kwargs)
         new = out[:, inputs["input_ids"].shape[1]:]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from rrm.endpoint import CallFailed
 from rrm.errors import RRMError
 from rrm.media import MediaLimits
 from rrm.pairs import read_pairs, read_records
@@ -31,7 +32,6 @@ from rrm.schema import ORDER_AB, Judgment, Sample
 from ..data import order_for
 from . import rules
 from .backends import Backend, ModelSpec
-from .endpoint import CallFailed
 from .report import build_report, report_markdown
 from .store import Store, write_atomic
 

@@ -1,0 +1,353 @@
+"""The generation seam: what a judge asks of the model behind it, and the in-process backend.
+
+A backend takes rows (chat messages with their decoded media, `rrm.inputs.Row`)
+and `GenerationSettings`, and gives back one `Output` (text and timing) per row.
+It can also stream: `stream` yields `Progress` with every row's text so far,
+the last one carrying the outputs. Setting `cancel` ends generation at the next
+token (or, where a backend cannot stop mid-call, before its next call).
+
+Backends (`Judge.from_pretrained(..., backend=)`, `Judge.from_endpoint`):
+    transformers   the model in this process (here)
+    vllm           a vLLM offline engine (rrm.vllm_backend)
+    endpoint       any OpenAI-compatible chat-completions server (rrm.endpoint)
+rrm.batching wraps any of them to gather the rows of concurrent callers.
+
+The transformers backend's decoding paths (`decoding=`): `plain` is
+transformers' `generate` with its dynamic KV cache; `static` preallocates the
+KV cache (STATIC_CACHE_TOKENS, grown in steps of that size when a call needs
+more), which lets transformers compile the decode step with torch.compile and
+CUDA graphs where it can. `auto`, the default, takes `static` on a GPU when the
+weights are not bitsandbytes-quantized (transformers does not compile those),
+else `plain`. The static path is warmed up at load and checked: if it fails, or
+its greedy tokens differ from plain `generate`'s on the warm-up pair, the
+backend falls back to `plain` and says why (`decoding_note`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from .errors import RRMError, first_line
+from .inputs import END_OF_TURN, Row, encode, to_device
+from .limits import MAX_PROMPT_TOKENS, over
+from .media import MediaLimits
+from .model import LoadedModel
+from .schema import Timing
+
+log = logging.getLogger(__name__)
+
+DECODINGS = ("auto", "plain", "static")
+STATIC_CACHE_TOKENS = 4096  # a judgment with its prompt fits (an image or 16 video frames, 2K new tokens)
+WARM_UP_TOKENS = 24
+_WARM_UP_ROWS = [
+    [{"role": "user", "content": [{"type": "text", "text": "Which answer names the capital of France? "
+                                                          "[A] Paris. [B] Lyon."}]}],
+    [{"role": "user", "content": [{"type": "text", "text": "Which answer names the capital of France? "
+                                                          "[A] Lyon. [B] Paris."}]}],
+]
+
+# Tokens a judge must never write: a random or undertrained model may sample a
+# media placeholder, which breaks the multimodal rope index on the next step.
+_MULTIMODAL_TOKEN_ATTRS = ("image_token", "video_token", "audio_token", "vision_bos_token", "vision_eos_token",
+                           "audio_bos_token", "audio_eos_token")
+_MULTIMODAL_TOKENS = ("<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>", "<|vision_bos|>",
+                      "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>")
+
+
+class OutOfMemory(RRMError):
+    """The device ran out of memory; the cache has been freed."""
+
+
+class BackendUnavailable(RRMError):
+    """The backend cannot serve at all (unreachable, bad key, unknown model): stop rather than fail every pair."""
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 1024
+    temperature: float = 0.0  # 0 is greedy decoding
+    top_p: float = 1.0
+    top_k: int | None = None
+    seed: int = 0
+    min_new_tokens: int | None = None
+
+    @property
+    def sampling(self) -> bool:
+        return self.temperature > 0
+
+
+@dataclass
+class Output:
+    text: str
+    timing: Timing = field(default_factory=Timing)
+
+
+@dataclass
+class Progress:
+    """One step of a stream: every row's text so far; `outputs` is set on the last step only."""
+
+    texts: list[str]
+    outputs: list[Output] | None = None
+
+
+def multimodal_token_ids(tokenizer) -> list[int]:
+    """Ids of every media placeholder token: suppressed whenever a judge writes."""
+    names = {getattr(tokenizer, a, None) for a in _MULTIMODAL_TOKEN_ATTRS} | set(_MULTIMODAL_TOKENS)
+    vocab = tokenizer.get_vocab()
+    return sorted({vocab[n] for n in names if n and n in vocab})
+
+
+def end_ids(tokenizer) -> list[int]:
+    """The tokens that end a turn."""
+    vocab = tokenizer.get_vocab()
+    ids = {vocab[t] for t in (END_OF_TURN, "<|endoftext|>") if t in vocab}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+def generate_kwargs(settings: GenerationSettings, eos: Sequence[int], pad: int | None,
+                    suppress: Sequence[int] = ()) -> dict:
+    """GenerationSettings as the arguments of transformers' `generate` (any causal LM)."""
+    kwargs = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.sampling,
+              "eos_token_id": list(eos), "pad_token_id": pad if pad is not None else eos[0]}
+    if suppress:
+        kwargs["suppress_tokens"] = list(suppress)
+    if settings.sampling:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        if settings.top_k:
+            kwargs["top_k"] = settings.top_k
+    else:  # silence the checkpoint's sampling defaults under greedy decoding
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if settings.min_new_tokens:
+        kwargs["min_new_tokens"] = settings.min_new_tokens
+    return kwargs
+
+
+def stream_once(generate: Callable[[], list[Output]]) -> Iterator[Progress]:
+    """The stream of a backend that returns whole texts: one final step."""
+    outputs = generate()
+    yield Progress([o.text for o in outputs], outputs)
+
+
+class _TokenStreamer:
+    """Collects generated token ids per row as `generate` produces them (a transformers streamer)."""
+
+    def __init__(self, rows: int):
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.first_token_at: float | None = None
+        self.updates: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value):
+        if not self._prompt_seen:  # generate() first hands over the prompt
+            self._prompt_seen = True
+            return
+        ids = value.reshape(len(self.tokens), -1).tolist()
+        for row, new in zip(self.tokens, ids):
+            row.extend(new)
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.updates.put(True)
+
+    def end(self):
+        self.updates.put(None)
+
+
+class _Cancelled:
+    """A stopping criterion that ends generation when an event is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class TransformersBackend:
+    """A model loaded in this process (rrm.model.load_model): transformers' `generate`, one call at a time."""
+
+    name = "transformers"
+
+    def __init__(self, loaded: LoadedModel, decoding: str = "auto", max_prompt_tokens: int = MAX_PROMPT_TOKENS):
+        self.loaded = loaded
+        self.model, self.processor = loaded.model, loaded.processor
+        self.tokenizer = self.processor.tokenizer
+        self.judge_config = loaded.judge_config or {}
+        self.max_prompt_tokens = max_prompt_tokens
+        self._suppress = multimodal_token_ids(self.tokenizer)
+        self._eos = end_ids(self.tokenizer)
+        self._lock = threading.Lock()  # one generation at a time per model
+        self.decoding, self.decoding_note = self._pick_decoding(decoding)
+        if self.decoding == "static" and loaded.device.startswith("cuda"):
+            self.warm_up()
+
+    @property
+    def description(self) -> str:
+        return self.loaded.describe()
+
+    def info(self) -> dict:
+        return {"backend": self.name, "model": self.loaded.name, "adapter": self.loaded.adapter,
+                "quantization": self.loaded.quantization, "device": self.loaded.device, "decoding": self.decoding}
+
+    # ---------------------------------------------------------------- decoding
+
+    def _pick_decoding(self, requested: str) -> tuple[str, str]:
+        if requested not in DECODINGS:
+            raise RRMError(f"unknown decoding {requested!r}; known: {', '.join(DECODINGS)}")
+        if requested != "auto":
+            return requested, "as asked"
+        if not self.loaded.device.startswith("cuda"):
+            return "plain", f"no GPU ({self.loaded.device})"
+        if self.loaded.quantization != "none":
+            return "plain", f"transformers does not compile {self.loaded.quantization} bitsandbytes weights"
+        return "static", "static KV cache, compiled decode step"
+
+    def warm_up(self) -> None:
+        """Run the static path on short rows (batch 1 and 2) and check it against plain generate.
+
+        Any failure, or greedy tokens that differ from plain generate's, switches this backend to plain.
+        """
+        settings = GenerationSettings(max_new_tokens=WARM_UP_TOKENS, min_new_tokens=WARM_UP_TOKENS)
+        started = time.perf_counter()
+        try:
+            for rows in (1, 2):
+                inputs = self.inputs([(m, []) for m in _WARM_UP_ROWS[:rows]], MediaLimits())
+                fast = self._generate_ids(inputs, rows, settings, "static")
+                fast_again = self._generate_ids(inputs, rows, settings, "static")  # after compilation
+                plain = self._generate_ids(inputs, rows, settings, "plain")
+                if fast != plain or fast_again != plain:
+                    self._fall_back(f"its greedy tokens differed from plain generate's at batch {rows}")
+                    return
+        except OutOfMemory:
+            raise
+        except Exception as e:  # a compiler or cache error: judge on the plain path
+            self._fall_back(f"{type(e).__name__}: {first_line(e, 160)}")
+            return
+        self.decoding_note += f" (warm-up {time.perf_counter() - started:.1f} s)"
+        log.info("decoding: static (%s)", self.decoding_note)
+
+    def _fall_back(self, reason: str) -> None:
+        self.decoding, self.decoding_note = "plain", f"static path off: {reason}"
+        log.warning("decoding falls back to plain generate: %s", reason)
+
+    def _generate_ids(self, inputs: dict, rows: int, settings: GenerationSettings, decoding: str) -> list[list[int]]:
+        streamer = _TokenStreamer(rows)
+        self._run_generate(inputs, streamer, threading.Event(), settings, decoding)
+        return streamer.tokens
+
+    # ------------------------------------------------------------------ inputs
+
+    def inputs(self, rows: Sequence[Row], limits: MediaLimits) -> dict:
+        """Processor inputs for a batch of rows, on the model's device.
+
+        A prompt over the token limit is refused here, before generation (it would hold the model for long, or
+        ask for more memory than there is)."""
+        inputs = encode(self.processor, rows, limits)
+        longest = int(inputs["attention_mask"].sum(dim=1).max())
+        if longest > self.max_prompt_tokens:
+            raise RRMError(over("the prompt", longest, self.max_prompt_tokens, "tokens", "--max-prompt-tokens")
+                           + ": shorten the texts, or use fewer video frames or shorter audio")
+        return to_device(inputs, self.model)
+
+    # -------------------------------------------------------------- generation
+
+    def generate_kwargs(self, settings: GenerationSettings, prompt_tokens: int = 0, decoding: str = "plain") -> dict:
+        kwargs = generate_kwargs(settings, self._eos, self.tokenizer.pad_token_id, self._suppress)
+        if decoding == "static":
+            # One cache size for most calls: a new size means a new compilation.
+            need = prompt_tokens + settings.max_new_tokens
+            kwargs.update(cache_implementation="static",
+                          max_cache_len=-(-need // STATIC_CACHE_TOKENS) * STATIC_CACHE_TOKENS)
+        return kwargs
+
+    def _run_generate(self, inputs: dict, streamer: _TokenStreamer, cancel: threading.Event,
+                      settings: GenerationSettings, decoding: str | None = None):
+        import torch
+        from transformers import StoppingCriteriaList
+
+        if settings.sampling:
+            torch.manual_seed(settings.seed)
+        kwargs = self.generate_kwargs(settings, inputs["input_ids"].shape[1], decoding or self.decoding)
+        with self._lock, torch.inference_mode():
+            try:
+                self.model.generate(**inputs, **kwargs, streamer=streamer,
+                                    stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                raise OutOfMemory("out of GPU memory: use fewer video frames (--video-max-frames), fewer pixels "
+                                  "(--image-max-pixels, --video-max-pixels), shorter audio or a smaller batch") from None
+
+    def _texts(self, streamer: _TokenStreamer) -> list[str]:
+        return [self.tokenizer.decode(self._until_eos(row), skip_special_tokens=True) for row in streamer.tokens]
+
+    def _until_eos(self, ids: list[int]) -> list[int]:
+        for i, t in enumerate(ids):
+            if t in self._eos:
+                return ids[:i]
+        return ids
+
+    def _outputs(self, streamer: _TokenStreamer, started: float, prompt_tokens: list[int]) -> list[Output]:
+        total = time.perf_counter() - started
+        ttft = (streamer.first_token_at - started) if streamer.first_token_at else None
+        decode = total - (ttft or 0.0)
+        outputs = []
+        for text, ids, prompt in zip(self._texts(streamer), streamer.tokens, prompt_tokens):
+            tokens = len(self._until_eos(ids))
+            rate = (tokens - 1) / decode if tokens > 1 and decode > 0 else None
+            outputs.append(Output(text, Timing(ttft_s=ttft, total_s=total, generated_tokens=tokens,
+                                               tokens_per_s=rate, prompt_tokens=prompt)))
+        return outputs
+
+    def generate(self, rows: Sequence[Row], settings: GenerationSettings, limits: MediaLimits,
+                 cancel: threading.Event | None = None) -> list[Output]:
+        inputs = self.inputs(rows, limits)
+        streamer = _TokenStreamer(len(rows))
+        started = time.perf_counter()
+        self._run_generate(inputs, streamer, cancel or threading.Event(), settings)
+        return self._outputs(streamer, started, inputs["attention_mask"].sum(dim=1).tolist())
+
+    def stream(self, rows: Sequence[Row], settings: GenerationSettings, limits: MediaLimits,
+               cancel: threading.Event | None = None) -> Iterator[Progress]:
+        """Every row's text as tokens arrive. Set `cancel`, or close the generator, to stop at once."""
+        cancel = cancel or threading.Event()
+        inputs = self.inputs(rows, limits)
+        streamer = _TokenStreamer(len(rows))
+        failure: list[BaseException] = []
+
+        def work():
+            try:
+                self._run_generate(inputs, streamer, cancel, settings)
+            except BaseException as e:  # handed to the consumer below
+                failure.append(e)
+                streamer.end()
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=work, name="rrm-generate", daemon=True)
+        worker.start()
+        try:
+            done = False
+            while not done:
+                done = streamer.updates.get() is None
+                while not done and not streamer.updates.empty():  # decode once per burst of tokens
+                    done = streamer.updates.get() is None
+                yield Progress(self._texts(streamer))
+            worker.join()
+            if failure:
+                raise failure[0]
+            outputs = self._outputs(streamer, started, inputs["attention_mask"].sum(dim=1).tolist())
+            yield Progress([o.text for o in outputs], outputs)
+        finally:
+            cancel.set()
+            worker.join()
+
+
+__all__ = ["GenerationSettings", "Output", "Progress", "TransformersBackend", "OutOfMemory", "BackendUnavailable",
+           "DECODINGS", "multimodal_token_ids", "end_ids", "generate_kwargs", "stream_once"]
