@@ -3,6 +3,7 @@
     python -m rrm.bench                          # on a GPU: 7B and 3B, bf16 / NF4 / int8, plain and static
     python -m rrm.bench --sizes 7b --modes 4bit --out bench-7b.json
     python -m rrm.bench                          # on CPU: the same code on the tiny fixture (a smoke run)
+    python -m rrm.bench serve                    # rrm serve's throughput, with and without batching
 
 On a GPU it builds the thinker of Qwen2.5-Omni-7B (and -3B) from a config in code
 with random weights - nothing is downloaded; speed and memory do not depend on the
@@ -328,6 +329,11 @@ def _free(device: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # the server's throughput: rrm.bench_serve
+        from . import bench_serve
+
+        return bench_serve.main(argv[1:])
     gpu = torch.cuda.is_available()
     parser = argparse.ArgumentParser(prog="python -m rrm.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=("7b", "3b", "tiny"), default=["7b", "3b"] if gpu else ["tiny"])

@@ -40,3 +40,15 @@ def test_targets_are_read_from_the_fastest_4bit_path():
         "MISS peak GiB video16: 12.50 (target <= 12)",
     ]
     assert target_check([Row("3b", "NF4", "plain", "image", 1, 0.1, 50.0, 3.0)]) == []
+
+
+def test_serve_bench_smoke_run_measures_both_settings_over_real_http(tmp_path, capsys):
+    out = tmp_path / "serve.json"
+    assert main(["serve", "--clients", "1", "4", "--requests", "2", "--tokens", "4", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["batching"], r["clients"], r["judgments"]) for r in rows] == [
+        (False, 1, 2), (False, 4, 8), (True, 1, 2), (True, 4, 8)]
+    assert all(r["judgments_per_min"] > 0 and 0 < r["p50_s"] <= r["p95_s"] for r in rows)
+    assert rows[1]["rows_per_call"] == 2.0 and rows[3]["rows_per_call"] >= 2.0  # both orders of a pair, at least
+    printed = capsys.readouterr().out
+    assert "| on | 4 | 8 |" in printed and "batched / unbatched throughput at 4 clients:" in printed
