@@ -43,8 +43,8 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
                              "(pip install vllm; CUDA); endpoint: an OpenAI-compatible server (--endpoint)")
     served = parser.add_argument_group("--backend endpoint")
     served.add_argument("--endpoint", metavar="URL", help="e.g. http://127.0.0.1:8000/v1 (vllm serve, rrm serve)")
-    served.add_argument("--endpoint-key-env", metavar="NAME", default="OPENAI_API_KEY",
-                        help="the environment variable holding the endpoint's key (none needed for a local server)")
+    served.add_argument("--endpoint-key-env", metavar="NAME",
+                        help="the environment variable holding the endpoint's key (default: send no key)")
     served.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
     served.add_argument("--timeout", type=float, default=300.0, help="seconds one request may take")
     served.add_argument("--endpoint-media", default="omni", choices=MEDIA_MODES,

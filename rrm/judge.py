@@ -109,13 +109,14 @@ class Judge:
                    limits=limits, generation=generation, input_limits=input_limits)
 
     @classmethod
-    def from_endpoint(cls, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
+    def from_endpoint(cls, base_url: str, model: str, *, api_key_env: str | None = None,
                       concurrency: int = 8, timeout_s: float = 300.0, max_retries: int = 3, media: str = "omni",
                       prompt_format: str | None = None, prompt_template: str | None = None,
                       system_prompt: str | None = None, rubric: Rubric | dict | str | None = None,
                       limits: MediaLimits | None = None, generation: GenerationSettings = GenerationSettings(),
                       input_limits: InputLimits = InputLimits()) -> Judge:
-        """A judge whose model is behind an OpenAI-compatible chat-completions URL (rrm.endpoint)."""
+        """A judge whose model is behind an OpenAI-compatible chat-completions URL (rrm.endpoint). The key, if the
+        server wants one, is read from the environment variable `api_key_env`; by default none is sent."""
         from .endpoint import Endpoint, EndpointBackend
 
         prompt_files = PromptFiles(prompt_template, system_prompt)

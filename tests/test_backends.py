@@ -154,3 +154,19 @@ def test_the_app_judges_through_an_endpoint_and_streams(parrot_dir, tmp_path):
                         swap_check=True, settings=GenerationSettings(max_new_tokens=600))
     assert len(outputs) >= 3 and judgment["verdict"] == want.verdict == "B" and judgment["raw"] == want.raw
     assert "endpoint" in info and "parrot" in info
+
+
+def test_an_endpoint_key_comes_from_the_named_variable_only(local, media_dir, monkeypatch):
+    from rrm.endpoint import EndpointError
+
+    key = "sk-endpoint-test-9876543210"
+    monkeypatch.setenv("RRM_TEST_ENDPOINT_KEY", key)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-this-server")
+    with running(JudgeServer(local, "tiny-judge", api_key=key)) as url:
+        keyless = Judge.from_endpoint(f"{url}/v1", "tiny-judge", prompt_format="rubric-v2", generation=SETTINGS)
+        with pytest.raises(EndpointError, match=r"refused the API key \(no key\): HTTP 401") as refused:
+            keyless.judge(_samples(media_dir)[0])
+        assert "sk-" not in str(refused.value)
+        keyed = Judge.from_endpoint(f"{url}/v1", "tiny-judge", api_key_env="RRM_TEST_ENDPOINT_KEY", generation=SETTINGS)
+        assert keyed.format.name == "rubric-v2"  # the model card, read with the key
+        assert keyed.judge(_samples(media_dir)[0]).raw == local.judge(_samples(media_dir)[0]).raw
