@@ -1,0 +1,112 @@
+"""Graded-difficulty self-check tasks: the right answer is in the media only, and contrast is a dial.
+
+    item = make_item("audio", contrast=0.1, rng=random.Random(3), path=Path("media/a-0"))
+
+Per modality, one generator makes easy (high-contrast) and hard (low-contrast)
+pairs alike:
+    image   a square whose colour lies between red and blue: "more red or more blue?"; contrast is how far
+            its colour is from the even mix (1: pure red or blue; 0.1: a purple a tenth of the way over)
+    audio   a tone above or below 600 Hz: "higher or lower than 600 Hz?"; contrast is the distance in
+            octaves from 600 Hz, over 2 (1: 2,400 or 150 Hz; 0.1: 662 or 544 Hz)
+    video   a bar that moves right or left: "which way does it move?"; contrast scales its step per frame
+            (1: 8 px a frame; 0.1: under 1 px, so its whole path is a few pixels)
+Position, size, phase and loudness are drawn at random too, so that no two items share a file. Each split
+draws from its own seeded stream (`split_rng`): held-out items are never training items.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MODALITIES = ("image", "audio", "video")
+EXTENSIONS = {"image": ".png", "audio": ".wav", "video": ".mp4"}
+SIZE = 56  # pixels, images and frames
+FRAMES, FPS = 6, 3.0
+RATE = 16_000
+PIVOT_HZ = 600.0
+MAX_OCTAVES = 2.0
+MAX_STEP_PX = 8.0
+EASY, HARD = 1.0, 0.1  # the contrast of an easy and of a hard pair
+
+
+@dataclass(frozen=True)
+class Item:
+    modality: str
+    path: Path  # the media file written
+    question: str
+    right: str
+    wrong: str
+    truth: bool  # which side of the dial the media fall on
+    contrast: float
+    signal: float  # what the media hold: the square's red share, the tone (Hz), the bar's net movement (px)
+
+
+def split_rng(seed: int, split: str, modality: str) -> random.Random:
+    """The random stream of one split of one modality: train, held-out easy and held-out hard never share one."""
+    return random.Random(f"graded:{seed}:{split}:{modality}")
+
+
+def make_item(modality: str, contrast: float, rng: random.Random, path: Path) -> Item:
+    """Write one item's media at `path` (with its extension added); 0 < contrast <= 1."""
+    if not 0 < contrast <= 1:
+        raise ValueError(f"contrast must be in (0, 1], got {contrast}")
+    truth = rng.random() < 0.5
+    path = path.parent / (path.name + EXTENSIONS[modality])
+    write = {"image": _image, "audio": _audio, "video": _video}[modality]
+    question, options, signal = write(truth, contrast, rng, path)
+    right, wrong = options if truth else options[::-1]
+    return Item(modality, path, question, right, wrong, truth, contrast, signal)
+
+
+def _image(red: bool, contrast: float, rng: random.Random, path: Path):
+    from PIL import Image
+
+    balance = 0.5 + (0.5 if red else -0.5) * contrast  # 1 is pure red, 0 pure blue
+    colour = (round(40 + 180 * balance), 30, round(40 + 180 * (1 - balance)))
+    img = Image.new("RGB", (SIZE, SIZE), (rng.randrange(0, 20),) * 3)  # darker than the square's green 30
+    side = rng.randrange(28, 48)
+    x, y = rng.randrange(0, SIZE - side + 1), rng.randrange(0, SIZE - side + 1)
+    img.paste(colour, (x, y, x + side, y + side))
+    img.save(path)
+    return "Is the square more red or more blue?", ("It is more red.", "It is more blue."), balance
+
+
+def _audio(high: bool, contrast: float, rng: random.Random, path: Path):
+    import soundfile as sf
+
+    hz = PIVOT_HZ * 2 ** ((1 if high else -1) * MAX_OCTAVES * contrast)
+    t = np.arange(int(rng.uniform(0.5, 0.8) * RATE)) / RATE
+    wave = rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi))
+    sf.write(path, wave.astype(np.float32), RATE)
+    return (f"Is the tone higher or lower than {PIVOT_HZ:g} Hz?",
+            (f"It is higher than {PIVOT_HZ:g} Hz.", f"It is lower than {PIVOT_HZ:g} Hz."), hz)
+
+
+def _video(right: bool, contrast: float, rng: random.Random, path: Path):
+    import cv2
+
+    step = (1 if right else -1) * MAX_STEP_PX * contrast
+    width = rng.randrange(6, 12)
+    start = SIZE / 2 - step * (FRAMES - 1) / 2 + rng.uniform(-4, 4)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (SIZE, SIZE))
+    for i in range(FRAMES):
+        frame = np.zeros((SIZE, SIZE, 3), np.uint8)
+        x = int(round(start + step * i))
+        frame[:, max(0, x):max(0, x + width)] = 255
+        writer.write(frame)
+    writer.release()
+    return "Which way does the bar move?", ("It moves to the right.", "It moves to the left."), step * (FRAMES - 1)
+
+
+def make_split(folder: Path, modality: str, split: str, n: int, contrast: float, seed: int) -> list[Item]:
+    """`n` items of one modality for one split, their media under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = split_rng(seed, split, modality)
+    return [make_item(modality, contrast, rng, folder / f"{modality}-{split}-{i}") for i in range(n)]
+
+
+__all__ = ["Item", "make_item", "make_split", "split_rng", "MODALITIES", "EASY", "HARD"]
