@@ -241,8 +241,6 @@ class JudgeServer:
     def stream_response(self, sample: Sample, swap_check: bool, settings: GenerationSettings, uploads: Uploads):
         """Server-sent events: `partial` as the text grows, then `judgment` (or `error`). The request's media
         folder is kept until the stream ends; a client that goes away stops generation."""
-        from starlette.responses import StreamingResponse
-
         folder = tempfile.mkdtemp(prefix="rrm-stream-")
         for f in uploads.folder.iterdir():  # the request's own folder goes when the handler returns
             f.rename(Path(folder) / f.name)
@@ -251,24 +249,40 @@ class JudgeServer:
         cancel = threading.Event()
         updates = self.judge.stream(sample, swap_check, cancel, settings)
 
+        def render(update):
+            if update.judgment is not None:
+                return [_sse("judgment", update.judgment.to_dict())]
+            return [_sse("partial", {"text": update.text, "swapped_text": update.swapped_text,
+                                     "partial": dataclasses.asdict(update.partial)})]
+
+        def stop():
+            cancel.set()
+            _close_then_remove(updates, folder)
+
+        return self.event_stream(updates, render, lambda error: _sse("error", error), stop)
+
+    def event_stream(self, steps, render, error_event, stop, last: str = ""):
+        """Server-sent events from a blocking iterator of steps, pulled in a worker thread: `render(step)` gives
+        each step's events, a failure ends the stream with `error_event`, and `stop` runs however it ends (the
+        client gone included)."""
+        from starlette.responses import StreamingResponse
+
         async def events():
             try:
                 while True:
                     try:
-                        update = await self.call(next, updates, None)
+                        step = await self.call(next, steps, None)
                     except Exception as e:
-                        yield _sse("error", {"error": {"message": public(first_line(e)), "type": _status_of(e)[1]}})
+                        yield error_event({"error": {"message": public(first_line(e)), "type": _status_of(e)[1]}})
                         return
-                    if update is None:
-                        return
-                    if update.judgment is not None:
-                        yield _sse("judgment", update.judgment.to_dict())
-                    else:
-                        yield _sse("partial", {"text": update.text, "swapped_text": update.swapped_text,
-                                               "partial": dataclasses.asdict(update.partial)})
+                    if step is None:
+                        break
+                    for event in render(step):
+                        yield event
+                if last:
+                    yield last
             finally:
-                cancel.set()
-                await self.call(_close_then_remove, updates, folder)
+                await self.call(stop)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -323,36 +337,25 @@ class JudgeServer:
             return _json(_completion(self.served_name, output, settings))
 
     def chat_stream(self, row, settings: GenerationSettings):
-        from starlette.responses import StreamingResponse
-
         cancel = threading.Event()
         steps = self.judge.backend.stream([row], settings, self.judge.limits, cancel)
-        name, ident = self.served_name, f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        name, ident, sent = self.served_name, f"chatcmpl-{uuid.uuid4().hex[:24]}", [0]
 
-        async def events():
-            sent = 0
-            try:
-                while True:
-                    try:
-                        step = await self.call(next, steps, None)
-                    except Exception as e:
-                        yield _data({"error": {"message": public(first_line(e)), "type": _status_of(e)[1]}})
-                        return
-                    if step is None:
-                        break
-                    text = step.texts[0]
-                    if len(text) > sent:
-                        yield _data(_chunk(ident, name, {"content": text[sent:]}))
-                        sent = len(text)
-                    if step.outputs is not None:
-                        done = _completion(name, step.outputs[0], settings)
-                        yield _data(_chunk(ident, name, {}, done["choices"][0]["finish_reason"], done["usage"]))
-                yield "data: [DONE]\n\n"
-            finally:
-                cancel.set()
-                await self.call(steps.close)
+        def render(step):
+            text, events = step.texts[0], []
+            if len(text) > sent[0]:
+                events.append(_data(_chunk(ident, name, {"content": text[sent[0]:]})))
+                sent[0] = len(text)
+            if step.outputs is not None:
+                done = _completion(name, step.outputs[0], settings)
+                events.append(_data(_chunk(ident, name, {}, done["choices"][0]["finish_reason"], done["usage"])))
+            return events
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        def stop():
+            cancel.set()
+            steps.close()
+
+        return self.event_stream(steps, render, _data, stop, last="data: [DONE]\n\n")
 
 
 def _pair_records(body) -> tuple[list, bool]:
@@ -377,13 +380,9 @@ def _close_then_remove(updates, folder: str) -> None:
 
 
 def _chat_settings(body: dict, base: GenerationSettings) -> GenerationSettings:
-    renamed = dict(body)
-    renamed["max_new_tokens"] = body.get("max_completion_tokens", body.get("max_tokens"))
-    settings = settings_from(renamed, base)
-    if body.get("min_tokens") is not None:
-        settings = dataclasses.replace(settings, min_new_tokens=settings_from(
-            {"max_new_tokens": body["min_tokens"]}, base).max_new_tokens)
-    return settings
+    """A chat request's settings: the OpenAI names (and vLLM's min_tokens) read as rrm's."""
+    return settings_from({**body, "max_new_tokens": body.get("max_completion_tokens", body.get("max_tokens")),
+                          "min_new_tokens": body.get("min_tokens")}, base)
 
 
 def _completion(name: str, output, settings: GenerationSettings) -> dict:
@@ -461,8 +460,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     web.add_argument("--api-key-env", metavar="NAME", help="require `Authorization: Bearer $NAME` (the key is read "
                                                            "from that environment variable)")
     web.add_argument("--served-model-name", help="the model name clients send (default: --model)")
-    web.add_argument("--max-batch-rows", type=int, default=16, help="rows (two per swap-checked pair) per generate call")
-    web.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
+    web.add_argument("--max-batch-rows", type=int, default=16,
+                     help="rows (two per swap-checked pair) per generate call")
+    web.add_argument("--max-wait-ms", type=float, default=10.0,
+                     help="how long a request waits for others to batch with")
     web.add_argument("--no-batching", action="store_true", help="one request per generate call")
     web.add_argument("--max-body-mb", type=int, default=MAX_BODY_MB)
     web.add_argument("--max-pairs", type=int, default=MAX_PAIRS, help="pairs in one request")
