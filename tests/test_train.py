@@ -306,6 +306,43 @@ def test_two_step_grpo_feeds_the_media_to_the_loss_forward(data_dir, tiny_dir, t
     assert judge.format.name == "rubric-v2" and judge.loaded.adapter
 
 
+def test_grpo_rollouts_end_where_the_judge_ends_its_turn(data_dir, tiny_dir, tmp_path):
+    """TRL stops a rollout at the tokenizer's end of text and the model's generation config only; a judge trained
+    by SFT ends its turn with <|im_end|>, so that must stop (and close) the rollout too."""
+    from trl import GRPOConfig
+
+    from train.common import load_trainable
+    from train.grpo import GRPOJudgeArguments, build_dataset, make_trainer
+
+    args = GRPOJudgeArguments(model=str(tiny_dir), data=str(_rl_file(data_dir)))
+    fmt, rubric = args.prompt()
+    model, processor, peft_config = load_trainable(args)
+    im_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert im_end not in [processor.tokenizer.eos_token_id, *[model.generation_config.eos_token_id or []]]
+    config = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=2,
+                        num_generations=2, report_to="none", max_steps=1)
+    funcs, _, _ = args.rewards(fmt, rubric)
+    trainer = make_trainer(fmt, rubric, args.limits(), model=model, args=config, processing_class=processor,
+                           train_dataset=build_dataset(args, 0), reward_funcs=funcs, peft_config=peft_config)
+    assert im_end in trainer.eos_token_ids and im_end in trainer.generation_config.eos_token_id
+
+
+def test_grpo_profile_splits_the_run_into_its_phases(data_dir, tiny_dir, tmp_path, capsys):
+    from train.grpo_profile import main as profile_main
+
+    prof = tmp_path / "grpo.prof"
+    assert profile_main(["--out", str(prof), "--", *_grpo_argv(_rl_file(data_dir, "image"), tiny_dir,
+                                                                 tmp_path / "grpo")]) == 0
+    rows = {line.split(" | ")[0].strip("| "): float(line.split(" | ")[1])
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line
+            and not line.startswith("| phase")}
+    whole = rows.pop("whole run (model loading included)")
+    assert rows["rollouts (generate)"] > 0 and rows["log-prob forwards (old, reference, loss)"] > 0
+    assert rows["rewards (the judge's reward functions)"] > 0 and rows["backward"] > 0
+    assert sum(rows.values()) < 1.5 * whole
+    assert prof.stat().st_size > 0
+
+
 def test_grpo_starts_from_an_sft_adapter(data_dir, tiny_dir, tmp_path):
     from train.grpo import main as grpo_main
 
@@ -319,6 +356,23 @@ def test_grpo_starts_from_an_sft_adapter(data_dir, tiny_dir, tmp_path):
     assert (out / "checkpoint-2").exists()
     assert Judge.from_pretrained(str(out)).judge(
         __import__("rrm").Sample("Describe the sounds.", "a dog", "beeps")).timing.generated_tokens >= 1
+
+
+def test_sft_goes_on_training_the_adapter_it_is_given(data_dir, tiny_dir, tiny_sft_adapter, tmp_path):
+    """--init_adapter (the self-check's SFT-continued control) trains the given LoRA further, not a fresh one."""
+    from train.common import TRAIN_LOG
+
+    start = load_file(tiny_sft_adapter / "adapter_model.safetensors")
+    for rate, out in (("0", tmp_path / "still"), ("1e-2", tmp_path / "moved")):
+        assert sft_main(["--model", str(tiny_dir), "--data", str(data_dir / "train_pairs.jsonl"), "--output_dir",
+                         str(out), "--max_steps", "1", "--per_device_train_batch_size", "2", "--effective_batch_size",
+                         "2", "--use_cpu", "true", "--report_to", "none", "--video_max_frames", "4", "--logging_steps",
+                         "1", "--learning_rate", rate, "--init_adapter", str(tiny_sft_adapter)]) == 0
+        assert [h for h in json.loads((out / TRAIN_LOG).read_text()) if "loss" in h]
+    still, moved = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("still", "moved"))
+    assert still.keys() == start.keys() == moved.keys()
+    assert all(torch.equal(still[k], start[k]) for k in start)  # no step taken: exactly the adapter given
+    assert any(not torch.equal(moved[k], start[k]) for k in start if "lora_B" in k)
 
 
 def test_a_prompt_template_trained_with_is_recorded_and_spoken(data_dir, tiny_dir, tmp_path):
@@ -337,31 +391,6 @@ def test_a_prompt_template_trained_with_is_recorded_and_spoken(data_dir, tiny_di
 
     text = build_messages(Sample("What?", "x", "y"), judge.format, judge.rubric)[1]["content"][-1]["text"]
     assert text == "Q: What?\nA: x\nB: y\nWhich fits the text?"
-
-
-@pytest.mark.slow
-def test_selfcheck_runs_every_stage_and_reports_a_table(tmp_path):
-    from train.selfcheck import MODALITIES, Setting, markdown, run
-
-    setting = Setting(train_items=2, test_items=2, sft_steps=2, grpo_steps=1, batch=2)
-    table = run(tmp_path / "sc", setting)
-    assert list(table) == ["untrained", "after SFT", "after GRPO", "after GRPO, media withheld"]
-    assert all(set(row) == set(MODALITIES) and all(0.0 <= v <= 1.0 for v in row.values()) for row in table.values())
-    text = markdown(table, "test", setting)
-    assert [line.split(" | ")[0] for line in text.splitlines()[-3:]] == ["| image", "| audio", "| video"]
-    assert "chance is 50" in text
-    assert all((tmp_path / "sc" / m / "grpo" / "rrm_judge.json").exists() for m in MODALITIES)
-
-
-def test_selfcheck_control_gives_each_item_another_items_media_of_its_kind(tmp_path):
-    from train.selfcheck import Setting, make_data, withheld_media
-
-    _, test = make_data(tmp_path, Setting(train_items=0, test_items=5, sft_steps=0, grpo_steps=0, batch=1), seed=0)
-    media = withheld_media(test, seed=3)
-    for (modality, sample, _), given in zip(test, media):
-        assert given != sample.media and given[0].kind == modality
-    assert sorted(m[0].path for m in media) == sorted(s.media[0].path for _, s, _ in test)  # a permutation
-    assert withheld_media(test, seed=3) == media  # seeded
 
 
 @pytest.mark.slow

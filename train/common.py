@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rrm.media import MediaLimits
-from rrm.model import ADAPTER_WEIGHTS, JUDGE_CONFIG_FILE, load_processor, load_thinker, locate, with_adapters
+from rrm.model import (ADAPTER_WEIGHTS, JUDGE_CONFIG_FILE, attach_adapter, load_processor, load_thinker, locate,
+                       resolve, with_adapters)
 from rrm.prompts import TemplateFormat, get_format, read_text_file
 from rrm.redact import install_log_redaction
 from rrm.release import RELEASE_PROFILE
@@ -20,6 +21,7 @@ from rrm.rubric import load_rubric
 # (vision merger, audio projection); the vision and audio encoders stay frozen.
 LORA_TARGETS = (r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
                 r"|model\.visual\.merger\.mlp\.(0|2)|model\.audio_tower\.proj")
+TRAIN_LOG = "train_log.json"
 
 
 @dataclass
@@ -49,6 +51,8 @@ class JudgeTrainingArguments:
         "help": "frames are resized to at least this many pixels (the release's video decoder: 100352)"})
     audio_max_seconds: float = field(default=MediaLimits.audio_max_seconds, metadata={"help": "audio cut"})
     merge: bool = field(default=False, metadata={"help": "also save a merged full model in OUTPUT/merged"})
+    init_adapter: str | None = field(default=None, metadata={
+        "help": "a LoRA adapter to go on training (an SFT judge of ours, or ms-swift's), instead of a fresh one"})
 
     def limits(self) -> MediaLimits:
         return MediaLimits(image_max_pixels=self.image_max_pixels, video_fps=self.video_fps,
@@ -86,6 +90,14 @@ def load_base(source: str, quantization: str):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model.config.use_cache = False
     return model, load_processor(*checkpoint.processor_dirs)
+
+
+def load_trainable(args: JudgeTrainingArguments):
+    """(model, processor, peft_config) to train: a fresh LoRA on the base, or `init_adapter` trained on further."""
+    model, processor = load_base(args.model, args.quantization)
+    if not args.init_adapter:
+        return model, processor, lora_config(args)
+    return attach_adapter(model, resolve(args.init_adapter), False, args.quantization, trainable=True), processor, None
 
 
 def share_every_gradient_across_ranks(model, config) -> None:
@@ -193,10 +205,12 @@ def parse_recipe(arguments_class, config_class, argv: list[str] | None):
 
 
 def train_and_save(trainer, processor, args: JudgeTrainingArguments, config) -> int:
-    """Train (resuming when asked), then save the adapter as a judge checkpoint."""
+    """Train (resuming when asked), then save the adapter as a judge checkpoint, with every logged step
+    (TRAIN_LOG: the loss, and for GRPO each reward, KL, completion length and the zero-spread share)."""
     trainer.train(resume_from_checkpoint=resume_checkpoint(config, trainer.accelerator.is_main_process))
     if trainer.accelerator.is_main_process:
         save_judge(trainer.model, processor, Path(config.output_dir), args.model, args)
+        (Path(config.output_dir) / TRAIN_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
     return 0
 
 

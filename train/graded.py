@@ -7,7 +7,7 @@ pairs alike:
     image   a square whose colour lies between red and blue: "more red or more blue?"; contrast is how far
             its colour is from the even mix (1: pure red or blue; 0.1: a purple a tenth of the way over)
     audio   a tone above or below 600 Hz: "higher or lower than 600 Hz?"; contrast is the distance in
-            octaves from 600 Hz, over 2 (1: 2,400 or 150 Hz; 0.1: 662 or 544 Hz)
+            octaves from 600 Hz, over 0.3 (1: 739 or 487 Hz; 0.1: 613 or 588 Hz, a mel bin apart)
     video   a bar that moves right or left: "which way does it move?"; contrast scales its step per frame
             (1: 8 px a frame; 0.1: under 1 px, so its whole path is a few pixels)
 Position, size, phase and loudness are drawn at random too, so that no two items share a file. Each split
@@ -28,7 +28,7 @@ SIZE = 56  # pixels, images and frames
 FRAMES, FPS = 6, 3.0
 RATE = 16_000
 PIVOT_HZ = 600.0
-MAX_OCTAVES = 2.0
+MAX_OCTAVES = 0.3
 MAX_STEP_PX = 8.0
 EASY, HARD = 1.0, 0.1  # the contrast of an easy and of a hard pair
 
@@ -102,11 +102,14 @@ def _video(right: bool, contrast: float, rng: random.Random, path: Path):
     return "Which way does the bar move?", ("It moves to the right.", "It moves to the left."), step * (FRAMES - 1)
 
 
-def make_split(folder: Path, modality: str, split: str, n: int, contrast: float, seed: int) -> list[Item]:
-    """`n` items of one modality for one split, their media under `folder`."""
+def make_split(folder: Path, modality: str, split: str, n: int, contrast: float | tuple[float, float],
+               seed: int) -> list[Item]:
+    """`n` items of one modality for one split, their media under `folder`; a (low, high) contrast draws each
+    item's contrast evenly between the two."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = split_rng(seed, split, modality)
-    return [make_item(modality, contrast, rng, folder / f"{modality}-{split}-{i}") for i in range(n)]
+    low, high = contrast if isinstance(contrast, tuple) else (contrast, contrast)
+    return [make_item(modality, rng.uniform(low, high), rng, folder / f"{modality}-{split}-{i}") for i in range(n)]
 
 
 __all__ = ["Item", "make_item", "make_split", "split_rng", "MODALITIES", "EASY", "HARD"]

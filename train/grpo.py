@@ -22,14 +22,13 @@ import torch
 from rrm.errors import RRMError
 from rrm.redact import redact
 from rrm.inputs import encode
-from rrm.generation import multimodal_token_ids
+from rrm.generation import end_ids, multimodal_token_ids
 from rrm.media import load_media
-from rrm.model import attach_adapter, resolve
 from rrm.prompts import build_messages
 from rrm.schema import Sample
 
-from .common import (JudgeTrainingArguments, load_base, lora_config, parse_recipe,
-                     share_every_gradient_across_ranks, train_and_save)
+from .common import (JudgeTrainingArguments, load_trainable, parse_recipe, share_every_gradient_across_ranks,
+                     train_and_save)
 from .data import load_pairs, randomise_order
 from .rewards import DEFAULT_WEIGHTS, RELEASE_SET, REWARD_SETS, SET_FOR_SCHEMA, get_rewards, logged_metrics
 
@@ -40,7 +39,6 @@ _NOT_MEDIA = ("input_ids", "attention_mask", "labels")
 
 @dataclass
 class GRPOJudgeArguments(JudgeTrainingArguments):
-    init_adapter: str | None = field(default=None, metadata={"help": "the SFT adapter to start from"})
     reward_weights_by_name: str = field(default=json.dumps(DEFAULT_WEIGHTS),
                                         metadata={"help": 'JSON weights by reward name, e.g. {"format": 0.4, ...}'})
     reward_set: str = field(default="", metadata={
@@ -77,6 +75,10 @@ def make_trainer(fmt, rubric, limits, **trainer_kwargs):
 
     class JudgeGRPOTrainer(GRPOTrainer):
         def __init__(self, **kwargs):
+            # TRL stops a rollout at the tokenizer's end of text and the model's generation config only. A judge
+            # ends its turn with <|im_end|>, as SFT taught it: unless that stops it too, every rollout runs on
+            # to the length limit past its judgment, and the strict rewards score them all alike.
+            kwargs["model"].generation_config.eos_token_id = end_ids(kwargs["processing_class"].tokenizer)
             super().__init__(**kwargs)
             self.judge_format, self.judge_rubric, self.media_limits = fmt, rubric, limits
             self._row_media: list[dict] = []
@@ -167,14 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("%d RL rows have no teacher scores: the %s preference reward gives every completion of "
                         "theirs -1, as the release does (--reward_set rubric-v2 scores the verdict alone there)",
                         unscored, RELEASE_SET)
-        model, processor = load_base(args.model, args.quantization)
-        if args.init_adapter:  # trained on, in whatever layout it was saved (ours, or ms-swift's)
-            model = attach_adapter(model, resolve(args.init_adapter), False, args.quantization, trainable=True)
+        model, processor, peft_config = load_trainable(args)
     except (RRMError, ValueError) as e:
         print(f"error: {redact(e)}", file=sys.stderr)
         return 2
     share_every_gradient_across_ranks(model, config)
-    peft_config = None if args.init_adapter else lora_config(args)
     config.generation_kwargs = {**(config.generation_kwargs or {}),
                                 "suppress_tokens": multimodal_token_ids(processor.tokenizer)}
     config.reward_weights = [*weights, *[0.0] * len(metrics)]  # the metrics are logged, not rewarded

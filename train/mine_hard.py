@@ -13,6 +13,7 @@ label gives GRPO no direction). The kept records are written as they came, with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,16 +30,22 @@ def teacher_gap(pair) -> float | None:
     return None if a is None or b is None else abs(a - b)
 
 
-def instability(judge, sample, samples: int, seed: int, settings: GenerationSettings) -> dict:
-    """How much the judge wavers on a pair: sampled verdicts (both orders each time) and their spread."""
-    verdicts, swap_disagreements = [], 0
-    for k in range(samples):
-        j = judge.judge(sample, swap_check=True, settings=GenerationSettings(
-            max_new_tokens=settings.max_new_tokens, temperature=settings.temperature or 1.0,
-            top_p=settings.top_p, seed=seed + k))
-        verdicts.append(j.verdict)
-        swap_disagreements += j.swap is not None and j.swap.agree is False
-    return {"verdicts": verdicts, "flips": len(set(verdicts)) > 1, "swap_disagreements": swap_disagreements}
+def instability(judge, samples: list, draws: int, seed: int, settings: GenerationSettings,
+                batch_size: int = 4) -> list[dict]:
+    """How much the judge wavers on each pair: `draws` sampled judgments (both orders each time), every pair of a
+    draw judged in batches (with a progress bar per draw), and what they show."""
+    sampled = GenerationSettings(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature or 1.0,
+                                 top_p=settings.top_p)
+    found = [{"verdicts": [], "flips": False, "swap_disagreements": 0} for _ in samples]
+    for k in range(draws):
+        judged = judge.judge_batch(samples, batch_size=batch_size, swap_check=True,
+                                   settings=dataclasses.replace(sampled, seed=seed + k))
+        for evidence, j in zip(found, judged):
+            evidence["verdicts"].append(j.verdict)
+            evidence["swap_disagreements"] += j.swap is not None and j.swap.agree is False
+    for evidence in found:
+        evidence["flips"] = len(set(evidence["verdicts"])) > 1
+    return found
 
 
 def is_hard(gap: float | None, unstable: dict | None, max_gap: float, rule: str) -> bool:
@@ -52,25 +59,22 @@ def is_hard(gap: float | None, unstable: dict | None, max_gap: float, rule: str)
 
 
 def _command(args) -> int:
-    from tqdm.auto import tqdm
-
     pairs, report = load_pairs(args.data, args.media_root, splits=("sft", "rl"))
-    judge = build_judge(args) if args.samples else None
-    kept, ties = [], 0
-    for pair in tqdm(pairs, desc="mining", unit="pair"):
-        if pair.label == VERDICT_TIE:
-            ties += 1
-            continue
-        gap = teacher_gap(pair)
-        unstable = instability(judge, pair.sample, args.samples, args.seed, judge.generation) if judge else None
-        if is_hard(gap, unstable, args.max_gap, args.rule):
-            kept.append({**pair.record, "split": "rl", "hardness": {"teacher_gap": gap, "judge": unstable}})
+    ties = sum(p.label == VERDICT_TIE for p in pairs)
+    pairs = [p for p in pairs if p.label != VERDICT_TIE]
+    unstable = [None] * len(pairs)
+    if args.samples:
+        judge = build_judge(args)
+        unstable = instability(judge, [p.sample for p in pairs], args.samples, args.seed, judge.generation,
+                               args.batch_size)
+    kept = [{**p.record, "split": "rl", "hardness": {"teacher_gap": teacher_gap(p), "judge": u}}
+            for p, u in zip(pairs, unstable) if is_hard(teacher_gap(p), u, args.max_gap, args.rule)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         for r in kept:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    print(f"{len(kept)} hard pairs of {len(pairs)} written to {out} ({ties} ties left out; {report})",
+    print(f"{len(kept)} hard pairs of {len(pairs) + ties} written to {out} ({ties} ties left out; {report})",
           file=sys.stderr)
     return 0
 
@@ -86,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="judge each pair this many times with sampling (needs --model); 0: teacher gap only")
     parser.add_argument("--rule", choices=["either", "both"], default="either",
                         help="with both signals: hard if either says so, or only if both do")
-    add_judge_arguments(parser)
+    add_judge_arguments(parser, batch=True)
     return parser
 
 

@@ -1,234 +1,349 @@
-"""Learning self-check: does the recipe teach a judge to use the media?
+"""Learning self-check: the paper's pipeline (SFT, hard-pair mining, GRPO) on tasks whose answer is in the media.
 
-    python -m train.selfcheck [--out runs/selfcheck] [--setting small|large]
+    python -m train.selfcheck [--stage sft|rl] [--setting small|large] [--seeds 0 1] [--jobs 2] [--out DIR]
 
-Builds a synthetic preference set per modality where the better answer can only
-be known from the media (image: the colour of a square; audio: a high or a low
-tone; video: the direction a bar moves), trains the tiny fixture with the
-project's SFT recipe and then GRPO from that adapter (one judge per modality),
-and reports held-out verdict accuracy per modality: untrained, after SFT, after
-GRPO, and after GRPO with the media withheld (each item's media replaced by
-another held-out item's: the control, which should fall to chance). The
-teacher rationale says what the media hold before the verdict compares the
-answers with it. The `small` setting runs on a 2-core CPU in about 20 minutes;
-`large` is for a GPU.
+Per modality (train/graded.py: a square more red or more blue, a tone above or below 600 Hz, a bar moving
+right or left), easy and hard (low-contrast) pairs come from one generator. For each modality and seed,
+starting from the tiny fixture:
+    1. SFT on pairs of every contrast, on a budget that leaves hard pairs below the ceiling;
+    2. train.mine_hard on a pool of easy and hard pairs: those where the SFT judge's sampled verdicts waver,
+       or its two orders disagree;
+    3. GRPO from the SFT adapter on the mined pairs, with the project's rewards;
+    4. the control: as many extra optimizer steps of SFT, from the same adapter, on the same mined pairs;
+    5. held-out accuracy on easy and on hard pairs: untrained, after SFT, after GRPO, after SFT-continued,
+       and after GRPO with the media withheld (each item given another held-out item's media: chance).
+`--stage sft` stops after step 1. The table gives mean +/- standard error over the seeds; GRPO's logged steps
+are plotted to grpo_logs.png. `small` runs on a 2-core CPU; `large` is for a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
-from dataclasses import dataclass
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from rrm.judge import GenerationSettings, Judge
 from rrm.media import MediaLimits
 from rrm.schema import MediaItem, Sample
 
+from .graded import EASY, FPS, FRAMES, HARD, MODALITIES, Item, make_split
+
 TEMPLATE = "Question: ${question}\nAnswer A: ${answer_a}\nAnswer B: ${answer_b}\nWhich answer matches the ${media}?"
 RUBRIC = {"criteria": [{"key": "grounding", "title": "Grounding",
                         "description": "Does the answer say what the image, audio or video shows?"}]}
-MODALITIES = ("image", "audio", "video")
-VIDEO_FRAMES, VIDEO_FPS = 6, 3.0  # every frame of the synthetic clips
+DIFFICULTIES = {"easy": EASY, "hard": HARD}
+STAGES = ("untrained", "after SFT", "after GRPO", "after SFT-continued", "after GRPO, media withheld")
+MAX_NEW_TOKENS = 128  # a judgment here is about 100 tokens
+# GRPO's rollouts sample at 0.7. At 1.0 the tiny judge's long tail of junk tokens breaks most of its ~100-token
+# judgments somewhere: rollouts then differ in format, not in what they say the media hold, and hard-pair accuracy
+# barely moves. Mining keeps mine_hard's 1.0, where the judge's verdicts spread the most.
+ROLLOUT_TEMPERATURE = 0.7
+# Adam makes GRPO's noisy steps as large as SFT's: at 1e-3 GRPO collapsed. The SFT-continued control takes GRPO's
+# rate too (same pairs, steps and rate): at SFT's 3e-3, 30 steps on a few dozen pairs undid much of what SFT learnt.
+GRPO_RATE, SFT_RATE = "1e-4", "3e-3"
+LOGGED = ("rewards/format_reward/mean", "rewards/preference_reward/mean", "rewards/rubric_reward/mean",
+          "rewards/verdict_accuracy/mean", "rewards/format_valid/mean", "kl", "completions/mean_length",
+          "frac_reward_zero_std")
 
 
 @dataclass(frozen=True)
 class Setting:
-    train_items: int  # per modality
-    test_items: int  # per modality
+    sft_items: int  # per modality, contrast drawn evenly between HARD and EASY
+    pool_items: int  # per modality, half easy and half hard: what mine_hard chooses from
+    test_items: int  # per modality and difficulty, held out
     sft_steps: int
-    grpo_steps: int
-    batch: int
+    rl_steps: int  # GRPO's optimizer steps, and the SFT-continued control's
+    rl_prompts: int  # pairs per GRPO step (each sampled `generations` times), and per control step
+    generations: int
+    draws: int  # mine_hard's sampled judgments per pair (both orders each)
+    sft_batch: int = 8
 
 
-SETTINGS = {"small": Setting(1600, 48, 2000, 4, 8), "large": Setting(4000, 200, 6000, 100, 16)}
+SETTINGS = {"small": Setting(sft_items=600, pool_items=48, test_items=32, sft_steps=800, rl_steps=30,
+                             rl_prompts=4, generations=4, draws=2),
+            "large": Setting(sft_items=4000, pool_items=400, test_items=200, sft_steps=3000, rl_steps=300,
+                             rl_prompts=16, generations=8, draws=4, sft_batch=16)}
 
 
-def _task(modality: str, truth: bool, path: Path) -> tuple[str, str, str]:
-    """Write the media for one item; return (question, right answer, wrong answer)."""
-    if modality == "image":
-        from PIL import Image
-
-        Image.new("RGB", (56, 56), (220, 30, 30) if truth else (30, 30, 220)).save(path.with_suffix(".png"))
-        options = ("It is red.", "It is blue.")
-        return "What colour is the square?", *(options if truth else options[::-1])
-    if modality == "audio":
-        import soundfile as sf
-
-        t = np.arange(int(0.6 * 16000)) / 16000
-        sf.write(path.with_suffix(".wav"), (0.4 * np.sin(2 * np.pi * (1200 if truth else 300) * t)).astype(np.float32),
-                 16000)
-        options = ("It is high.", "It is low.")
-        return "Is the tone high or low?", *(options if truth else options[::-1])
-    import cv2
-
-    writer = cv2.VideoWriter(str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), 3, (56, 56))
-    for i in range(6):  # a white bar sweeps across the frame
-        frame = np.zeros((56, 56, 3), np.uint8)
-        x = 6 + 8 * i if truth else 50 - 8 * i
-        frame[:, max(0, x - 8):x + 8] = 255
-        writer.write(frame)
-    writer.release()
-    options = ("It moves to the right.", "It moves to the left.")
-    return "Which way does the bar move?", *(options if truth else options[::-1])
+def record(item: Item, split: str, root: Path) -> dict:
+    """A preference row (the right answer in slot A: training randomises the order) whose rationale says what
+    the media hold in the words of the right answer, naming no slot: first perceive, then compare."""
+    criteria = {"grounding": {"rationale": f"In the {item.modality}: {item.right}", "score_A": 9, "score_B": 1}}
+    return {"id": item.path.stem, "modality": item.modality, "query": item.question,
+            item.modality: str(item.path.relative_to(root)), "response_a": item.right, "response_b": item.wrong,
+            "label": "A", "score_a": 9, "score_b": 1, "criteria": criteria, "split": split,
+            "contrast": round(item.contrast, 4)}
 
 
-_EXT = {"image": ".png", "audio": ".wav", "video": ".mp4"}
-
-
-def make_data(out: Path, setting: Setting, seed: int) -> tuple[Path, list[tuple[str, Sample, str]]]:
-    """The training JSONL (sft and rl rows, the right answer in slot A: training randomises the order)
-    and the held-out samples (in random order, with their labels)."""
-    rng = random.Random(seed)
-    media = out / "media"
-    media.mkdir(parents=True, exist_ok=True)
-    rows, test = [], []
-    for modality in MODALITIES:
-        for i in range(setting.train_items + setting.test_items):
-            name = f"{modality}-{i}"
-            question, right, wrong = _task(modality, rng.random() < 0.5, media / name)
-            rel = f"media/{name}{_EXT[modality]}"
-            if i < setting.train_items:
-                # The rationale says what the media hold, in the words of the right answer (it names
-                # no slot, so it stays true when training swaps A and B): first perceive, then compare.
-                criteria = {"grounding": {"rationale": f"In the {modality}: {right}", "score_A": 9, "score_B": 1}}
-                for split in ("sft", "rl"):
-                    rows.append({"id": f"{name}-{split}", "modality": modality, "query": question, modality: rel,
-                                 "response_a": right, "response_b": wrong, "label": "A", "score_a": 9, "score_b": 1,
-                                 "criteria": criteria, "split": split})
-            else:
-                first = rng.random() < 0.5
-                a, b = (right, wrong) if first else (wrong, right)
-                sample = Sample(question, a, b, media=[MediaItem(modality, str(out / rel))], id=name)
-                test.append((modality, sample, "A" if first else "B"))
-    data = out / "pairs.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return data, test
-
-
-def withheld_media(test, seed: int = 0) -> list:
-    """For each held-out item, the media of another item of the same modality (a seeded derangement)."""
-    out = [None] * len(test)
-    for modality in dict.fromkeys(m for m, _, _ in test):
-        mine = [i for i, (m, _, _) in enumerate(test) if m == modality]
-        if len(mine) < 2:
-            raise ValueError(f"the media-withheld control needs two held-out {modality} items at least")
-        order = mine[:]
-        rng = random.Random(seed)
-        while any(i == j for i, j in zip(mine, order)):
-            rng.shuffle(order)
-        for i, j in zip(mine, order):
-            out[i] = test[j][1].media
+def held_out(items: list[Item], seed: int) -> list[tuple[Sample, str]]:
+    """Held-out samples in a seeded A/B order, with their labels."""
+    rng = random.Random(f"order:{seed}")
+    out = []
+    for item in items:
+        first = rng.random() < 0.5
+        a, b = (item.right, item.wrong) if first else (item.wrong, item.right)
+        out.append((Sample(item.question, a, b, media=[MediaItem(item.modality, str(item.path))],
+                           id=item.path.stem), "A" if first else "B"))
     return out
 
 
-def accuracy(judge: Judge, test, withheld: bool = False, seed: int = 0) -> dict[str, float]:
-    """Held-out verdict accuracy per modality. With `withheld`, each item's media is replaced by that of
-    another held-out item of its kind (a seeded derangement): the prompt stays well-formed, but its
-    media no longer tell which answer is right, so a judge that reads the media falls to chance."""
-    media = withheld_media(test, seed) if withheld else [s.media for _, s, _ in test]
-    samples = [Sample(s.query, s.response_a, s.response_b, media=m, id=s.id) for (_, s, _), m in zip(test, media)]
+def withheld_media(test: list[tuple[Sample, str]], seed: int = 0) -> list:
+    """For each held-out item, the media of another one (a seeded derangement; the items share a modality)."""
+    if len(test) < 2:
+        raise ValueError("the media-withheld control needs two held-out items at least")
+    order = list(range(len(test)))
+    rng = random.Random(seed)
+    while any(i == j for i, j in enumerate(order)):
+        rng.shuffle(order)
+    return [test[j][0].media for j in order]
+
+
+def accuracy(judge: Judge, test: list[tuple[Sample, str]], withheld: bool = False, seed: int = 0) -> float:
+    """Held-out verdict accuracy (an unreadable judgment counts as wrong). With `withheld`, each item's media
+    are another item's: the prompt stays well formed, but a judge that reads the media falls to chance."""
+    media = withheld_media(test, seed) if withheld else [s.media for s, _ in test]
+    samples = [Sample(s.query, s.response_a, s.response_b, media=m, id=s.id) for (s, _), m in zip(test, media)]
     judgments = judge.judge_batch(samples, batch_size=16, progress=False)
-    scores = {}
-    for modality in dict.fromkeys(m for m, _, _ in test):
-        hits = [j.verdict == label for (m, _, label), j in zip(test, judgments) if m == modality]
-        scores[modality] = sum(hits) / len(hits)
-    return scores
+    return sum(j.verdict == label for (_, label), j in zip(test, judgments)) / len(test)
 
 
-def _common(model: str, data: Path, files: dict, out: Path, steps: int, setting: Setting) -> list[str]:
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _args(model: str, data: Path, out: Path, steps: int, batch: int, files: dict, seed: int) -> list[str]:
+    from .common import cuda_available
+
+    # A tiny model learns the media cue only with plain float32 steps: a constant rate, no dropout, no gradient
+    # clipping and no checkpointing (TRL's defaults for large models hold it at chance).
     return ["--model", model, "--data", str(data), "--output_dir", str(out), "--max_steps", str(steps),
             "--prompt_template", str(files["template"]), "--rubric", str(files["rubric"]),
-            "--per_device_train_batch_size", str(setting.batch), "--effective_batch_size", str(setting.batch),
-            "--report_to", "none", "--save_strategy", "no", "--seed", "0", "--logging_steps", "50",
-            "--video_max_frames", str(VIDEO_FRAMES), "--video_fps", str(VIDEO_FPS)]
+            "--per_device_train_batch_size", str(batch), "--effective_batch_size", str(batch),
+            "--report_to", "none", "--save_strategy", "no", "--seed", str(seed), "--logging_steps", "1",
+            "--lr_scheduler_type", "constant", "--lora_dropout", "0", "--max_grad_norm", "0",
+            "--gradient_checkpointing", "false", "--disable_tqdm", "true",
+            "--video_max_frames", str(FRAMES), "--video_fps", str(FPS), *([] if cuda_available() else
+                                                                          ["--use_cpu", "true"])]
 
 
-def run(out: Path, setting: Setting, seed: int = 0) -> dict[str, dict[str, float]]:
-    """One judge per modality, each trained from the tiny fixture with SFT, then GRPO from that adapter."""
+class Unit:
+    """One modality and seed: its data, its trained judges and their scores, in its own folder."""
+
+    def __init__(self, root: Path, modality: str, seed: int, setting: Setting, tiny: str):
+        self.dir = root / f"{modality}-seed{seed}"
+        self.modality, self.seed, self.setting, self.tiny = modality, seed, setting, tiny
+        self.files = {"template": root / "template.txt", "rubric": root / "rubric.json"}
+        self.seconds: dict[str, float] = {}
+
+    def _judge(self, path: str) -> Judge:  # a trained judge reads its media bounds from its checkpoint
+        limits = MediaLimits(video_fps=FPS, video_max_frames=FRAMES) if path == self.tiny else None
+        return Judge.from_pretrained(path, prompt_format="rubric-v2", prompt_template=str(self.files["template"]),
+                                     rubric=str(self.files["rubric"]), limits=limits,
+                                     generation=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
+
+    def _scores(self, path: str, withheld: bool = False) -> dict[str, float]:
+        judge = self._judge(path)
+        return {d: accuracy(judge, self.test[d], withheld, self.seed) for d in DIFFICULTIES}
+
+    def _timed(self, name: str, fn, *args):
+        start = time.perf_counter()
+        if fn(*args) != 0:
+            raise SystemExit(f"{self.dir.name}: {name} failed")
+        self.seconds[name] = round(time.perf_counter() - start, 1)
+
+    def data(self) -> None:
+        media, s = self.dir / "media", self.setting
+        sft = make_split(media, self.modality, "train", s.sft_items, (HARD, EASY), self.seed)
+        pool = [*make_split(media, self.modality, "pool-easy", s.pool_items // 2, EASY, self.seed),
+                *make_split(media, self.modality, "pool-hard", s.pool_items - s.pool_items // 2, HARD, self.seed)]
+        _write(self.dir / "sft.jsonl", [record(i, "sft", self.dir) for i in sft])
+        _write(self.dir / "pool.jsonl", [record(i, "sft", self.dir) for i in pool])
+        self.test = {d: held_out(make_split(media, self.modality, f"test-{d}", s.test_items, c, self.seed),
+                                 self.seed) for d, c in DIFFICULTIES.items()}
+
+    def run(self, stage: str) -> dict:
+        from .grpo import main as grpo_main
+        from .mine_hard import main as mine_main
+        from .sft import main as sft_main
+
+        s, sft_out = self.setting, self.dir / "sft"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data()
+        scores = {"untrained": self._scores(self.tiny)}
+        self._timed("SFT", sft_main, [*self._args(self.tiny, self.dir / "sft.jsonl", sft_out, s.sft_steps,
+                                                  s.sft_batch), "--learning_rate", SFT_RATE])
+        scores["after SFT"] = self._scores(str(sft_out))
+        result = {"modality": self.modality, "seed": self.seed, "scores": scores, "seconds": self.seconds}
+        if stage == "sft":
+            return result
+        mined = self.dir / "mined.jsonl"
+        self._timed("mining", mine_main, ["--data", str(self.dir / "pool.jsonl"), "--out", str(mined), "--model",
+                                          str(sft_out), "--samples", str(s.draws), "--seed", str(self.seed),
+                                          "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "8"])
+        rows = [json.loads(line) for line in mined.read_text().splitlines()]
+        result["mined"] = {"pairs": len(rows), "of": s.pool_items, "hard": sum(r["contrast"] < EASY for r in rows)}
+        if not rows:
+            raise SystemExit(f"{self.dir.name}: mine_hard found no pair the SFT judge wavers on")
+        grpo_out, control_out = self.dir / "grpo", self.dir / "sft-continued"
+        self._timed("GRPO", grpo_main, [
+            *self._args(self.tiny, mined, grpo_out, s.rl_steps, s.rl_prompts * s.generations),
+            "--init_adapter", str(sft_out), "--learning_rate", GRPO_RATE, "--num_generations", str(s.generations),
+            "--max_completion_length", str(MAX_NEW_TOKENS), "--temperature", str(ROLLOUT_TEMPERATURE),
+            "--beta", "0.04"])
+        _write(self.dir / "mined-sft.jsonl", [{**r, "split": "sft"} for r in rows])
+        self._timed("SFT-continued", sft_main, [
+            *self._args(self.tiny, self.dir / "mined-sft.jsonl", control_out, s.rl_steps, s.rl_prompts),
+            "--init_adapter", str(sft_out), "--learning_rate", GRPO_RATE])
+        scores["after GRPO"] = self._scores(str(grpo_out))
+        scores["after SFT-continued"] = self._scores(str(control_out))
+        scores["after GRPO, media withheld"] = self._scores(str(grpo_out), withheld=True)
+        from .common import TRAIN_LOG
+
+        result["grpo_log"] = json.loads((grpo_out / TRAIN_LOG).read_text())
+        return result
+
+    def _args(self, model, data, out, steps, batch) -> list[str]:
+        return _args(model, data, out, steps, batch, self.files, self.seed)
+
+
+def _run_unit(root: Path, modality: str, seed: int, setting: Setting, stage: str, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    return Unit(root, modality, seed, setting, str(root / f"tiny-seed{seed}")).run(stage)
+
+
+def run(out: Path, setting: Setting, seeds: tuple[int, ...] = (0,), stage: str = "rl", jobs: int = 1,
+        modalities: tuple[str, ...] = MODALITIES) -> list[dict]:
+    """Every (modality, seed) unit, `jobs` at a time in their own processes; their results in that order."""
+    import multiprocessing
+    import os
+
     from rrm.testing import make_tiny
 
     out.mkdir(parents=True, exist_ok=True)
-    data, test = make_data(out, setting, seed)
-    files = {"template": out / "template.txt", "rubric": out / "rubric.json"}
-    files["template"].write_text(TEMPLATE)
-    files["rubric"].write_text(json.dumps(RUBRIC))
-    tiny = str(make_tiny(out / "tiny", seed=seed))
-    table: dict[str, dict[str, float]] = {}
-    rows = [json.loads(line) for line in data.read_text().splitlines()]
-    for modality in MODALITIES:
-        part = out / modality
-        part.mkdir(exist_ok=True)
-        subset = part / "pairs.jsonl"
-        subset.write_text("".join(json.dumps({**r, modality: f"../{r[modality]}"}) + "\n"
-                                  for r in rows if r["modality"] == modality))
-        held_out = [t for t in test if t[0] == modality]
-        for stage, score in _train_one(tiny, subset, files, part, setting, held_out).items():
-            table.setdefault(stage, {})[modality] = score
-    return table
+    (out / "template.txt").write_text(TEMPLATE)
+    (out / "rubric.json").write_text(json.dumps(RUBRIC))
+    for seed in seeds:
+        make_tiny(out / f"tiny-seed{seed}", seed=seed)
+    units = [(m, s) for s in seeds for m in modalities]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if jobs == 1:
+        return [_run_unit(out, m, s, setting, stage, threads) for m, s in units]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_unit, out, m, s, setting, stage, threads) for m, s in units]
+        return [f.result() for f in futures]
 
 
-def _train_one(tiny: str, data: Path, files: dict, out: Path, setting: Setting, test) -> dict[str, float]:
-    from .common import cuda_available
-    from .grpo import main as grpo_main
-    from .sft import main as sft_main
-
-    generation = GenerationSettings(max_new_tokens=160)
-    cpu = [] if cuda_available() else ["--use_cpu", "true"]
-    modality = test[0][0]
-
-    def judge(path, limits=None):  # a trained judge reads its media bounds from its checkpoint
-        return Judge.from_pretrained(path, prompt_format="rubric-v2", prompt_template=str(files["template"]),
-                                     rubric=str(files["rubric"]), generation=generation, limits=limits)
-
-    scores = {"untrained": accuracy(judge(tiny, MediaLimits(video_fps=VIDEO_FPS, video_max_frames=VIDEO_FRAMES)),
-                                    test)[modality]}
-    sft_out = out / "sft"
-    # A tiny model learns the media cue only with plain float32 steps: a constant rate, no dropout,
-    # no gradient clipping and no checkpointing (TRL's defaults for large models hold it at chance).
-    if sft_main([*_common(tiny, data, files, sft_out, setting.sft_steps, setting), "--learning_rate", "3e-3",
-                 "--lr_scheduler_type", "constant", "--lora_dropout", "0",
-                 "--max_grad_norm", "0", "--gradient_checkpointing", "false", *cpu]) != 0:
-        raise SystemExit("SFT failed")
-    scores["after SFT"] = accuracy(judge(str(sft_out)), test)[modality]
-    grpo_out = out / "grpo"
-    if grpo_main([*_common(tiny, data, files, grpo_out, setting.grpo_steps, setting), "--learning_rate", "1e-4",
-                  "--init_adapter", str(sft_out), "--num_generations", "2", "--max_completion_length", "160",
-                  "--beta", "0.04", *cpu]) != 0:
-        raise SystemExit("GRPO failed")
-    final = judge(str(grpo_out))
-    scores["after GRPO"] = accuracy(final, test)[modality]
-    scores["after GRPO, media withheld"] = accuracy(final, test, withheld=True)[modality]
-    return scores
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
 
 
-def markdown(table: dict[str, dict[str, float]], setting_name: str, setting: Setting) -> str:
-    stages = list(table)
-    lines = [f"Held-out verdict accuracy (%), setting `{setting_name}`: {setting.train_items} training and "
-             f"{setting.test_items} held-out pairs per modality, {setting.sft_steps} SFT steps, "
-             f"{setting.grpo_steps} GRPO steps; chance is 50.", "",
-             "| modality | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
-    for modality in MODALITIES:
-        lines.append(f"| {modality} | " + " | ".join(f"{100 * table[s][modality]:.0f}" for s in stages) + " |")
+def table(results: list[dict]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """modality -> difficulty -> stage -> the accuracy of each seed."""
+    out: dict = {}
+    for r in results:
+        for stage, by_difficulty in r["scores"].items():
+            for difficulty, score in by_difficulty.items():
+                out.setdefault(r["modality"], {}).setdefault(difficulty, {}).setdefault(stage, []).append(score)
+    return out
+
+
+def markdown(results: list[dict], setting_name: str, setting: Setting) -> str:
+    scores = table(results)
+    stages = [s for s in STAGES if any(s in r["scores"] for r in results)]
+    seeds = sorted({r["seed"] for r in results})
+    lines = [f"Held-out verdict accuracy (%), mean ± standard error over seeds {', '.join(map(str, seeds))}; setting "
+             f"`{setting_name}`: {setting.test_items} easy and {setting.test_items} hard held-out pairs per "
+             f"modality, {setting.sft_steps} SFT steps, then {setting.rl_steps} steps of GRPO or of SFT-continued "
+             "on the mined pairs; chance is 50, an unreadable judgment counts as wrong.", "",
+             "| modality | pairs | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
+    for modality in (m for m in MODALITIES if m in scores):
+        for difficulty, by_stage in scores[modality].items():
+            cells = [f"{100 * m:.0f} ± {100 * e:.0f}" for m, e in (mean_se(by_stage[s]) for s in stages)]
+            lines.append(f"| {modality} | {difficulty} | " + " | ".join(cells) + " |")
+    mined = [r for r in results if "mined" in r]
+    if mined:
+        lines += ["", "Mined for RL (pairs kept of the pool, of which hard): " + "; ".join(
+            f"{r['modality']} seed {r['seed']}: {r['mined']['pairs']} of {r['mined']['of']} "
+            f"({r['mined']['hard']} hard)" for r in mined) + "."]
     return "\n".join(lines) + "\n"
+
+
+def speed(results: list[dict], setting: Setting) -> str:
+    """GRPO's rollouts per second and optimizer steps per minute, and each phase's minutes, from the runs."""
+    grpo = [r for r in results if "GRPO" in r["seconds"]]
+    if not grpo:
+        return ""
+    seconds = sum(r["seconds"]["GRPO"] for r in grpo)
+    steps = setting.rl_steps * len(grpo)
+    rollouts = steps * setting.rl_prompts * setting.generations
+    phases = {k: sum(r["seconds"].get(k, 0) for r in results) / 60 for k in ("SFT", "mining", "GRPO", "SFT-continued")}
+    return (f"GRPO: {rollouts / seconds:.2f} rollouts/s, {60 * steps / seconds:.1f} optimizer steps/min "
+            f"({setting.rl_prompts} pairs x {setting.generations} rollouts a step, each run in its own process). "
+            "Minutes summed over the runs: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) + ".\n")
+
+
+def plot(results: list[dict], path: Path) -> Path | None:
+    """GRPO's logged steps, one panel per quantity, one line per modality and seed."""
+    logged = [r for r in results if r.get("grpo_log")]
+    if not logged:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
+    colours = dict(zip(MODALITIES, ("tab:red", "tab:green", "tab:blue")))
+    for ax, key in zip(axes.flat, LOGGED):
+        for r in logged:
+            steps = [(e["step"], e[key]) for e in r["grpo_log"] if key in e]
+            if steps:
+                ax.plot(*zip(*steps), color=colours.get(r["modality"]), alpha=0.8,
+                        linestyle=("-", "--", ":", "-.")[r["seed"] % 4], label=f"{r['modality']} seed {r['seed']}")
+        ax.set_title(key.removeprefix("rewards/").removesuffix("/mean"))
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("GRPO step")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("GRPO from the SFT judge, on the mined pairs (train/selfcheck.py)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.selfcheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/selfcheck")
+    parser.add_argument("--stage", choices=["sft", "rl"], default="rl", help="stop after SFT, or run it all")
     parser.add_argument("--setting", choices=list(SETTINGS), default="small")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES))
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once, each in its own process")
     args = parser.parse_args(argv)
-    setting = SETTINGS[args.setting]
-    table = run(Path(args.out), setting, args.seed)
-    text = markdown(table, args.setting, setting)
-    (Path(args.out) / "selfcheck.md").write_text(text)
-    (Path(args.out) / "selfcheck.json").write_text(json.dumps(table, indent=2))
+    setting, out = SETTINGS[args.setting], Path(args.out)
+    start = time.perf_counter()
+    results = run(out, setting, tuple(args.seeds), args.stage, max(1, args.jobs), tuple(args.modalities))
+    text = markdown(results, args.setting, setting) + "\n" + speed(results, setting)
+    text += f"Whole run: {(time.perf_counter() - start) / 60:.1f} minutes.\n"
+    if plot(results, out / "grpo_logs.png"):
+        text += f"GRPO logs plotted to {out / 'grpo_logs.png'}.\n"
+    (out / "selfcheck.md").write_text(text)
+    (out / "selfcheck.json").write_text(json.dumps({"setting": asdict(setting), "results": results}, indent=1))
     print(text)
     return 0
 

@@ -21,8 +21,8 @@ from rrm.prompts import build_messages
 from rrm.redact import redact
 from rrm.schema import Sample
 
-from .common import (JudgeTrainingArguments, load_base, lora_config, parse_recipe,
-                     share_every_gradient_across_ranks, train_and_save)
+from .common import (JudgeTrainingArguments, load_trainable, parse_recipe, share_every_gradient_across_ranks,
+                     train_and_save)
 from .data import load_pairs, randomise_order
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_recipe(JudgeTrainingArguments, SFTConfig, argv)
     try:
         dataset = build_dataset(args, config.seed)
-        model, processor = load_base(args.model, args.quantization)
-    except RRMError as e:
+        model, processor, peft_config = load_trainable(args)
+    except (RRMError, ValueError) as e:
         print(f"error: {redact(e)}", file=sys.stderr)
         return 2
     share_every_gradient_across_ranks(model, config)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     fmt, rubric = args.prompt()
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor,
                          data_collator=JudgeCollator(processor, fmt, rubric, args.limits()),
-                         peft_config=lora_config(args))
+                         peft_config=peft_config)
     return train_and_save(trainer, processor, args, config)
 
 

@@ -1,0 +1,69 @@
+"""The RL self-check (train/selfcheck.py): its control, its statistics and report, and a short slice of the whole
+pipeline (SFT -> train.mine_hard -> GRPO and the SFT-continued control -> held-out accuracy) on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from train.graded import HARD, make_split
+from train.selfcheck import STAGES, Setting, held_out, markdown, mean_se, plot, run, withheld_media
+
+
+def test_the_control_gives_each_item_another_items_media(tmp_path):
+    test = held_out(make_split(tmp_path, "image", "test-hard", 5, HARD, seed=0), seed=0)
+    media = withheld_media(test, seed=3)
+    assert all(given != sample.media for (sample, _), given in zip(test, media))
+    assert sorted(m[0].path for m in media) == sorted(s.media[0].path for s, _ in test)  # a permutation
+    assert withheld_media(test, seed=3) == media  # seeded
+    assert {label for _, label in held_out(make_split(tmp_path, "audio", "t", 12, HARD, 0), 0)} == {"A", "B"}
+    with pytest.raises(ValueError, match="two held-out items"):
+        withheld_media(test[:1])
+
+
+def test_mean_and_standard_error():
+    assert mean_se([0.5]) == (0.5, 0.0)
+    mean, se = mean_se([0.6, 0.8])
+    assert mean == pytest.approx(0.7) and se == pytest.approx(0.1)
+    assert mean_se([1.0, 1.0, 1.0])[1] == 0 and math.isclose(mean_se([0.0, 1.0, 0.5])[1], math.sqrt(0.25 / 3))
+
+
+def _result(modality, seed, hard_after_grpo):
+    scores = {stage: {"easy": 1.0, "hard": 0.5} for stage in STAGES}
+    scores["after GRPO"]["hard"] = hard_after_grpo
+    log = [{"step": k, "rewards/format_reward/mean": 0.9, "kl": 0.01 * k, "frac_reward_zero_std": 0.5}
+           for k in (1, 2, 3)]
+    return {"modality": modality, "seed": seed, "scores": scores, "seconds": {"GRPO": 10.0},
+            "mined": {"pairs": 6, "of": 8, "hard": 5}, "grpo_log": log}
+
+
+def test_the_report_gives_mean_and_error_per_difficulty_and_plots_the_logs(tmp_path):
+    results = [_result("audio", 0, 0.75), _result("audio", 1, 0.85)]
+    text = markdown(results, "test", Setting(4, 8, 2, 1, 3, 2, 2, 1))
+    assert "| audio | hard | 50 ± 0 | 50 ± 0 | 80 ± 5 | 50 ± 0 | 50 ± 0 |" in text
+    assert "| audio | easy | 100 ± 0 |" in text and "seeds 0, 1" in text
+    assert "audio seed 1: 6 of 8 (5 hard)" in text
+    png = plot(results, tmp_path / "logs.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert plot([{**r, "grpo_log": []} for r in results], tmp_path / "none.png") is None
+
+
+@pytest.mark.slow
+def test_a_short_slice_of_the_whole_pipeline_runs_and_logs_what_grpo_did(tmp_path):
+    setting = Setting(sft_items=48, pool_items=8, test_items=4, sft_steps=60, rl_steps=2, rl_prompts=2,
+                      generations=2, draws=2)
+    [result] = run(tmp_path, setting, seeds=(0,), modalities=("image",))
+    assert list(result["scores"]) == list(STAGES)
+    assert all(set(s) == {"easy", "hard"} and all(0 <= v <= 1 for v in s.values()) for s in result["scores"].values())
+    unit = tmp_path / "image-seed0"
+    mined = [json.loads(line) for line in (unit / "mined.jsonl").read_text().splitlines()]
+    assert mined and len(mined) == result["mined"]["pairs"] and all(r["split"] == "rl" for r in mined)
+    assert all(len(r["hardness"]["judge"]["verdicts"]) == 2 for r in mined)
+    steps = [e for e in result["grpo_log"] if "loss" in e]
+    assert len(steps) == 2 and all("frac_reward_zero_std" in e and "rewards/preference_reward/mean" in e for e in steps)
+    control = [e for e in json.loads((unit / "sft-continued" / "train_log.json").read_text()) if "loss" in e]
+    assert len(control) == setting.rl_steps  # as many extra optimizer steps as GRPO took
+    for judge in ("sft", "grpo", "sft-continued"):
+        assert (unit / judge / "rrm_judge.json").exists()
