@@ -37,11 +37,11 @@ from rrm.model import QUANTIZATIONS, locate
 from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS
 from rrm.redact import install_log_redaction, redact
+from rrm.testing import examples
 from rrm.results import summarize, table, write_csv, write_jsonl
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, MediaItem, Sample
 
-ASSETS = Path(__file__).parent / "assets"
 MAX_RESPONSES = 8  # response boxes in the Best-of-N tab
 MAX_ZIP_FILES = 10_000
 MAX_ZIP_BYTES = 2 * 1024**3  # what the members a batch names may unpack to
@@ -601,21 +601,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
 
 
 def _examples() -> list[list]:
-    a = str(ASSETS)
-    return [
-        ["How do I boil an egg?", None,
-         "Put the egg in boiling water for 7 to 9 minutes, then cool it in cold water before peeling.",
-         "Eggs are a good source of protein."],
-        ["What colour is the ball, and where is it?", f"{a}/ball.png",
-         "A blue ball is floating in the sky.", "A red ball lies on green grass under a blue sky with a yellow sun."],
-        ["Which way does the ball move?", f"{a}/ball_rolling.mp4",
-         "The red ball rolls from left to right across the grass.", "The ball bounces up and down in place."],
-        ["What does the speaker ask for?", f"{a}/reminder_speech.wav",
-         "The speaker asks to be reminded to buy milk and bread tomorrow morning.",
-         "The speaker asks for directions to the train station."],
-        ["Describe the sounds.", f"{a}/three_beeps.wav", "A dog barks twice.",
-         "Three short beeps, each higher in pitch than the one before."],
-    ]
+    """The bundled examples (assets/pairs.jsonl, the pairs the demo judge learns) as the inputs they fill."""
+    return [[s.query, s.media[0].path if s.media else None, s.response_a, s.response_b] for s, _ in examples()]
 
 
 def _batch_pairs(pairs_file: Path, media_zip: Path | None, work: Path,

@@ -2,8 +2,10 @@
 
 In: {"id", "query", "response_a", "response_b", "reference",
      "image" | "video" | "audio": path, or "media": [{"kind", "path"}]}
-with media paths relative to a media root. Out: one judgment per line keyed
-by `sample_id`, appended a whole line at a time so that a rerun can resume.
+with media paths relative to a media root. A labelled line (training data, the
+app's examples) adds "label", "score_a", "score_b" and "criteria": {key:
+{"rationale", "score_A", "score_B"}}. Out: one judgment per line keyed by
+`sample_id`, appended a whole line at a time so that a rerun can resume.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from .errors import RRMError
 from .limits import MAX_LINE_BYTES
-from .schema import MEDIA_KINDS, MediaItem, Sample
+from .schema import MEDIA_KINDS, CriterionResult, Judgment, MediaItem, ParseStatus, Sample
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,16 @@ def sample_from_record(record: dict, media_root: Path, confine: bool = False) ->
         sample_id = content_id(record["query"], record["response_a"], record["response_b"], media)
     return Sample(query=record["query"], response_a=record["response_a"], response_b=record["response_b"],
                   media=media, reference=record.get("reference"), id=str(sample_id))
+
+
+def labelled_judgment(label: str, score_a, score_b, criteria: dict, rubric) -> Judgment | None:
+    """The judgment a labelled pair holds (criteria as in a labelled line), or None without a rationale for
+    every criterion of `rubric`."""
+    if any(not criteria.get(c.key, {}).get("rationale") for c in rubric.criteria):
+        return None
+    found = [CriterionResult(c.key, c.title, criteria[c.key]["rationale"], criteria[c.key].get("score_A"),
+                             criteria[c.key].get("score_B")) for c in rubric.criteria]
+    return Judgment(label, score_a, score_b, found, "", ParseStatus(True, "teacher"))
 
 
 def _named_media(record: dict) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ loading, LoRA and quantization.
 
     python -m rrm.testing make-tiny DIR          # thinker-only checkpoint
     python -m rrm.testing make-tiny DIR --full   # thinker + talker, as released
-    python -m rrm.testing make-tiny DIR --parrot # taught to judge one example pair
+    python -m rrm.testing make-tiny DIR --parrot # taught to judge the bundled examples (about a minute)
     python -m rrm.testing make-tiny DIR --chat vl|text  # a tiny Qwen2.5-VL or text LM (a synthesis generator)
     python -m rrm.testing make-tiny DIR --released swift-lora|swift-merged|thinker  # in a layout the release wrote
 """
@@ -429,22 +429,16 @@ def make_tiny_chat(out_dir: str | Path, kind: str = "vl", seed: int = 0) -> Path
     return out
 
 
-# The parrot: the tiny model taught, in seconds, to write one valid judgment for
-# one example pair (in both orders). Its output parses, streams criterion by
-# criterion and agrees with itself under the swap check, so the app and the
-# tests can show a filled-in judgment without a real checkpoint. It knows
-# nothing else: any other input gets a garbled echo of the same judgment.
+# The parrot: the tiny model taught, in about a minute, to write the judgment of each bundled example
+# (assets/pairs.jsonl, the app's examples and the batch demo file: a labelled pair per modality) in both orders.
+# Its output parses, streams criterion by criterion and agrees with itself under the swap check, so that the app
+# and the tests show real judgments without a real checkpoint. It is random weights that learnt a few judgments by
+# heart: any other input gets a garbled echo of them.
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+EXAMPLES = ASSETS / "pairs.jsonl"
 PARROT_QUERY = "What colour is the ball, and where is it?"
 PARROT_A = "A blue ball is floating in the sky."
 PARROT_B = "A red ball lies on green grass under a blue sky with a yellow sun."
-_PARROT_FINDINGS = (  # (criterion key, rationale, score A, score B)
-    ("fluency_coherence", "Both answers are single, clear sentences.", 9, 9),
-    ("relevance", "Both give a colour and a place for the ball, as asked.", 8, 9),
-    ("accuracy_completeness", "The ball is red and on the grass: A gets both wrong, B gets both right.", 1, 10),
-    ("reasoning_quality", "B describes what is visible, including the sky and the sun; A contradicts the picture.",
-     2, 9),
-    ("safety_ethics", "Nothing unsafe in either answer.", 10, 10),
-)
 
 
 def parrot_picture():
@@ -465,58 +459,78 @@ def parrot_sample():
     return Sample(PARROT_QUERY, PARROT_A, PARROT_B, media=[MediaItem("image", data=parrot_picture())])
 
 
-def parrot_judgment():
+def examples():
+    """The bundled examples: (sample, the judgment the parrot learns for it), media under assets/."""
+    from .pairs import jsonl_rows, labelled_judgment, sample_from_record
     from .rubric import DEFAULT_RUBRIC
-    from .schema import CriterionResult, Judgment, ParseStatus
 
-    criteria = [CriterionResult(k, DEFAULT_RUBRIC.find(k).title, why, a, b) for k, why, a, b in _PARROT_FINDINGS]
-    return Judgment("B", 3, 9, criteria, "", ParseStatus(True, "rubric-v2"))
+    out = []
+    for _, row, _ in jsonl_rows(EXAMPLES, "examples file"):
+        judgment = labelled_judgment(row["label"], row["score_a"], row["score_b"], row["criteria"], DEFAULT_RUBRIC)
+        out.append((sample_from_record(row, ASSETS), judgment))
+    return out
 
 
-def make_parrot(out_dir: str | Path, steps: int = 400, seed: int = 0) -> Path:
-    """Save a tiny checkpoint taught to judge the parrot example (rubric-v2, both orders)."""
-    import torch
-
-    from .inputs import encode
+def _lessons(model, processor) -> tuple[list, list[str]]:
+    """Every bundled example in both orders: (prompt messages, decoded media) rows and their target judgments."""
     from .judge import Judge
     from .model import LoadedModel
     from .prompts import build_messages
     from .schema import ORDER_AB, ORDER_BA
 
-    model, processor = build_thinker(seed=seed)
     judge = Judge(LoadedModel(model, processor, "parrot", None, "none", "cpu", {}), prompt_format="rubric-v2")
-    sample, judgment = parrot_sample(), parrot_judgment()
-    media = judge._decode_media(sample)
-    lessons = []
-    for order, answer in ((ORDER_AB, judgment), (ORDER_BA, judgment.swapped())):
-        inputs = encode(processor, [(build_messages(sample, judge.format, judge.rubric, order), media)],
-                        judge.limits, targets=[judge.format.render(answer)])
-        labels = inputs.pop("labels")
-        lessons.append((inputs, labels))
+    rows, targets = [], []
+    for sample, judgment in examples():
+        media = judge._decode_media(sample)
+        for order, answer in ((ORDER_AB, judgment), (ORDER_BA, judgment.swapped())):
+            rows.append((build_messages(sample, judge.format, judge.rubric, order), media))
+            targets.append(judge.format.render(answer))
+    return rows, targets
+
+
+def make_parrot(out_dir: str | Path, steps: int = 400, seed: int = 0, progress: bool = True) -> Path:
+    """Save a tiny checkpoint taught to judge every bundled example (rubric-v2, both orders)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .inputs import encode
+    from .media import MediaLimits
+    from .model import JUDGE_CONFIG_FILE
+
+    # Its own tokenizer, trained on the prompts and judgments it learns: whole words rather than the fixture's
+    # pieces halve the sequences, and attention over them is most of each step's time.
+    model, processor = build_thinker(seed=seed)
+    rows, targets = _lessons(model, processor)
+    texts = [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m, _ in rows]
+    model, processor = build_thinker(build_tokenizer(4000, _CORPUS + texts + targets), seed=seed)
+    rows, targets = _lessons(model, processor)
+    # A batch per example (its two orders share a length): no row is padded to the longest example's length.
+    batches = [encode(processor, rows[i:i + 2], MediaLimits(), targets=targets[i:i + 2])
+               for i in range(0, len(rows), 2)]
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-3)
     model.train()
-    for _ in range(steps):
-        recited = True
-        for inputs, labels in lessons:
-            out = model(**inputs, labels=labels)
-            out.loss.backward()
-            # Done when greedy decoding would reproduce every target token.
-            wanted = labels[:, 1:]
-            taught = wanted != -100
-            recited &= bool((out.logits[:, :-1].argmax(-1)[taught] == wanted[taught]).all())
-        if recited:
-            break
-        optimizer.step()
-        optimizer.zero_grad()
-    else:
-        raise RuntimeError(f"the parrot did not learn its judgment in {steps} steps")
+    with tqdm(range(steps), desc="teaching the demo judge its examples", unit="step", disable=not progress) as bar:
+        for _ in bar:
+            wrong = 0
+            for batch in batches:
+                labels = batch["labels"]
+                out = model(**batch)
+                # Done when greedy decoding reproduces every target token of every lesson.
+                taught = labels[:, 1:] != -100
+                wrong += int((out.logits[:, :-1].argmax(-1) != labels[:, 1:])[taught].sum())
+                (out.loss / len(batches)).backward()
+            bar.set_postfix(wrong_tokens=wrong)
+            if not wrong:
+                break
+            optimizer.step()
+            optimizer.zero_grad()
+        else:
+            raise RuntimeError(f"the parrot did not learn its {len(rows)} judgments in {steps} steps")
     model.eval()
     out = Path(out_dir)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    from .model import JUDGE_CONFIG_FILE
-
     (out / JUDGE_CONFIG_FILE).write_text(json.dumps({"prompt_format": "rubric-v2"}, indent=2))
     return out
 
@@ -529,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--full", action="store_true", help="save thinker + talker, as the released checkpoints")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--parrot", action="store_true",
-                      help="teach it (about 30 s) to judge one example pair, so that its output is a real judgment")
+                      help="teach it (about a minute) to judge the bundled examples: its output is a real judgment")
     make.add_argument("--chat", choices=CHAT_KINDS,
                       help="instead, a tiny non-Omni chat model (a generator for train.synth): a VLM or a text LM")
     make.add_argument("--released", choices=RELEASED_LAYOUTS,

@@ -33,8 +33,8 @@ def tiny_text_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def parrot_dir(tmp_path_factory):
-    """A tiny model taught to write one valid judgment (about 50 s on two cores)."""
-    return make_parrot(tmp_path_factory.mktemp("tiny") / "parrot")
+    """A tiny model taught the judgment of each bundled example (about a minute on two cores)."""
+    return make_parrot(tmp_path_factory.mktemp("tiny") / "parrot", progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,15 @@ def test_judge_streams_updates_then_the_final_judgment(client, media_dir):
     assert all('data-done="False"' in out[0] for out in job.outputs()[:-1])  # partial updates first
 
 
+def test_every_example_on_the_page_gets_a_valid_judgment_with_the_right_verdict(client):
+    from rrm.testing import examples
+
+    for (query, media, a, b), (_, teacher) in zip(app._examples(), examples()):
+        judgment = client.predict(*judge_args(query, media, a, b, tokens=600), api_name="/judge")[5]
+        assert judgment["status"]["ok"] and judgment["swap"]["agree"], (query, judgment["raw"][:200])
+        assert judgment["verdict"] == teacher.verdict, query
+
+
 @pytest.mark.parametrize("modality", ["text", "image", "video", "audio"])
 def test_each_modality(client, media_dir, modality):
     media = {"text": None, "image": media_dir / "red.png", "video": media_dir / "clip.mp4",

@@ -225,6 +225,18 @@ def test_streamed_criteria_complete_in_order_and_the_verdict_comes_last(parrot):
     assert updates[-1].judgment.verdict == "B"
 
 
+def test_the_demo_judge_gives_every_bundled_pair_its_label_in_a_batch(parrot):
+    """assets/pairs.jsonl (the app's examples and the batch demo) judged as a new user's first batch would be."""
+    from rrm.pairs import read_pairs
+    from rrm.testing import ASSETS, EXAMPLES, examples
+
+    samples, problems = read_pairs(EXAMPLES, ASSETS)
+    assert not problems and {s.media[0].kind for s in samples if s.media} == {"image", "video", "audio"}
+    judgments = parrot.judge_batch(samples, swap_check=True, batch_size=4, progress=False)
+    assert [j.verdict for j in judgments] == [teacher.verdict for _, teacher in examples()]
+    assert all(j.ok and j.swap.agree for j in judgments)
+
+
 def test_encoded_targets_are_the_only_labelled_tokens(judge, media_dir):
     from rrm.inputs import END_OF_TURN, encode
 

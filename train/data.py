@@ -26,13 +26,13 @@ from pathlib import Path
 
 from rrm.errors import RRMError
 from rrm.eval.loaders import LOADERS, load_benchmark
-from rrm.pairs import content_id, jsonl_rows, sample_from_record
+from rrm.pairs import content_id, jsonl_rows, labelled_judgment, sample_from_record
 from rrm.parse import parse_judgment
 from rrm.release import MEDIA_FOLDERS
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import (
     AUDIO, IMAGE, KEY_BETTER, KEY_SCORE_A, KEY_SCORE_B, ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE,
-    VERDICTS, VIDEO, CriterionResult, Judgment, MediaItem, ParseStatus, Sample,
+    VERDICTS, VIDEO, Judgment, MediaItem, Sample,
 )
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,7 @@ class PreferencePair:
 
     def target(self, rubric: Rubric) -> Judgment | None:
         """The teacher's judgment as an SFT target, or None without a rationale for every criterion."""
-        if any(not self.criteria.get(c.key, {}).get("rationale") for c in rubric.criteria):
-            return None
-        criteria = [CriterionResult(c.key, c.title, self.criteria[c.key]["rationale"],
-                                    self.criteria[c.key].get("score_A"), self.criteria[c.key].get("score_B"))
-                    for c in rubric.criteria]
-        return Judgment(self.label, self.score_a, self.score_b, criteria, "", ParseStatus(True, "teacher"))
+        return labelled_judgment(self.label, self.score_a, self.score_b, self.criteria, rubric)
 
 
 @dataclass
