@@ -131,8 +131,12 @@ def render_verdict(judgment: Judgment | None, partial=None, running: bool = Fals
         swap = ""
     else:
         verdict, scores = judgment.verdict, (judgment.score_a, judgment.score_b)
+        early = next((e.removeprefix("AB: ").removeprefix("BA: ") for e in judgment.status.errors
+                      if "no judgment had begun" in e), None)
         title = {VERDICT_A: "Response A is better", VERDICT_B: "Response B is better",
-                 VERDICT_TIE: "Tie"}.get(verdict, "No verdict: the output could not be read")
+                 VERDICT_TIE: "Tie"}.get(verdict, f"No verdict: {early or 'the output could not be read'}")
+        if verdict is None:
+            scores = (None, None)  # no verdict, no scores: what could be read of a failed judgment is no result
         if judgment.swap is None:
             swap = "swap check off"
         elif judgment.swap.agree is None:

@@ -1,14 +1,16 @@
 """Command line: judge one pair, or a JSONL file of pairs.
 
     python -m rrm judge --model M --query TEXT [--image P | --video P | --audio P] \\
-        --response-a TEXT --response-b TEXT [--swap-check] [--stream]
+        --response-a TEXT --response-b TEXT [--swap-check] [--stream] [--format json|text]
     python -m rrm judge --model M --pairs IN.jsonl --out OUT.jsonl [--batch-size 4]
     python -m rrm judge --backend endpoint --endpoint http://127.0.0.1:8000/v1 --model M ...
     python -m rrm serve --model M [--port 8000] [--api-key-env NAME]
 
-One pair: the judgment is printed as JSON on stdout (--stream writes the
-rationale to stderr as it is generated). A file of pairs: one judgment per line
-in OUT, keyed by `sample_id`; a rerun skips the ids already there.
+One pair: the judgment is printed as JSON on stdout, or for people with
+--format text (--stream writes the rationale to stderr as it is generated). A
+file of pairs: one judgment per line in OUT, keyed by `sample_id`; a rerun skips
+the ids already there; a summary (A/B/tie rates, swap agreement, judgments
+without a verdict) ends on stderr.
 Exit status: 0 done; 1 some input lines were skipped (each is reported);
 2 bad input or configuration, with a one-line error.
 """
@@ -29,10 +31,11 @@ from .judge import BACKENDS, DECODINGS, GenerationSettings
 from .limits import MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, InputLimits
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
-from .pairs import done_ids, read_pairs, shown
+from .pairs import done_ids, jsonl_rows, read_pairs, shown
+from .results import judgment_text, summarize, summary_text
 from .prompts import PROMPT_FORMATS
 from .redact import install_log_redaction, redact
-from .schema import AUDIO, MEDIA_KINDS, VIDEO, MediaItem, Sample
+from .schema import AUDIO, MEDIA_KINDS, VIDEO, Judgment, MediaItem, Sample
 
 def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) -> None:
     """The model, prompt, generation and media options shared by every command that judges."""
@@ -65,6 +68,9 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
     gen.add_argument("--max-new-tokens", type=int,
                      help=f"default {GenerationSettings.max_new_tokens} (rrm.eval --protocol release: the release's "
                           f"budget per benchmark)")
+    gen.add_argument("--judgment-start-tokens", type=int, default=GenerationSettings.judgment_start_tokens,
+                     metavar="N", help="stop a judgment that has opened no JSON object within N tokens, and say so "
+                                       "(0: never; default %(default)s)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
@@ -96,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--response-b")
     one.add_argument("--reference", help="optional reference answer")
     one.add_argument("--stream", action="store_true", help="write the rationale to stderr as it is generated")
+    one.add_argument("--format", choices=["json", "text"], default="json",
+                     help="json: the judgment as JSON (default); text: a verdict line, the criteria, swap, timing")
     many = j.add_argument_group("a file of pairs")
     many.add_argument("--pairs", metavar="IN.jsonl",
                       help="lines of {id, query, response_a, response_b, image|video|audio: path, reference}")
@@ -137,8 +145,11 @@ def build_judge(args):
     """The judge the flags describe, on the backend they name."""
     from .judge import Judge
 
+    if args.judgment_start_tokens < 0:
+        raise RRMError("--judgment-start-tokens must be 0 (never stop early) or more")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens or GenerationSettings.max_new_tokens,
-                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                                  judgment_start_tokens=args.judgment_start_tokens or None)
     options = dict(prompt_format=args.prompt_format, prompt_template=args.prompt_template,
                    system_prompt=args.system_prompt, rubric=args.rubric, generation=settings,
                    input_limits=InputLimits(max_text_chars=args.max_text_chars,
@@ -180,7 +191,8 @@ def _one(args) -> int:
         sys.stderr.write("\n")
     else:
         judgment = judge.judge(sample, swap_check=args.swap_check)
-    print(json.dumps(judgment.to_dict(), ensure_ascii=False, indent=2))
+    print(judgment_text(judgment) if args.format == "text" else
+          json.dumps(judgment.to_dict(), ensure_ascii=False, indent=2))
     return 0
 
 
@@ -222,6 +234,11 @@ def _many(args) -> int:
                 bar.update(len(chunk))
     print(f"judged {len(todo)} pairs into {out} ({failed} without a verdict); "
           f"{len(problems)} input lines skipped", file=sys.stderr)
+    ids = {s.id for s in samples}
+    judged = [Judgment.from_dict(row) for _, row, _ in jsonl_rows(out, "output file")
+              if isinstance(row, dict) and row.get("sample_id") in ids]
+    if judged:  # this file's pairs, those judged by earlier runs included
+        print(summary_text(summarize(judged)), file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -75,6 +75,11 @@ class GenerationSettings:
     top_k: int | None = None
     seed: int = 0
     min_new_tokens: int | None = None
+    # A row that has not opened its JSON judgment ("{") within this many tokens is stopped there, and its judgment
+    # says so: a judge that has not begun by then is writing junk, and would run on to max_new_tokens. None: never.
+    # Honoured by the in-process (transformers) backend; not for free text (Judge.answer, chat requests), nor when
+    # min_new_tokens asks for at least as many tokens.
+    judgment_start_tokens: int | None = 96
 
     @property
     def sampling(self) -> bool:
@@ -85,6 +90,7 @@ class GenerationSettings:
 class Output:
     text: str
     timing: Timing = field(default_factory=Timing)
+    stopped_early: str | None = None  # why generation stopped this row before its end of turn, if it did
 
 
 @dataclass
@@ -171,6 +177,27 @@ class _Cancelled:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+class _NoJudgmentBegun:
+    """A stopping criterion for the rows that have written `limit` tokens without opening a JSON object."""
+
+    def __init__(self, prompt_tokens: int, limit: int, opening: list[int], eos: Sequence[int]):
+        self.prompt_tokens, self.limit, self.opening, self.eos = prompt_tokens, limit, opening, list(eos)
+        self.rows: set[int] = set()  # the rows it stopped
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        written = input_ids[:, self.prompt_tokens:]
+        if written.shape[1] < self.limit:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        ids = torch.tensor(self.opening + self.eos, device=input_ids.device)
+        begun = torch.isin(written, ids[:len(self.opening)]).any(dim=1)
+        ended = torch.isin(written, ids[len(self.opening):]).any(dim=1)
+        stop = ~begun & ~ended
+        self.rows.update(stop.nonzero().flatten().tolist())
+        return stop
+
+
 class TransformersBackend:
     """A model loaded in this process (rrm.model.load_model): transformers' `generate`, one call at a time."""
 
@@ -184,6 +211,8 @@ class TransformersBackend:
         self.max_prompt_tokens = max_prompt_tokens
         self._suppress = multimodal_token_ids(self.tokenizer)
         self._eos = end_ids(self.tokenizer)
+        # Byte-level BPE and SentencePiece vocabularies both spell "{" as itself inside a token.
+        self._opening = [i for token, i in self.tokenizer.get_vocab().items() if "{" in token]
         self._lock = threading.Lock()  # one generation at a time per model
         self.decoding, self.decoding_note = self._pick_decoding(decoding)
         if self.decoding == "static" and loaded.device.startswith("cuda"):
@@ -269,21 +298,28 @@ class TransformersBackend:
         return kwargs
 
     def _run_generate(self, inputs: dict, streamer: _TokenStreamer, cancel: threading.Event,
-                      settings: GenerationSettings, decoding: str | None = None):
+                      settings: GenerationSettings, decoding: str | None = None) -> set[int]:
+        """Generate into `streamer`; the rows stopped because no judgment had begun."""
         import torch
         from transformers import StoppingCriteriaList
 
         if settings.sampling:
             torch.manual_seed(settings.seed)
-        kwargs = self.generate_kwargs(settings, inputs["input_ids"].shape[1], decoding or self.decoding)
+        prompt_tokens = inputs["input_ids"].shape[1]
+        kwargs = self.generate_kwargs(settings, prompt_tokens, decoding or self.decoding)
+        criteria = [_Cancelled(cancel)]
+        limit = settings.judgment_start_tokens
+        if limit and not (settings.min_new_tokens and settings.min_new_tokens >= limit):  # a bench asks for length
+            criteria.append(_NoJudgmentBegun(prompt_tokens, limit, self._opening, self._eos))
         with self._lock, torch.inference_mode():
             try:
                 self.model.generate(**inputs, **kwargs, streamer=streamer,
-                                    stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
+                                    stopping_criteria=StoppingCriteriaList(criteria))
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 raise OutOfMemory("out of GPU memory: use fewer video frames (--video-max-frames), fewer pixels "
                                   "(--image-max-pixels, --video-max-pixels), shorter audio or a smaller batch") from None
+        return criteria[1].rows if len(criteria) > 1 else set()
 
     def _texts(self, streamer: _TokenStreamer) -> list[str]:
         return [self.tokenizer.decode(self._until_eos(row), skip_special_tokens=True) for row in streamer.tokens]
@@ -294,16 +330,20 @@ class TransformersBackend:
                 return ids[:i]
         return ids
 
-    def _outputs(self, streamer: _TokenStreamer, started: float, prompt_tokens: list[int]) -> list[Output]:
+    def _outputs(self, streamer: _TokenStreamer, started: float, prompt_tokens: list[int], stopped: set[int],
+                 settings: GenerationSettings) -> list[Output]:
         total = time.perf_counter() - started
         ttft = (streamer.first_token_at - started) if streamer.first_token_at else None
         decode = total - (ttft or 0.0)
         outputs = []
-        for text, ids, prompt in zip(self._texts(streamer), streamer.tokens, prompt_tokens):
+        early = (f"stopped after {settings.judgment_start_tokens} tokens: no judgment had begun (no JSON object "
+                 "opened), so the rest would have been junk too")
+        for row, (text, ids, prompt) in enumerate(zip(self._texts(streamer), streamer.tokens, prompt_tokens)):
             tokens = len(self._until_eos(ids))
             rate = (tokens - 1) / decode if tokens > 1 and decode > 0 else None
             outputs.append(Output(text, Timing(ttft_s=ttft, total_s=total, generated_tokens=tokens,
-                                               tokens_per_s=rate, prompt_tokens=prompt)))
+                                               tokens_per_s=rate, prompt_tokens=prompt),
+                                  early if row in stopped else None))
         return outputs
 
     def generate(self, rows: Sequence[Row], settings: GenerationSettings, limits: MediaLimits,
@@ -311,8 +351,8 @@ class TransformersBackend:
         inputs = self.inputs(rows, limits)
         streamer = _TokenStreamer(len(rows))
         started = time.perf_counter()
-        self._run_generate(inputs, streamer, cancel or threading.Event(), settings)
-        return self._outputs(streamer, started, inputs["attention_mask"].sum(dim=1).tolist())
+        stopped = self._run_generate(inputs, streamer, cancel or threading.Event(), settings)
+        return self._outputs(streamer, started, inputs["attention_mask"].sum(dim=1).tolist(), stopped, settings)
 
     def stream(self, rows: Sequence[Row], settings: GenerationSettings, limits: MediaLimits,
                cancel: threading.Event | None = None) -> Iterator[Progress]:
@@ -321,10 +361,11 @@ class TransformersBackend:
         inputs = self.inputs(rows, limits)
         streamer = _TokenStreamer(len(rows))
         failure: list[BaseException] = []
+        stopped: set[int] = set()
 
         def work():
             try:
-                self._run_generate(inputs, streamer, cancel, settings)
+                stopped.update(self._run_generate(inputs, streamer, cancel, settings))
             except BaseException as e:  # handed to the consumer below
                 failure.append(e)
                 streamer.end()
@@ -342,7 +383,7 @@ class TransformersBackend:
             worker.join()
             if failure:
                 raise failure[0]
-            outputs = self._outputs(streamer, started, inputs["attention_mask"].sum(dim=1).tolist())
+            outputs = self._outputs(streamer, started, inputs["attention_mask"].sum(dim=1).tolist(), stopped, settings)
             yield Progress([o.text for o in outputs], outputs)
         finally:
             cancel.set()

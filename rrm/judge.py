@@ -183,8 +183,13 @@ class Judge:
         return self.backend.generate(rows, settings or self.generation, self.limits, cancel)
 
     def _finish(self, sample: Sample, outputs: Sequence[Output]) -> Judgment:
-        return judgment_from_texts(sample, [o.text for o in outputs], self.rubric, self.description,
-                                   [o.timing for o in outputs])
+        judgment = judgment_from_texts(sample, [o.text for o in outputs], self.rubric, self.description,
+                                       [o.timing for o in outputs])
+        for order, output in zip((ORDER_AB, ORDER_BA), outputs):
+            if output.stopped_early:
+                judgment.status.errors.append(f"{order}: {output.stopped_early}" if len(outputs) > 1
+                                              else output.stopped_early)
+        return judgment
 
     # ------------------------------------------------------------------ public
 
@@ -278,6 +283,7 @@ class Judge:
 
         One backend call; a sample whose media cannot be read raises its MediaError.
         """
+        settings = dataclasses.replace(settings or self.generation, judgment_start_tokens=None)  # free text
         return self._generate([(build_question_messages(s), self._decode_media(s)) for s in samples], settings)
 
     def best_of_n(self, query: str, responses: Sequence[str], media: Sequence[MediaItem] = (),

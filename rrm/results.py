@@ -40,6 +40,48 @@ def summarize(judgments: Sequence[Judgment]) -> dict:
     }
 
 
+def _percent(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
+def summary_text(summary: dict) -> str:
+    """One line of `summarize`'s figures, for people."""
+    swap = (f"swap agreement {_percent(summary['swap_agreement'])} of {summary['swap_checked']} checked"
+            if summary["swap_checked"] else "swap check off")
+    return (f"{summary['pairs']} pairs: A better {_percent(summary['win_rate_a'])}, B better "
+            f"{_percent(summary['win_rate_b'])}, tie {_percent(summary['tie_rate'])}; {swap}; "
+            f"{summary['parse_failures']} without a verdict")
+
+
+def judgment_text(j: Judgment) -> str:
+    """A judgment for people: the verdict line, a table of the criteria, the swap check and the timing."""
+    def score(x) -> str:
+        return "–" if x is None else f"{x:g}"
+
+    verdict = {VERDICT_A: "A is better", VERDICT_B: "B is better", VERDICT_TIE: "a tie"}.get(j.verdict)
+    lines = [f"Verdict: {verdict} (A {score(j.score_a)} · B {score(j.score_b)})" if verdict
+             else "No verdict: " + ("; ".join(j.status.errors) or "the output could not be read")]
+    if j.criteria:
+        width = max(len(c.title) for c in j.criteria)
+        lines += ["", f"{'criterion':<{width}}  {'A':>3}  {'B':>3}  rationale"]
+        lines += [f"{c.title:<{width}}  {score(c.score_a):>3}  {score(c.score_b):>3}  {c.rationale}"
+                  for c in j.criteria]
+    lines.append("")
+    if j.swap is None:
+        lines.append("Swap check: off")
+    elif j.swap.agree is None:
+        lines.append(f"Swap check: incomplete (A/B order: {j.swap.verdict_ab or 'none'}, B/A order: "
+                     f"{j.swap.verdict_ba or 'none'})")
+    else:
+        lines.append("Swap check: both orders agree" if j.swap.agree else
+                     f"Swap check: the orders disagree ({j.swap.verdict_ab} then {j.swap.verdict_ba}): a tie")
+    t = j.timing
+    if t is not None and t.total_s is not None:
+        rate = f", {t.tokens_per_s:.0f} tokens/s" if t.tokens_per_s else ""
+        lines.append(f"Timing: {t.generated_tokens} tokens in {t.total_s:.1f} s{rate}; prompt {t.prompt_tokens} tokens")
+    return "\n".join(lines)
+
+
 def table(judgments: Sequence[Judgment], rubric: Rubric) -> tuple[list[str], list[list]]:
     """(header, rows): one row per judgment, one column per criterion (plus its scores when given)."""
     scored = {c.key for j in judgments for c in j.criteria if c.score_a is not None or c.score_b is not None}

@@ -380,9 +380,11 @@ def _close_then_remove(updates, folder: str) -> None:
 
 
 def _chat_settings(body: dict, base: GenerationSettings) -> GenerationSettings:
-    """A chat request's settings: the OpenAI names (and vLLM's min_tokens) read as rrm's."""
-    return settings_from({**body, "max_new_tokens": body.get("max_completion_tokens", body.get("max_tokens")),
-                          "min_new_tokens": body.get("min_tokens")}, base)
+    """A chat request's settings: the OpenAI names (and vLLM's min_tokens) read as rrm's. A chat may answer in
+    any form, so a reply that opens no JSON object is not stopped early."""
+    settings = settings_from({**body, "max_new_tokens": body.get("max_completion_tokens", body.get("max_tokens")),
+                              "min_new_tokens": body.get("min_tokens")}, base)
+    return dataclasses.replace(settings, judgment_start_tokens=None)
 
 
 def _completion(name: str, output, settings: GenerationSettings) -> dict:

@@ -226,3 +226,14 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_a_card_without_a_verdict_shows_no_scores_and_says_why_it_stopped():
+    from rrm.schema import Judgment, ParseStatus
+
+    early = "stopped after 96 tokens: no judgment had begun (no JSON object opened), so the rest would have been junk too"
+    stopped = Judgment(None, 3, 8, [], "zzz", ParseStatus(False, "rubric-v2", ["no JSON judgment found", f"AB: {early}"]))
+    card = app.render_verdict(stopped)
+    assert f"No verdict: {early}" in card and "A: –" in card and "B: –" in card and "AB:" not in card
+    unread = app.render_verdict(Judgment(None, 3, None, [], "{", ParseStatus(False, "rubric-v2", ["bad JSON"])))
+    assert "No verdict: the output could not be read" in unread and "A: –" in unread

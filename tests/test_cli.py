@@ -115,3 +115,23 @@ def test_each_bad_media_file_gives_a_one_line_error_and_exit_2(tmp_path, capsys)
 def test_bad_arguments_exit_2(tmp_path, args, message):
     result = run("rrm", "judge", *args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_text_format_and_the_summary_a_file_of_pairs_ends_with(parrot_dir, tmp_path, capsys):
+    from rrm.__main__ import main
+    from rrm.testing import ASSETS, EXAMPLES, PARROT_A, PARROT_B, PARROT_QUERY
+
+    assert main(["judge", "--model", str(parrot_dir), "--query", PARROT_QUERY, "--image", str(ASSETS / "ball.png"),
+                 "--response-a", PARROT_A, "--response-b", PARROT_B, "--swap-check", "--format", "text"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Verdict: B is better (A 2 · B 9)\n") and "Swap check: both orders agree" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith("Accuracy and completeness")]
+    assert rows == [["Accuracy", "and", "completeness", "1", "10", *"The ball is red and on the grass: only B is "
+                     "right.".split()]]
+    out = tmp_path / "judged.jsonl"
+    for _ in range(2):  # the rerun judges nothing new, and its summary still covers the whole file
+        assert main(["judge", "--model", str(parrot_dir), "--pairs", str(EXAMPLES), "--out", str(out),
+                     "--swap-check"]) == 0
+        summary = capsys.readouterr().err.strip().splitlines()[-1]
+        assert summary == ("5 pairs: A better 60 %, B better 40 %, tie 0 %; swap agreement 100 % of 5 checked; "
+                           "0 without a verdict")

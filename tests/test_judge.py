@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 
 import numpy as np
@@ -235,6 +236,30 @@ def test_the_demo_judge_gives_every_bundled_pair_its_label_in_a_batch(parrot):
     judgments = parrot.judge_batch(samples, swap_check=True, batch_size=4, progress=False)
     assert [j.verdict for j in judgments] == [teacher.verdict for _, teacher in examples()]
     assert all(j.ok and j.swap.agree for j in judgments)
+
+
+def test_a_judge_that_opens_no_judgment_is_stopped_early_and_says_so(tiny_dir):
+    """The random fixture writes junk without a "{": stopped at 96 tokens rather than at max_new_tokens."""
+    junk = Judge.from_pretrained(str(tiny_dir), generation=GenerationSettings(max_new_tokens=300))
+    sample = Sample("Tell a joke", "a red ball", "a cat")
+    j = junk.judge(sample, swap_check=True)
+    assert not j.ok and j.timing.generated_tokens == 96 and "{" not in j.raw
+    assert [e for e in j.status.errors if "no judgment had begun" in e] == [
+        f"{order}: stopped after 96 tokens: no judgment had begun (no JSON object opened), so the rest would have "
+        "been junk too" for order in ("AB", "BA")]
+    off = junk.judge(sample, settings=dataclasses.replace(junk.generation, judgment_start_tokens=None))
+    assert off.timing.generated_tokens == 300 and not any("stopped after" in e for e in off.status.errors)
+    assert junk.answer([sample])[0].timing.generated_tokens == 300  # free text is never stopped for it
+
+
+def test_the_early_stop_spares_rows_that_opened_a_judgment_or_ended():
+    from rrm.generation import _NoJudgmentBegun
+
+    prompt, opening, eos = [5, 5], [7], [9]
+    rule = _NoJudgmentBegun(len(prompt), 3, opening, eos)
+    rows = torch.tensor([prompt + [1, 7, 1], prompt + [1, 9, 0], prompt + [1, 2, 3]])
+    assert rule(rows[:, :4], None).tolist() == [False, False, False]  # two tokens written: too soon to tell
+    assert rule(rows, None).tolist() == [False, False, True] and rule.rows == {2}
 
 
 def test_encoded_targets_are_the_only_labelled_tokens(judge, media_dir):
