@@ -38,7 +38,7 @@ from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS
 from rrm.redact import install_log_redaction, redact
 from rrm.testing import examples
-from rrm.results import summarize, table, write_csv, write_jsonl
+from rrm.results import overview, summarize, write_csv, write_jsonl
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, MediaItem, Sample
 
@@ -427,9 +427,9 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         WORK_ROOT.mkdir(exist_ok=True)
         run = BatchRun(Path(tempfile.mkdtemp(prefix="rrm-batch-", dir=WORK_ROOT)), max_request_seconds)
         try:
-            samples, problems = _batch_pairs(Path(pairs_file), Path(media_zip) if media_zip else None,
-                                             run.work, max_batch_pairs)
-            for p in problems[:5]:
+            samples, problems, missing = _batch_pairs(Path(pairs_file), Path(media_zip) if media_zip else None,
+                                                      run.work, max_batch_pairs)
+            for p in (problems + missing)[:5]:
                 gr.Warning(p)
             judge, size = slot.judge, int(batch_size)
             run.start(judge.judge_batch(samples[i:i + size], batch_size=size, swap_check=bool(swap_check),
@@ -444,12 +444,13 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             for j in judgments:
                 j.status.errors = [e.replace(hidden, "") for e in j.status.errors]
             summary = summarize(judgments)
-            header, rows = table(judgments, judge.rubric)
+            header, rows = overview(samples, judgments)
             files = [str(write_jsonl(judgments, run.work / "judgments.jsonl")),
-                     str(write_csv(judgments, judge.rubric, run.work / "judgments.csv"))]
-            summary["skipped_lines"] = len(problems)
+                     str(write_csv(judgments, judge.rubric, run.work / "judgments.csv", samples))]
+            summary.update(skipped_lines=len(problems), missing_media=len(missing))
             # Gradio copies the files it is given as this last value is sent: the folder can go after it.
-            yield _summary_markdown(summary, problems), pd.DataFrame(rows, columns=header), files, summary
+            yield (_summary_markdown(summary, problems, missing), pd.DataFrame(rows, columns=header), files,
+                   summary)
         finally:
             run.end()
 
@@ -610,8 +611,9 @@ def _examples() -> list[list]:
 
 
 def _batch_pairs(pairs_file: Path, media_zip: Path | None, work: Path,
-                 max_pairs: int) -> tuple[list[Sample], list[str]]:
-    """The pairs of an uploaded file, their media unpacked from the zip into `work` (only the files they name)."""
+                 max_pairs: int) -> tuple[list[Sample], list[str], list[str]]:
+    """The pairs of an uploaded file that can be judged, their media unpacked from the zip into `work` (only the
+    files they name); the lines that could not be read; and the pairs set aside for media that are not there."""
     media_root = work / "media"
     media_root.mkdir()
     samples, problems = read_pairs(pairs_file, media_root, confine=True)
@@ -622,11 +624,20 @@ def _batch_pairs(pairs_file: Path, media_zip: Path | None, work: Path,
         raise gr.Error(f"The file holds {len(samples):,} pairs; one request may judge {max_pairs:,} "
                        f"(--max-batch-pairs). Split the file.")
     named = {Path(m.path).relative_to(media_root).as_posix() for s in samples for m in s.media}
-    if named and media_zip is None:
-        raise gr.Error(f"The pairs name {len(named)} media files ({sorted(named)[0]}, ...): upload their zip too.")
     if media_zip is not None:
         _extract_zip(media_zip, media_root, named)
-    return samples, problems
+    ready, missing = [], []
+    for sample in samples:
+        absent = next((m for m in sample.media if not Path(m.path).is_file()), None)
+        if absent is None:
+            ready.append(sample)
+        else:  # named as the pairs file names it: the server's folders stay out of it
+            name = Path(absent.path).relative_to(media_root).as_posix()
+            missing.append(f"pair {sample.id} names {absent.kind} {name}: upload a zip holding it")
+    if not ready:
+        raise gr.Error(f"No pair has its media: {missing[0]}" + (f" (and {len(missing) - 1} more)"
+                                                               if len(missing) > 1 else ""))
+    return ready, problems, missing
 
 
 def _extract_zip(path: Path, root: Path, named: set[str], max_bytes: int = MAX_ZIP_BYTES) -> None:
@@ -649,16 +660,17 @@ def _extract_zip(path: Path, root: Path, named: set[str], max_bytes: int = MAX_Z
         raise gr.Error("The media file is not a valid zip archive.") from None
 
 
-def _summary_markdown(s: dict, problems: list[str]) -> str:
+def _summary_markdown(s: dict, problems: list[str], missing: list[str]) -> str:
     def pct(x):
         return "–" if x is None else f"{100 * x:.1f} %"
 
-    lines = ["| pairs | A wins | B wins | ties | swap agreement | parse failures | skipped lines |",
-             "|---|---|---|---|---|---|---|",
+    lines = ["| pairs judged | A wins | B wins | ties | swap agreement | no verdict | media missing | unreadable lines |",
+             "|---|---|---|---|---|---|---|---|",
              f"| {s['pairs']} | {pct(s['win_rate_a'])} | {pct(s['win_rate_b'])} | {pct(s['tie_rate'])} | "
-             f"{pct(s['swap_agreement'])} | {s['parse_failures']} | {len(problems)} |"]
-    if problems:
-        lines += ["", "Skipped:"] + [f"- {_e(p)}" for p in problems[:20]]
+             f"{pct(s['swap_agreement'])} | {s['parse_failures']} | {len(missing)} | {len(problems)} |"]
+    for title, found in (("Not judged, media missing:", missing), ("Skipped lines:", problems)):
+        if found:
+            lines += ["", title] + [f"- {_e(p)}" for p in found[:20]]
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .rubric import Rubric
-from .schema import VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment
+from .schema import VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, Sample
 
 
 def summarize(judgments: Sequence[Judgment]) -> dict:
@@ -82,19 +82,45 @@ def judgment_text(j: Judgment) -> str:
     return "\n".join(lines)
 
 
-def table(judgments: Sequence[Judgment], rubric: Rubric) -> tuple[list[str], list[list]]:
-    """(header, rows): one row per judgment, one column per criterion (plus its scores when given)."""
+def _media_names(sample: Sample) -> str:
+    return "; ".join(f"{m.kind} {Path(m.path).name}" for m in sample.media if m.path)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def overview(samples: Sequence[Sample], judgments: Sequence[Judgment]) -> tuple[list[str], list[list]]:
+    """(header, rows) to read on a page: one row per pair, its texts cut short, its verdict, scores, swap check
+    and status (ok, or the first reason it has no verdict)."""
+    header = ["id", "query", "response A", "response B", "verdict", "A", "B", "swap", "status"]
+    rows = []
+    for s, j in zip(samples, judgments):
+        swap = "off" if j.swap is None else {True: "agree", False: "disagree", None: "incomplete"}[j.swap.agree]
+        rows.append([s.id, _short(s.query), _short(s.response_a), _short(s.response_b), j.verdict or "none",
+                     j.score_a, j.score_b, swap, "ok" if j.ok else _short("; ".join(j.status.errors) or "unread", 80)])
+    return header, rows
+
+
+def table(judgments: Sequence[Judgment], rubric: Rubric,
+          samples: Sequence[Sample] | None = None) -> tuple[list[str], list[list]]:
+    """(header, rows): one row per judgment, one column per criterion (plus its scores when given); with
+    `samples`, each row carries its pair (query, responses, media) after the id."""
     scored = {c.key for j in judgments for c in j.criteria if c.score_a is not None or c.score_b is not None}
-    header = ["id", "verdict", "score_a", "score_b", "ok", "consistent", "swap_agree", "errors"]
+    pair = ["query", "response_a", "response_b", "media"] if samples is not None else []
+    header = ["id", *pair, "verdict", "score_a", "score_b", "ok", "consistent", "swap_agree", "errors"]
     for c in rubric.criteria:
         header.append(c.key)
         if c.key in scored:
             header += [f"{c.key}_score_a", f"{c.key}_score_b"]
     rows = []
-    for j in judgments:
+    for n, j in enumerate(judgments):
         by_key = {c.key: c for c in j.criteria}
-        row = [j.sample_id, j.verdict, j.score_a, j.score_b, j.ok, j.status.consistent,
-               j.swap.agree if j.swap else None, "; ".join(j.status.errors)]
+        s = samples[n] if samples is not None else None
+        row = [j.sample_id, *([s.query, s.response_a, s.response_b, _media_names(s)] if s else []), j.verdict,
+               j.score_a, j.score_b, j.ok, j.status.consistent, j.swap.agree if j.swap else None,
+               "; ".join(j.status.errors)]
         for c in rubric.criteria:
             found = by_key.get(c.key)
             row.append(found.rationale if found else "")
@@ -111,8 +137,9 @@ def write_jsonl(judgments: Sequence[Judgment], path: Path) -> Path:
     return path
 
 
-def write_csv(judgments: Sequence[Judgment], rubric: Rubric, path: Path) -> Path:
-    header, rows = table(judgments, rubric)
+def write_csv(judgments: Sequence[Judgment], rubric: Rubric, path: Path,
+              samples: Sequence[Sample] | None = None) -> Path:
+    header, rows = table(judgments, rubric, samples)
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)

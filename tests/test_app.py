@@ -146,6 +146,7 @@ def test_batch_with_a_media_zip_broken_lines_and_escaping_paths(client, tmp_path
         {"id": "a", "query": "What?", "audio": "s.wav", "response_a": "tone", "response_b": "song"},
         {"id": "escape", "query": "What?", "image": "../../etc/passwd", "response_a": "x", "response_b": "y"},
         {"id": "absolute", "query": "What?", "image": "/etc/hostname", "response_a": "x", "response_b": "y"},
+        {"id": "gone", "query": "What?", "image": "pics/none.png", "response_a": "x", "response_b": "y"},
     ]
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"id": "cut", "query": "tru\n')
@@ -153,12 +154,26 @@ def test_batch_with_a_media_zip_broken_lines_and_escaping_paths(client, tmp_path
                                                        api_name="/judge_batch")
     assert summary["pairs"] == 4 and summary["skipped_lines"] == 3 and summary["swap_checked"] <= 4
     assert "leads outside the uploaded files" in summary_md and "not valid JSON" in summary_md
-    assert [r[0] for r in table["data"]] == ["t", "i", "v", "a"]
+    # A file the zip lacks sets its pair aside, named as the pairs file names it, apart from the judgments.
+    assert summary["missing_media"] == 1 and summary["parse_failures"] <= 4
+    assert "- pair gone names image pics/none.png: upload a zip holding it" in summary_md
+    assert "rrm-batch" not in summary_md and "/tmp" not in summary_md
+    assert table["headers"] == ["id", "query", "response A", "response B", "verdict", "A", "B", "swap", "status"]
+    assert [r[:4] for r in table["data"]] == [["t", "Be kind", "Thanks", "No"], ["i", "What?", "disc", "cat"],
+                                             ["v", "What?", "bar", "car"], ["a", "What?", "tone", "song"]]
+    assert all(r[7] in ("agree", "disagree", "incomplete") for r in table["data"])
     by_name = {Path(f).suffix: Path(f) for f in files}
     lines = by_name[".jsonl"].read_text().splitlines()
     assert [json.loads(line)["sample_id"] for line in lines] == ["t", "i", "v", "a"]
-    header = by_name[".csv"].read_text().splitlines()[0].split(",")
-    assert {"fluency_coherence", "relevance", "safety_ethics"} <= set(header)
+    with open(by_name[".csv"], newline="") as f:
+        csv_rows = list(__import__("csv").DictReader(f))
+    assert {"fluency_coherence", "relevance", "safety_ethics"} <= set(csv_rows[0])
+    assert [(r["id"], r["query"], r["response_a"], r["media"]) for r in csv_rows[1:3]] == [
+        ("i", "What?", "disc", "image p.png"), ("v", "What?", "bar", "video c.mp4")]
+    # Without the zip, the pairs that need none are judged and the others set aside, each saying what to upload.
+    summary_md, table, _, summary = client.predict(handle_file(str(pairs)), None, False, 2, api_name="/judge_batch")
+    assert summary["pairs"] == 1 and summary["missing_media"] == 4 and [r[0] for r in table["data"]] == ["t"]
+    assert "pair v names video c.mp4: upload a zip holding it" in summary_md
 
 
 def test_batch_with_no_readable_line_says_so(client, tmp_path):
