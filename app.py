@@ -167,7 +167,7 @@ def render_criteria(rubric: Rubric, done: dict) -> str:
     return f'<div class="criteria">{"".join(panels)}</div>'
 
 
-def render_chart(rubric: Rubric, done: dict, score_a=None, score_b=None) -> str:
+def render_chart(rubric: Rubric, done: dict, score_a=None, score_b=None, judgment: Judgment | None = None) -> str:
     rows = []
     entries = [(c.title, done[c.key].score_a, done[c.key].score_b) for c in rubric.criteria
                if c.key in done and (done[c.key].score_a is not None or done[c.key].score_b is not None)]
@@ -179,7 +179,9 @@ def render_chart(rubric: Rubric, done: dict, score_a=None, score_b=None) -> str:
             f'{side.upper()} {_score(v)}</div>' for side, v in (("a", a), ("b", b)))
         rows.append(f'<div class="row"><span>{_e(title)}</span><div>{bars}</div></div>')
     if not rows:
-        return '<div class="chart"><em>No scores yet (per-criterion scores come with the rubric-v2 format).</em></div>'
+        why = ("No scores yet." if judgment is None else "No scores: the judgment could not be read."
+               if not judgment.ok else "No scores in this judgment.")
+        return f'<div class="chart"><em>{why}</em></div>'
     return f'<div class="chart">{"".join(rows)}</div>'
 
 
@@ -400,13 +402,21 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                            render_chart(rubric, done), "", update.text, {"partial": True, "text": update.text})
                 else:
                     done = {c.key: c for c in j.criteria if c.rationale or c.score_a is not None}
-                    yield (render_verdict(j), render_criteria(rubric, done),
-                           render_chart(rubric, done, j.score_a, j.score_b), render_timing(j), j.raw, j.to_dict())
+                    overall = (j.score_a, j.score_b) if j.verdict else (None, None)  # no verdict, no Overall bar
+                    yield (render_verdict(j), render_criteria(rubric, done), render_chart(rubric, done, *overall, j),
+                           render_timing(j), j.raw, j.to_dict())
         except RRMError as e:
             raise _user_error(e, media) from None
         finally:
             deadline.stop()
             cancels.pop(key, None)
+
+    def cleared(rubric_table):
+        try:
+            rubric = rubric_from_rows(rubric_table)
+        except gr.Error:  # the judgment that follows reports the bad rubric
+            rubric = slot.judge.rubric
+        return render_verdict(None), render_criteria(rubric, {}), render_chart(rubric, {}), "", "", None
 
     def stop(request: gr.Request):
         event = cancels.get(request.session_hash if request else "local")
@@ -518,6 +528,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             with gr.Row():
                 judge_btn = gr.Button("Judge", variant="primary", elem_id="judge-button")
                 stop_btn = gr.Button("Stop", variant="stop")
+            gr.Examples(examples=_examples(), inputs=[query, media, response_a, response_b],
+                        label="Examples (text, image, video, audio): click one to fill the inputs")
             with gr.Accordion("Options", open=False):
                 with gr.Row():
                     prompt_format = gr.Dropdown(list(PROMPT_FORMATS), value=judge0.format.name
@@ -547,10 +559,10 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                 judgment_json = gr.JSON(show_label=False)
             inputs = [query, media, response_a, response_b, prompt_format, swap_check, temperature, max_new_tokens,
                       video_fps, video_max_frames, audio_max_seconds, rubric_table]
-            gr.Examples(examples=_examples(), inputs=[query, media, response_a, response_b],
-                        label="Examples (text, image, video, audio)")
-            run = judge_btn.click(judge_pair, inputs, [verdict, criteria, chart, timing, raw, judgment_json],
-                                  api_name="judge", concurrency_id="model")
+            shown = [verdict, criteria, chart, timing, raw, judgment_json]
+            # Each new judgment starts from a clean card, panels and chart: an input error leaves nothing stale.
+            run = judge_btn.click(cleared, rubric_table, shown, queue=False, api_name=False).then(
+                judge_pair, inputs, shown, api_name="judge", concurrency_id="model")
             stop_btn.click(stop, None, None, cancels=[run], queue=False, api_name=False)
             media.change(show_media, media, [image_preview, video_preview, audio_preview], api_name=False,
                          queue=False)
@@ -664,7 +676,8 @@ def _summary_markdown(s: dict, problems: list[str], missing: list[str]) -> str:
     def pct(x):
         return "–" if x is None else f"{100 * x:.1f} %"
 
-    lines = ["| pairs judged | A wins | B wins | ties | swap agreement | no verdict | media missing | unreadable lines |",
+    lines = ["| pairs judged | A wins | B wins | ties | swap agreement | no verdict | media missing "
+             "| unreadable lines |",
              "|---|---|---|---|---|---|---|---|",
              f"| {s['pairs']} | {pct(s['win_rate_a'])} | {pct(s['win_rate_b'])} | {pct(s['tie_rate'])} | "
              f"{pct(s['swap_agreement'])} | {s['parse_failures']} | {len(missing)} | {len(problems)} |"]

@@ -239,6 +239,16 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path):
         assert "both orders agree" in page.locator("#verdict").inner_text()
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
+        # The examples sit with the inputs, above the options and the verdict.
+        examples_top = page.get_by_text("Examples (text, image, video, audio)").first.bounding_box()["y"]
+        assert examples_top < page.locator("#verdict").bounding_box()["y"]
+        # An input error leaves no stale verdict: the card, panels and chart start over.
+        page.locator("#response-b textarea").fill("")
+        page.locator("#judge-button").click()
+        page.get_by_text("Response B is empty.").first.wait_for(timeout=30_000)
+        page.locator('#verdict .verdict-card[data-done="False"]').wait_for(timeout=30_000)
+        assert "No judgment yet" in page.locator("#verdict").inner_text()
+        assert page.locator("#criteria .criterion.done").count() == 0 and "No scores yet." in page.content()
         browser.close()
     assert shot.stat().st_size > 10_000
 
