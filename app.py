@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics calls, ever
 
 import argparse
+import dataclasses
 import html
 import posixpath
 import re
@@ -30,7 +31,7 @@ import pandas as pd
 from rrm import RRMError
 from rrm.errors import first_line
 from rrm.__main__ import add_judge_arguments, build_judge
-from rrm.judge import GenerationSettings, Judge, OutOfMemory
+from rrm.judge import Judge, OutOfMemory
 from rrm.limits import MAX_BATCH_PAIRS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS
 from rrm.media import EXTENSIONS, MediaLimits, media_kind
 from rrm.model import QUANTIZATIONS, locate
@@ -123,8 +124,12 @@ def _score(x) -> str:
     return "–" if x is None else f"{x:g}"
 
 
-def render_verdict(judgment: Judgment | None, partial=None, running: bool = False) -> str:
-    if judgment is None:
+def render_verdict(judgment: Judgment | None, partial=None, running: bool = False,
+                   stopped_after: int | None = None) -> str:
+    if stopped_after is not None:  # Stop was clicked: what was written so far stays on the panels
+        verdict, scores, swap = None, (None, None), ""
+        title = f"Stopped after {stopped_after} tokens"
+    elif judgment is None:
         verdict = partial.verdict if partial else None
         title = "Judging…" if running else "No judgment yet"
         scores = (partial.score_a, partial.score_b) if partial else (None, None)
@@ -143,9 +148,10 @@ def render_verdict(judgment: Judgment | None, partial=None, running: bool = Fals
             swap = "swap check incomplete"
         else:
             swap = "both orders agree" if judgment.swap.agree else "the orders disagree: a tie"
-    if judgment is None and verdict:
+    if judgment is None and verdict and stopped_after is None:
         title = f"Judging… leaning {verdict}"
-    return (f'<div class="verdict-card" data-verdict="{_e(verdict or "")}" data-done="{judgment is not None}">'
+    done = judgment is not None or stopped_after is not None
+    return (f'<div class="verdict-card" data-verdict="{_e(verdict or "")}" data-done="{done}">'
             f'<div class="winner">{_e(title)}</div>'
             f'<div class="scores"><span>A: {_score(scores[0])}</span><span>B: {_score(scores[1])}</span></div>'
             f'<div class="swap">{_e(swap)}</div></div>')
@@ -386,17 +392,23 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         rubric = rubric_from_rows(rubric_table)
         judge = slot.judge.configured(prompt_format=prompt_format, rubric=rubric,
                                       limits=_limits(slot.judge.limits, video_fps, video_max_frames, audio_max_seconds))
-        settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
-        cancel = threading.Event()
+        # The served judge's settings (its command line: top-p, seed, --judgment-start-tokens) under the page's.
+        settings = dataclasses.replace(slot.judge.generation, max_new_tokens=int(max_new_tokens),
+                                       temperature=float(temperature))
         key = request.session_hash if request else "local"
-        cancels[key] = cancel
+        cancel = cancels.setdefault(key, threading.Event())  # the page's click made it: a Stop while queued holds
         deadline = Deadline(cancel, max_request_seconds)
         try:
             for update in judge.stream(sample, swap_check=bool(swap_check), cancel=cancel, settings=settings):
                 if deadline.passed():
                     raise deadline.error()
                 j = update.judgment
-                if j is None:
+                if j is not None and cancel.is_set() and not deadline.passed():  # stopped by the user
+                    done = {c.key: c for c in update.partial.criteria}
+                    yield (render_verdict(j, stopped_after=j.timing.generated_tokens if j.timing else 0),
+                           render_criteria(rubric, done), render_chart(rubric, done), render_timing(j),
+                           update.text, j.to_dict())
+                elif j is None:
                     done = {c.key: c for c in update.partial.criteria}
                     yield (render_verdict(None, update.partial, running=True), render_criteria(rubric, done),
                            render_chart(rubric, done), "", update.text, {"partial": True, "text": update.text})
@@ -411,7 +423,9 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             deadline.stop()
             cancels.pop(key, None)
 
-    def cleared(rubric_table):
+    def cleared(rubric_table, request: gr.Request):
+        # Runs at the click, outside the queue: a Stop clicked while this judgment still waits its turn holds.
+        cancels[request.session_hash if request else "local"] = threading.Event()
         try:
             rubric = rubric_from_rows(rubric_table)
         except gr.Error:  # the judgment that follows reports the bad rubric
@@ -561,9 +575,11 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                       video_fps, video_max_frames, audio_max_seconds, rubric_table]
             shown = [verdict, criteria, chart, timing, raw, judgment_json]
             # Each new judgment starts from a clean card, panels and chart: an input error leaves nothing stale.
-            run = judge_btn.click(cleared, rubric_table, shown, queue=False, api_name=False).then(
+            judge_btn.click(cleared, rubric_table, shown, queue=False, api_name=False).then(
                 judge_pair, inputs, shown, api_name="judge", concurrency_id="model")
-            stop_btn.click(stop, None, None, cancels=[run], queue=False, api_name=False)
+            # Stop only sets the request's cancel event, outside the queue: generation ends at the next token and the
+            # handler itself sends the "Stopped" card (cancelling Gradio's event instead left "Judging…" for good).
+            stop_btn.click(stop, None, None, queue=False, api_name=False)
             media.change(show_media, media, [image_preview, video_preview, audio_preview], api_name=False,
                          queue=False)
             reset_rubric.click(lambda: rubric_rows(slot.judge.rubric), None, rubric_table, api_name=False,

@@ -215,15 +215,10 @@ def test_model_tab_loads_another_checkpoint_from_the_list(client, server, tiny_d
 
 
 def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = _browser(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
         page.goto(server[0])
         page.get_by_label("Query").first.fill(PARROT_QUERY)
@@ -251,6 +246,53 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path):
         assert page.locator("#criteria .criterion.done").count() == 0 and "No scores yet." in page.content()
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def _browser(p):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    return p.chromium.launch(executable_path=chromium, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+
+
+def test_judge_stop_judge_twenty_times_in_the_browser(server, tiny_dir):
+    """Each Stop ends its judgment at once and the card says so; the next Judge runs as if nothing happened."""
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    from rrm.judge import GenerationSettings
+
+    _, slot = server
+    before = slot.judge  # a judge that writes 1,024 junk tokens (several seconds): there is time to stop it
+    slot.judge = Judge.from_pretrained(str(tiny_dir), generation=GenerationSettings(min_new_tokens=1024,
+                                                                                   judgment_start_tokens=None))
+    try:
+        with sync_playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(server[0])
+            page.get_by_label("Query").first.fill("Tell a joke")
+            page.locator("#response-a textarea").fill("a red ball")
+            page.locator("#response-b textarea").fill("a cat")
+            waits = []
+            for _ in range(20):
+                page.locator("#judge-button").click()
+                page.get_by_text("Judging…").first.wait_for(timeout=30_000)
+                clicked = time.perf_counter()
+                page.get_by_role("button", name="Stop").click()
+                card = page.locator('#verdict .verdict-card[data-done="True"]')
+                card.wait_for(timeout=10_000)
+                waits.append(time.perf_counter() - clicked)
+                text = card.inner_text()
+                assert text.startswith("Stopped after ") and int(text.split()[2]) < 1024, text
+            browser.close()
+    finally:
+        slot.judge = before
+    print(f"Stop to 'Stopped' card: median {sorted(waits)[10]:.2f} s, slowest {max(waits):.2f} s over 20")
+    assert max(waits) < 3.0
 
 
 def test_a_card_without_a_verdict_shows_no_scores_and_says_why_it_stopped():
