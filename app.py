@@ -15,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics calls
 import argparse
 import dataclasses
 import html
+import logging
 import posixpath
 import re
 import shutil
@@ -43,7 +44,10 @@ from rrm.results import overview, summarize, write_csv, write_jsonl
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, MediaItem, Sample
 
+log = logging.getLogger("rrm.app")
 MAX_RESPONSES = 8  # response boxes in the Best-of-N tab
+# Partial judgments go to the page at most this often: one update per token kept the browser seconds behind.
+STREAM_INTERVAL_S = 0.25
 MAX_ZIP_FILES = 10_000
 MAX_ZIP_BYTES = 2 * 1024**3  # what the members a batch names may unpack to
 MEDIA_TYPES = [ext for kind in MEDIA_KINDS for ext in EXTENSIONS[kind]]
@@ -398,6 +402,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         key = request.session_hash if request else "local"
         cancel = cancels.setdefault(key, threading.Event())  # the page's click made it: a Stop while queued holds
         deadline = Deadline(cancel, max_request_seconds)
+        sent_at, sent = 0.0, ("", "", "")  # when partial panels were last sent, and what they were
         try:
             for update in judge.stream(sample, swap_check=bool(swap_check), cancel=cancel, settings=settings):
                 if deadline.passed():
@@ -409,14 +414,23 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                            render_criteria(rubric, done), render_chart(rubric, done), render_timing(j),
                            update.text, j.to_dict())
                 elif j is None:
+                    if time.monotonic() - sent_at < STREAM_INTERVAL_S:
+                        continue  # the final update follows whatever is skipped here
+                    sent_at = time.monotonic()
                     done = {c.key: c for c in update.partial.criteria}
-                    yield (render_verdict(None, update.partial, running=True), render_criteria(rubric, done),
-                           render_chart(rubric, done), "", update.text, {"partial": True, "text": update.text})
+                    panels = (render_verdict(None, update.partial, running=True), render_criteria(rubric, done),
+                              render_chart(rubric, done))
+                    # Only the panels that changed; the raw text and the JSON come with the final update.
+                    yield (*(gr.skip() if new == old else new for new, old in zip(panels, sent)),
+                           gr.skip(), gr.skip(), gr.skip())
+                    sent = panels
                 else:
                     done = {c.key: c for c in j.criteria if c.rationale or c.score_a is not None}
                     overall = (j.score_a, j.score_b) if j.verdict else (None, None)  # no verdict, no Overall bar
-                    yield (render_verdict(j), render_criteria(rubric, done), render_chart(rubric, done, *overall, j),
-                           render_timing(j), j.raw, j.to_dict())
+                    final = (render_verdict(j), render_criteria(rubric, done), render_chart(rubric, done, *overall, j),
+                             render_timing(j), j.raw, j.to_dict())
+                    log.info("judgment ready to send (%s tokens)", j.timing.generated_tokens if j.timing else "?")
+                    yield final
         except RRMError as e:
             raise _user_error(e, media) from None
         finally:

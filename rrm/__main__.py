@@ -31,7 +31,7 @@ from .judge import BACKENDS, DECODINGS, GenerationSettings
 from .limits import MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, InputLimits
 from .media import MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
-from .pairs import done_ids, jsonl_rows, read_pairs, shown
+from .pairs import done_ids, read_pairs, scan_records, shown
 from .results import judgment_text, summarize, summary_text
 from .prompts import PROMPT_FORMATS
 from .redact import install_log_redaction, redact
@@ -235,8 +235,7 @@ def _many(args) -> int:
     print(f"judged {len(todo)} pairs into {out} ({failed} without a verdict); "
           f"{len(problems)} input lines skipped", file=sys.stderr)
     ids = {s.id for s in samples}
-    judged = [Judgment.from_dict(row) for _, row, _ in jsonl_rows(out, "output file")
-              if isinstance(row, dict) and row.get("sample_id") in ids]
+    judged = [Judgment.from_dict(r) for r in scan_records(out).records if r.get("sample_id") in ids]
     if judged:  # this file's pairs, those judged by earlier runs included
         print(summary_text(summarize(judged)), file=sys.stderr)
     return 1 if problems else 0

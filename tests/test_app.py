@@ -51,7 +51,7 @@ def test_judge_streams_updates_then_the_final_judgment(client, media_dir):
     job = client.submit(*judge_args(media=media_dir / "red.png"), api_name="/judge")
     updates = list(job)
     final = job.result()
-    assert len(job.outputs()) >= 3 and len(updates) >= 2
+    assert len(job.outputs()) >= 2 and len(updates) >= 1  # partial updates go at most 4 a second
     verdict_html, criteria_html, chart_html, timing_md, raw, judgment = final
     assert 'data-done="True"' in verdict_html
     assert criteria_html.count('class="criterion') == 5
@@ -214,8 +214,14 @@ def test_model_tab_loads_another_checkpoint_from_the_list(client, server, tiny_d
         slot.judge = before  # the other tests talk to the parrot
 
 
-def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path):
+def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path, caplog):
+    """...and the page keeps up with the stream: the final verdict shows within 1 s of the server having it
+    ready (the server's log record, just before it hands the update to Gradio, against the page's clock)."""
+    import logging
+
     from playwright.sync_api import sync_playwright
+
+    caplog.set_level(logging.INFO, logger="rrm.app")
 
     with sync_playwright() as p:
         browser = _browser(p)
@@ -227,8 +233,16 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path):
         page.locator("#media input[type=file]").set_input_files(str(picture))
         page.locator("#response-a textarea").fill(PARROT_A)
         page.locator("#response-b textarea").fill(PARROT_B)
+        page.evaluate("""() => { window.doneAt = null; new MutationObserver(() => {
+            if (!window.doneAt && document.querySelector('#verdict .verdict-card[data-done="True"]'))
+                window.doneAt = Date.now(); }).observe(document.body, {subtree: true, childList: true,
+                                                                         attributes: true, characterData: true}); }""")
         page.locator("#judge-button").click()
         page.locator('#verdict .verdict-card[data-done="True"]').wait_for(timeout=120_000)
+        [sent] = [r.created for r in caplog.records if r.getMessage().startswith("judgment ready to send")]
+        lag = page.evaluate("window.doneAt") / 1000 - sent
+        print(f"page lag behind the stream: the final verdict showed {lag:.2f} s after the server had it ready")
+        assert lag < 1.0
         assert page.locator('#verdict .verdict-card').get_attribute("data-verdict") == "B"
         assert page.locator("#criteria .criterion.done").count() == 5  # every panel filled in
         assert "both orders agree" in page.locator("#verdict").inner_text()
