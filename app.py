@@ -32,6 +32,7 @@ import pandas as pd
 from rrm import RRMError
 from rrm.errors import first_line
 from rrm.__main__ import add_judge_arguments, build_judge
+from rrm.generation import NO_JUDGMENT_BEGUN
 from rrm.judge import Judge, OutOfMemory
 from rrm.limits import MAX_BATCH_PAIRS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS
 from rrm.media import EXTENSIONS, MediaLimits, media_kind
@@ -141,7 +142,7 @@ def render_verdict(judgment: Judgment | None, partial=None, running: bool = Fals
     else:
         verdict, scores = judgment.verdict, (judgment.score_a, judgment.score_b)
         early = next((e.removeprefix("AB: ").removeprefix("BA: ") for e in judgment.status.errors
-                      if "no judgment had begun" in e), None)
+                      if NO_JUDGMENT_BEGUN in e), None)
         title = {VERDICT_A: "Response A is better", VERDICT_B: "Response B is better",
                  VERDICT_TIE: "Tie"}.get(verdict, f"No verdict: {early or 'the output could not be read'}")
         if verdict is None:

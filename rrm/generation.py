@@ -86,6 +86,9 @@ class GenerationSettings:
         return self.temperature > 0
 
 
+NO_JUDGMENT_BEGUN = "no judgment had begun"  # in the reason a row stopped early: what the app looks for
+
+
 @dataclass
 class Output:
     text: str
@@ -178,7 +181,10 @@ class _Cancelled:
 
 
 class _NoJudgmentBegun:
-    """A stopping criterion for the rows that have written `limit` tokens without opening a JSON object."""
+    """A stopping criterion for the rows that have written `limit` tokens without opening a JSON object.
+
+    It looks once, when `limit` tokens are written: a row that has begun by then stays begun, and the others stop
+    there (or have ended already)."""
 
     def __init__(self, prompt_tokens: int, limit: int, opening: list[int], eos: Sequence[int]):
         self.prompt_tokens, self.limit, self.opening, self.eos = prompt_tokens, limit, opening, list(eos)
@@ -188,11 +194,10 @@ class _NoJudgmentBegun:
         import torch
 
         written = input_ids[:, self.prompt_tokens:]
-        if written.shape[1] < self.limit:
+        if written.shape[1] != self.limit:
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        ids = torch.tensor(self.opening + self.eos, device=input_ids.device)
-        begun = torch.isin(written, ids[:len(self.opening)]).any(dim=1)
-        ended = torch.isin(written, ids[len(self.opening):]).any(dim=1)
+        begun = torch.isin(written, torch.tensor(self.opening, device=input_ids.device)).any(dim=1)
+        ended = torch.isin(written, torch.tensor(self.eos, device=input_ids.device)).any(dim=1)
         stop = ~begun & ~ended
         self.rows.update(stop.nonzero().flatten().tolist())
         return stop
@@ -336,7 +341,7 @@ class TransformersBackend:
         ttft = (streamer.first_token_at - started) if streamer.first_token_at else None
         decode = total - (ttft or 0.0)
         outputs = []
-        early = (f"stopped after {settings.judgment_start_tokens} tokens: no judgment had begun (no JSON object "
+        early = (f"stopped after {settings.judgment_start_tokens} tokens: {NO_JUDGMENT_BEGUN} (no JSON object "
                  "opened), so the rest would have been junk too")
         for row, (text, ids, prompt) in enumerate(zip(self._texts(streamer), streamer.tokens, prompt_tokens)):
             tokens = len(self._until_eos(ids))
