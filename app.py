@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
@@ -41,12 +42,14 @@ from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS
 from rrm.redact import install_log_redaction, redact
 from rrm.testing import examples
-from rrm.results import overview, summarize, write_csv, write_jsonl
+from rrm.results import overview, percent, summarize, write_csv, write_jsonl
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
-from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, MediaItem, Sample
+from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, VERDICTS, Judgment, MediaItem, Sample
+from rrm.votes import LABEL_OF_VOTE, NO_VERDICT, VOTE_NAMES, VOTES, VOTES_FILE, VoteBook, vote_stats
 
 log = logging.getLogger("rrm.app")
 MAX_RESPONSES = 8  # response boxes in the Best-of-N tab
+DATA_DIR = "app-data"  # where votes go (and the media they name), unless --data-dir says otherwise
 # Partial judgments go to the page at most this often: one update per token kept the browser seconds behind.
 STREAM_INTERVAL_S = 0.25
 MAX_ZIP_FILES = 10_000
@@ -383,10 +386,69 @@ class BatchRun:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- votes and history
+
+@dataclasses.dataclass
+class Judged:
+    """A finished judgment on a page: what a vote is about, and one entry of the page's history."""
+
+    sample: Sample
+    judgment: Judgment
+    about: dict  # the model, quantization, format, seed and rubric it was made with
+    at: str
+    vote: str | None = None
+    vote_id: str | None = None
+
+
+class PageMemory:
+    """Per page (one Gradio session): the judgment on screen, and the judgments made since the page opened. The
+    server keeps them, so that a vote names only its button: the client sends no pair, path or judgment."""
+
+    def __init__(self, pages: int = 256, per_page: int = 50):
+        self.pages, self.per_page = pages, per_page
+        self._history: OrderedDict[str, list[Judged]] = OrderedDict()
+        self._current: dict[str, Judged | None] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str) -> None:
+        """A new judgment begins: nothing is on screen to vote on until it ends."""
+        with self._lock:
+            self._current[key] = None
+
+    def finish(self, key: str, judged: Judged) -> None:
+        with self._lock:
+            history = self._history.setdefault(key, [])
+            self._history.move_to_end(key)
+            history.append(judged)
+            del history[:-self.per_page]
+            self._current[key] = judged
+            while len(self._history) > self.pages:  # the pages least recently used go first
+                gone, _ = self._history.popitem(last=False)
+                self._current.pop(gone, None)
+
+    def current(self, key: str) -> Judged | None:
+        return self._current.get(key)
+
+    def history(self, key: str) -> list[Judged]:
+        return list(self._history.get(key, []))
+
+
+def _about(judge: Judge, settings) -> dict:
+    loaded = judge.loaded
+    return {"model": (loaded.adapter or loaded.name) if loaded else judge.backend.description,
+            "quantization": loaded.quantization if loaded else None, "format": judge.format.name,
+            "seed": settings.seed, "temperature": settings.temperature, "rubric": list(judge.rubric.keys)}
+
+
+def _session(request: gr.Request | None) -> str:
+    return request.session_hash if request else "local"
+
+
 def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_pairs: int = MAX_BATCH_PAIRS,
-               max_request_seconds: float = MAX_REQUEST_SECONDS) -> gr.Blocks:
+               max_request_seconds: float = MAX_REQUEST_SECONDS, data_dir: str | Path = DATA_DIR) -> gr.Blocks:
     cancels: dict[str, threading.Event] = {}
     judge0 = slot.judge
+    book, memory = VoteBook(data_dir), PageMemory()
 
     def judge_pair(query, media, response_a, response_b, prompt_format, swap_check, temperature, max_new_tokens,
                    video_fps, video_max_frames, audio_max_seconds, rubric_table, request: gr.Request):
@@ -400,7 +462,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         # The served judge's settings (its command line: top-p, seed, --judgment-start-tokens) under the page's.
         settings = dataclasses.replace(slot.judge.generation, max_new_tokens=int(max_new_tokens),
                                        temperature=float(temperature))
-        key = request.session_hash if request else "local"
+        key = _session(request)
         cancel = cancels.setdefault(key, threading.Event())  # the page's click made it: a Stop while queued holds
         deadline = Deadline(cancel, max_request_seconds)
         sent_at, sent = 0.0, ("", "", "")  # when partial panels were last sent, and what they were
@@ -430,6 +492,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                     overall = (j.score_a, j.score_b) if j.verdict else (None, None)  # no verdict, no Overall bar
                     final = (render_verdict(j), render_criteria(rubric, done), render_chart(rubric, done, *overall, j),
                              render_timing(j), j.raw, j.to_dict())
+                    memory.finish(key, Judged(sample, j, _about(judge, settings), time.strftime("%H:%M:%S")))
                     log.info("judgment ready to send (%s tokens)", j.timing.generated_tokens if j.timing else "?")
                     yield final
         except RRMError as e:
@@ -440,15 +503,77 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
 
     def cleared(rubric_table, request: gr.Request):
         # Runs at the click, outside the queue: a Stop clicked while this judgment still waits its turn holds.
-        cancels[request.session_hash if request else "local"] = threading.Event()
+        cancels[_session(request)] = threading.Event()
+        memory.start(_session(request))
         try:
             rubric = rubric_from_rows(rubric_table)
         except gr.Error:  # the judgment that follows reports the bad rubric
             rubric = slot.judge.rubric
-        return render_verdict(None), render_criteria(rubric, {}), render_chart(rubric, {}), "", "", None
+        return (render_verdict(None), render_criteria(rubric, {}), render_chart(rubric, {}), "", "", None,
+                *vote_buttons(None))
+
+    def vote_buttons(judged: Judged | None) -> tuple:
+        """The four vote buttons, Undo and the line under them, for the judgment on screen (None: none yet)."""
+        if judged is None:
+            return (*[gr.update(interactive=False)] * (len(VOTES) + 1), "")
+        if judged.vote is None:
+            return (*[gr.update(interactive=True)] * len(VOTES), gr.update(interactive=False),
+                    "Which response do you prefer? Your vote goes to the votes file (see the Votes tab).")
+        agrees = "agrees" if LABEL_OF_VOTE[judged.vote] == judged.judgment.verdict else "disagrees"
+        count = len(book.records())
+        return (*[gr.update(interactive=False)] * len(VOTES), gr.update(interactive=True),
+                f"Your vote: **{VOTE_NAMES[judged.vote]}**; the judge {agrees}. "
+                f"{count} vote{'s' if count != 1 else ''} so far.")
+
+    def after_judgment(request: gr.Request):
+        return vote_buttons(memory.current(_session(request)))
+
+    def cast_vote(vote: str, request: gr.Request):
+        judged = memory.current(_session(request))
+        if judged is None:
+            raise gr.Error("Judge a pair first: a vote is on the judgment shown.")
+        if judged.vote is not None:
+            raise gr.Error("This judgment has a vote already: undo it to vote again.")
+        try:
+            judged.vote_id = book.cast(judged.sample, judged.judgment, vote, judged.about)["id"]
+        except (RRMError, OSError) as e:
+            raise gr.Error(f"The vote could not be saved: {redact(first_line(e))}") from None
+        judged.vote = vote
+        return vote_buttons(judged)
+
+    def undo_vote(request: gr.Request):
+        judged = memory.current(_session(request))
+        if judged is None or judged.vote_id is None:
+            raise gr.Error("There is no vote to undo.")
+        book.undo(judged.vote_id)
+        judged.vote = judged.vote_id = None
+        return vote_buttons(judged)
+
+    def vote_api(vote: str, request: gr.Request) -> str:
+        """Vote on the judgment this client made last: A, B, tie or both_bad. Returns the line the page shows."""
+        if vote not in VOTES:
+            raise gr.Error(f"Vote one of: {', '.join(VOTES)}.")
+        return cast_vote(vote, request)[-1]
+
+    def voter(vote: str):
+        def handler(request: gr.Request):
+            return cast_vote(vote, request)
+        return handler
+
+    def votes_view():
+        stats = vote_stats(book.records())
+        download = None
+        if book.path.exists():  # a copy in the work folder: Gradio serves files from there, not from the data dir
+            download = WORK_ROOT / "votes" / VOTES_FILE
+            download.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(book.path, f"{download}.part")
+            os.replace(f"{download}.part", download)
+        return (_votes_markdown(stats, book), _agreement_frame(stats["by_modality"], "modality"),
+                _agreement_frame(stats["by_swap"], "swap check"), _confusion_frame(stats["confusion"]),
+                render_agreement_chart(stats["by_modality"]), str(download) if download else None)
 
     def stop(request: gr.Request):
-        event = cancels.get(request.session_hash if request else "local")
+        event = cancels.get(_session(request))
         if event is not None:
             event.set()
 
@@ -579,6 +704,11 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                                             wrap=True)
                 reset_rubric = gr.Button("Reset rubric", size="sm")
             verdict = gr.HTML(render_verdict(None), elem_id="verdict")
+            with gr.Row():
+                vote_btns = [gr.Button(VOTE_NAMES[v], size="sm", interactive=False, elem_id=f"vote-{v}")
+                             for v in VOTES]
+                undo_btn = gr.Button("Undo vote", size="sm", interactive=False, elem_id="vote-undo")
+            vote_status = gr.Markdown(elem_id="vote-status")
             criteria = gr.HTML(render_criteria(judge0.rubric, {}), elem_id="criteria")
             chart = gr.HTML(render_chart(judge0.rubric, {}), label="A vs B per criterion")
             timing = gr.Markdown()
@@ -590,8 +720,14 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                       video_fps, video_max_frames, audio_max_seconds, rubric_table]
             shown = [verdict, criteria, chart, timing, raw, judgment_json]
             # Each new judgment starts from a clean card, panels and chart: an input error leaves nothing stale.
-            judge_btn.click(cleared, rubric_table, shown, queue=False, api_name=False).then(
-                judge_pair, inputs, shown, api_name="judge", concurrency_id="model")
+            votes_shown = [*vote_btns, undo_btn, vote_status]
+            judge_btn.click(cleared, rubric_table, shown + votes_shown, queue=False, api_name=False).then(
+                judge_pair, inputs, shown, api_name="judge", concurrency_id="model").then(
+                after_judgment, None, votes_shown, queue=False, api_name=False)
+            for v, button in zip(VOTES, vote_btns):
+                button.click(voter(v), None, votes_shown, queue=False, api_name=False)
+            undo_btn.click(undo_vote, None, votes_shown, queue=False, api_name=False)
+            gr.api(vote_api, api_name="vote", queue=False)
             # Stop only sets the request's cancel event, outside the queue: generation ends at the next token and the
             # handler itself sends the "Stopped" card (cancelling Gradio's event instead left "Judging…" for good).
             stop_btn.click(stop, None, None, queue=False, api_name=False)
@@ -630,6 +766,20 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             bon_json = gr.JSON(visible=False)
             bon_btn.click(best_of, [bon_query, bon_media, bon_swap, *bon_responses], [bon_ranking, bon_matches, bon_json],
                           api_name="best_of_n", concurrency_id="model")
+        with gr.Tab("Votes") as votes_tab:
+            votes_summary = gr.Markdown()
+            votes_chart = gr.HTML(label="The judge's agreement with you, per modality")
+            with gr.Row():
+                votes_by_modality = gr.Dataframe(label="Agreement per modality", interactive=False)
+                votes_by_swap = gr.Dataframe(label="Agreement against the swap check", interactive=False)
+            votes_confusion = gr.Dataframe(label="Your votes (rows) against the judge's verdicts (columns)",
+                                           interactive=False)
+            with gr.Row():
+                votes_refresh = gr.Button("Refresh", size="sm")
+                votes_file = gr.File(label="Download the votes (train/ pairs format)", interactive=False)
+            votes_out = [votes_summary, votes_by_modality, votes_by_swap, votes_confusion, votes_chart, votes_file]
+            votes_tab.select(votes_view, None, votes_out, api_name=False, queue=False)
+            votes_refresh.click(votes_view, None, votes_out, api_name="votes", queue=False)
         with gr.Tab("Model"):
             info = gr.Markdown(model_info())
             with gr.Row():
@@ -705,7 +855,7 @@ def _extract_zip(path: Path, root: Path, named: set[str], max_bytes: int = MAX_Z
 
 def _summary_markdown(s: dict, problems: list[str], missing: list[str]) -> str:
     def pct(x):
-        return "–" if x is None else f"{100 * x:.1f} %"
+        return percent(x, 1)
 
     lines = ["| pairs judged | A wins | B wins | ties | swap agreement | no verdict | media missing "
              "| unreadable lines |",
@@ -716,6 +866,35 @@ def _summary_markdown(s: dict, problems: list[str], missing: list[str]) -> str:
         if found:
             lines += ["", title] + [f"- {_e(p)}" for p in found[:20]]
     return "\n".join(lines)
+
+
+def _votes_markdown(stats: dict, book: VoteBook) -> str:
+    o = stats["overall"]
+    if not o.votes:
+        return "No votes yet: judge a pair on the Judge tab, then say which response you prefer."
+    unjudged = f" ({o.votes - o.judged} judgments without a verdict are left out)" if o.judged < o.votes else ""
+    return (f"**{o.votes} vote{'s' if o.votes != 1 else ''}.** The judge agrees with you on "
+            f"**{percent(o.rate, 1)}** of the {o.judged} it gave a verdict on{unjudged}. Train your judge on them: "
+            f"`python -m train.sft --data {book.path}` (the pairs where it agreed, with its rationale as the "
+            "target; the others are RL data).")
+
+
+def _agreement_frame(groups: dict, name: str) -> pd.DataFrame:
+    return pd.DataFrame([[key, g.votes, g.judged, percent(g.rate, 1)] for key, g in groups.items()],
+                        columns=[name, "votes", "with a verdict", "judge agrees"])
+
+
+def _confusion_frame(confusion) -> pd.DataFrame:
+    columns = [*VERDICTS, NO_VERDICT]
+    return pd.DataFrame([[VOTE_NAMES[v], *(confusion[v, c] for c in columns)] for v in VOTES],
+                        columns=["your vote / the judge's verdict", "A", "B", "tie", "no verdict"])
+
+
+def render_agreement_chart(by_modality: dict) -> str:
+    rows = [f'<div class="row"><span>{_e(key)} ({g.judged})</span><div><div class="bar a" '
+            f'style="width:{100 * g.rate:.0f}%">{percent(g.rate)}</div></div></div>'
+            for key, g in by_modality.items() if g.rate is not None]
+    return f'<div class="chart">{"".join(rows) or "<em>No votes on a verdict yet.</em>"}</div>'
 
 
 def _model_markdown(judge: Judge) -> str:
@@ -750,6 +929,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-root", action="append", metavar="DIR",
                         help="a folder whose checkpoints and adapters the Model tab may load; repeat for more "
                              "(default: runs/ and the --model folder itself)")
+    parser.add_argument("--data-dir", default=DATA_DIR,
+                        help="where votes are kept: DIR/votes.jsonl, and their media under DIR/media")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args(argv)
     install_log_redaction()
@@ -761,7 +942,8 @@ def main(argv: list[str] | None = None) -> int:
     local = Path(args.model).expanduser()
     roots = args.models_root or [Path("runs"), *([local] if local.is_dir() and judge.loaded else [])]
     demo = build_demo(JudgeSlot(judge, roots, args.decoding), max_text_chars=args.max_text_chars,
-                      max_batch_pairs=args.max_batch_pairs, max_request_seconds=args.max_request_seconds)
+                      max_batch_pairs=args.max_batch_pairs, max_request_seconds=args.max_request_seconds,
+                      data_dir=args.data_dir)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 max_file_size=f"{args.max_upload_mb}mb", theme=THEME, css=CSS)
     return 0

@@ -40,16 +40,17 @@ def summarize(judgments: Sequence[Judgment]) -> dict:
     }
 
 
-def _percent(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.0f} %"
+def percent(x: float | None, digits: int = 0) -> str:
+    """A rate as a percentage; a dash when there is none."""
+    return "–" if x is None else f"{100 * x:.{digits}f} %"
 
 
 def summary_text(summary: dict) -> str:
     """One line of `summarize`'s figures, for people."""
-    swap = (f"swap agreement {_percent(summary['swap_agreement'])} of {summary['swap_checked']} checked"
+    swap = (f"swap agreement {percent(summary['swap_agreement'])} of {summary['swap_checked']} checked"
             if summary["swap_checked"] else "swap check off")
-    return (f"{summary['pairs']} pairs: A better {_percent(summary['win_rate_a'])}, B better "
-            f"{_percent(summary['win_rate_b'])}, tie {_percent(summary['tie_rate'])}; {swap}; "
+    return (f"{summary['pairs']} pairs: A better {percent(summary['win_rate_a'])}, B better "
+            f"{percent(summary['win_rate_b'])}, tie {percent(summary['tie_rate'])}; {swap}; "
             f"{summary['parse_failures']} without a verdict")
 
 

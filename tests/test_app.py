@@ -27,10 +27,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(parrot_dir, tiny_dir):
+def app_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("app-data")
+
+
+@pytest.fixture(scope="module")
+def server(parrot_dir, tiny_dir, app_data):
     # The parrot writes a real judgment for the example pair, and junk for anything else.
     slot = app.JudgeSlot(Judge.from_pretrained(str(parrot_dir)), models_roots=[tiny_dir.parent])
-    demo = app.build_demo(slot, max_text_chars=2000)
+    demo = app.build_demo(slot, max_text_chars=2000, data_dir=app_data)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size="1mb",
                 theme=app.THEME, css=app.CSS, quiet=True)
@@ -226,13 +231,7 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path, caplog
     with sync_playwright() as p:
         browser = _browser(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.goto(server[0])
-        page.get_by_label("Query").first.fill(PARROT_QUERY)
-        picture = tmp_path / "ball.png"
-        parrot_picture().save(picture)
-        page.locator("#media input[type=file]").set_input_files(str(picture))
-        page.locator("#response-a textarea").fill(PARROT_A)
-        page.locator("#response-b textarea").fill(PARROT_B)
+        _fill_the_ball_pair(page, server[0], tmp_path)
         page.evaluate("""() => { window.doneAt = null; new MutationObserver(() => {
             if (!window.doneAt && document.querySelector('#verdict .verdict-card[data-done="True"]'))
                 window.doneAt = Date.now(); }).observe(document.body, {subtree: true, childList: true,
@@ -260,6 +259,17 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path, caplog
         assert page.locator("#criteria .criterion.done").count() == 0 and "No scores yet." in page.content()
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def _fill_the_ball_pair(page, url, folder):
+    """Open the app and fill in the pair the parrot judges right (B is better), uploading its picture."""
+    page.goto(url)
+    page.get_by_label("Query").first.fill(PARROT_QUERY)
+    picture = folder / "ball.png"
+    parrot_picture().save(picture)
+    page.locator("#media input[type=file]").set_input_files(str(picture))
+    page.locator("#response-a textarea").fill(PARROT_A)
+    page.locator("#response-b textarea").fill(PARROT_B)
 
 
 def _browser(p):
@@ -318,3 +328,66 @@ def test_a_card_without_a_verdict_shows_no_scores_and_says_why_it_stopped():
     assert f"No verdict: {early}" in card and "A: –" in card and "B: –" in card and "AB:" not in card
     unread = app.render_verdict(Judgment(None, 3, None, [], "{", ParseStatus(False, "rubric-v2", ["bad JSON"])))
     assert "No verdict: the output could not be read" in unread and "A: –" in unread
+
+
+def test_a_vote_goes_to_the_votes_file_once_and_is_about_the_last_judgment(client, server, app_data):
+    fresh = Client(server[0], verbose=False)
+    assert "Judge a pair first" in _error(fresh, "A", api_name="/vote")
+    before = len(app.VoteBook(app_data).records())
+    *_, judgment = client.predict(*judge_args(a="a dog", b="a fish", tokens=16), api_name="/judge")
+    assert "Your vote: **Tie**" in client.predict("tie", api_name="/vote")
+    assert "has a vote already" in _error(client, "A", api_name="/vote")
+    assert "Vote one of: A, B, tie, both_bad" in _error(fresh, "C", api_name="/vote")
+    records = app.VoteBook(app_data).records()
+    assert len(records) == before + 1 and records[-1]["response_a"] == "a dog"
+    assert records[-1]["judgment"] == judgment and records[-1]["format"] == "rubric-v2"
+    summary, *_ = client.predict(api_name="/votes")
+    assert f"**{before + 1} vote" in summary
+
+
+def test_votes_in_the_browser_train_an_adapter_that_the_model_tab_loads(server, app_data, tiny_dir, tmp_path):
+    """Judge, vote, undo, vote again, read the Votes tab; train.sft on the file; load the adapter in the Model tab."""
+    from playwright.sync_api import sync_playwright
+
+    from train.sft import main as sft_main
+
+    url, slot = server
+    before = slot.judge
+    try:
+        with sync_playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            _fill_the_ball_pair(page, url, tmp_path)
+            assert page.locator("#vote-B").is_disabled()  # nothing to vote on yet
+            page.locator("#judge-button").click()
+            assert page.locator("#vote-B").is_disabled()  # nor while the judge writes
+            page.locator('#verdict .verdict-card[data-done="True"]').wait_for(timeout=120_000)
+            page.locator("#vote-A:not([disabled])").wait_for(timeout=10_000)
+            page.locator("#vote-A").click()
+            page.get_by_text("the judge disagrees").wait_for(timeout=10_000)
+            assert page.locator("#vote-B").is_disabled() and page.locator("#vote-undo").is_enabled()
+            page.locator("#vote-undo").click()
+            page.locator("#vote-B:not([disabled])").wait_for(timeout=10_000)
+            page.locator("#vote-B").click()
+            page.get_by_text("the judge agrees").wait_for(timeout=10_000)
+            records = app.VoteBook(app_data).records()
+            assert records[-1]["vote"] == "B" and all(r["vote"] != "A" for r in records)  # the undone one went
+            page.get_by_role("tab", name="Votes").click()
+            page.get_by_text("The judge agrees with you on").wait_for(timeout=10_000)
+            assert "image" in page.locator(".chart").last.inner_text()
+            page.screenshot(path=str(tmp_path / "votes.png"), full_page=True)
+            out = slot.roots[0] / "voted"
+            assert sft_main(["--model", str(slot.judge.loaded.name), "--data", str(app_data / "votes.jsonl"),
+                             "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "1",
+                             "--effective_batch_size", "1", "--use_cpu", "true", "--report_to", "none"]) == 0
+            page.get_by_role("tab", name="Model").click()
+            page.get_by_role("button", name="Rescan").click()
+            choice = page.get_by_label("Checkpoint or adapter under the models folders")
+            choice.fill(f"{slot.roots[0].name}/voted")
+            choice.press("Enter")
+            page.get_by_role("button", name="Load").click()
+            page.get_by_text(f"{out}").first.wait_for(timeout=60_000)
+            browser.close()
+        assert slot.judge.loaded.adapter == str(out)
+    finally:
+        slot.judge = before
