@@ -15,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics calls
 import argparse
 import dataclasses
 import html
+import json
 import logging
 import posixpath
 import re
@@ -36,13 +37,13 @@ from rrm.__main__ import add_judge_arguments, build_judge
 from rrm.generation import NO_JUDGMENT_BEGUN
 from rrm.judge import Judge, OutOfMemory
 from rrm.limits import MAX_BATCH_PAIRS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS
-from rrm.media import EXTENSIONS, MediaLimits, media_kind
+from rrm.media import EXTENSIONS, load_media, media_kind
 from rrm.model import QUANTIZATIONS, locate
 from rrm.pairs import read_pairs
-from rrm.prompts import PROMPT_FORMATS
+from rrm.prompts import PROMPT_FORMATS, TemplateFormat, get_format
 from rrm.redact import install_log_redaction, redact
 from rrm.testing import examples
-from rrm.results import overview, percent, summarize, write_csv, write_jsonl
+from rrm.results import VERDICT_WORDS, overview, percent, short, summarize, write_csv, write_jsonl
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, VERDICTS, Judgment, MediaItem, Sample
 from rrm.votes import LABEL_OF_VOTE, NO_VERDICT, VOTE_NAMES, VOTES, VOTES_FILE, VoteBook, vote_stats
@@ -73,6 +74,8 @@ CSS = """
              padding-left: 4px}
 .chart .a {background: #3b82f6} .chart .b {background: #f59e0b}
 .best {background: #dcfce7; font-weight: 700}
+.orders {display: grid; grid-template-columns: 1fr 1fr; gap: 14px}
+.orders .criteria {grid-template-columns: 1fr}
 """
 
 
@@ -83,6 +86,29 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 def _uploads() -> list[Path]:
     return [Path(gr.utils.get_upload_folder()).resolve(), WORK_ROOT.resolve()]
+
+
+CHECKPOINT_DEPTH = 3  # runs/<name>/checkpoint-N: how deep under a models root the Model tab looks
+
+
+def _checkpoint_dirs(root: Path, depth: int = CHECKPOINT_DEPTH) -> list[Path]:
+    """Folders holding a config.json or adapter_config.json, at most `depth` levels under `root`; hidden folders
+    and caches are not entered, so a root never costs a scan of an unrelated tree."""
+    if not root.is_dir():
+        return []
+    found, level = [], [root]
+    for _ in range(depth + 1):
+        found += [d for d in level if (d / "config.json").is_file() or (d / "adapter_config.json").is_file()]
+        level = [c for d in level for c in _subfolders(d)]
+    return sorted(found)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [c for c in folder.iterdir() if c.is_dir() and not c.name.startswith((".", "__")) and
+                c.name != "node_modules"]
+    except OSError:  # unreadable: nothing under it is listed
+        return []
 
 
 class JudgeSlot:
@@ -104,10 +130,7 @@ class JudgeSlot:
         found: dict[str, Path] = {}
         hidden = _uploads()
         for root in self.roots:
-            if not root.is_dir():
-                continue
-            dirs = {p.parent for name in ("config.json", "adapter_config.json") for p in root.glob(f"**/{name}")}
-            for d in sorted(dirs):
+            for d in _checkpoint_dirs(root):
                 if any(d.resolve().is_relative_to(h) for h in hidden):
                     continue
                 rel = d.relative_to(root)
@@ -208,6 +231,53 @@ def render_timing(judgment: Judgment | None) -> str:
     return f"Time to first token **{ttft}** · decode **{rate}** · {t.generated_tokens} tokens in {t.total_s:.1f} s"
 
 
+def _found(j: Judgment) -> dict:
+    """The criteria a judgment filled in, by key: the panels it completes."""
+    return {c.key: c for c in j.criteria if c.rationale or c.score_a is not None}
+
+
+def render_orders(rubric: Rubric, judgment: Judgment | None) -> str:
+    """Both orders' rationales side by side when the swap check ran (the B, A order mapped back to A and B)."""
+    other = judgment.swap.other if judgment is not None and judgment.swap is not None else None
+    if other is None:
+        return "<em>One order only: turn the swap check on to read both.</em>" if judgment else ""
+    columns = []
+    for title, j in (("Order A, B (as given)", judgment), ("Order B, A (mapped back to your A and B)", other)):
+        verdict = VERDICT_WORDS.get(j.verdict, "no verdict")
+        columns.append(f'<div class="order"><h4>{_e(title)}: {_e(verdict)}</h4>{render_criteria(rubric, _found(j))}'
+                       '</div>')
+    return f'<div class="orders">{"".join(columns)}</div>'
+
+
+def render_ranking(candidates: list[str], numbers: list[int], result) -> str:
+    """Best-of-N's ranking: the knockout's winner, then by wins, then by mean score (`BestOfN.ranking`)."""
+    means = result.mean_scores()
+    rows = "".join(
+        f'<tr class="{"best" if i == result.best else ""}"><td>{rank}</td><td>{numbers[i]}</td>'
+        f'<td>{result.wins[i]}</td><td>{_score(None if means[i] is None else round(means[i], 2))}</td>'
+        f'<td>{_e(short(candidates[i], 200))}</td></tr>' for rank, i in enumerate(result.ranking(), 1))
+    return (f'<table class="ranking"><tr><th>rank</th><th>response</th><th>wins</th><th>mean score</th>'
+            f'<th>text</th></tr>{rows}</table>')
+
+
+def render_matches(rubric: Rubric, numbers: list[int], result) -> str:
+    """Each Best-of-N match with its verdict and the judge's rationale per criterion, folded."""
+    blocks = []
+    for n, (a, b, j) in enumerate(result.matches, 1):
+        blocks.append(f"<details><summary>Match {n}: response {numbers[a]} (as A) against {numbers[b]} (as B): "
+                      f"{_e(VERDICT_WORDS.get(j.verdict, 'no verdict'))}, A {_score(j.score_a)} · "
+                      f"B {_score(j.score_b)}</summary>{render_criteria(rubric, _found(j))}</details>")
+    return "".join(blocks)
+
+
+def render_final(rubric: Rubric, j: Judgment) -> tuple:
+    """Everything the Judge tab shows for a finished judgment, in the order of its outputs."""
+    done = _found(j)
+    overall = (j.score_a, j.score_b) if j.verdict else (None, None)  # no verdict, no Overall bar
+    return (render_verdict(j), render_criteria(rubric, done), render_chart(rubric, done, *overall, j),
+            render_timing(j), render_orders(rubric, j), j.raw, j.to_dict())
+
+
 # ----------------------------------------------------------------------------- inputs
 
 def media_item(path: str | None) -> list[MediaItem]:
@@ -228,9 +298,14 @@ def check_text(name: str, text: str | None, required: bool = True, limit: int = 
     return text
 
 
+def table_rows(rows) -> list[list]:
+    """A Dataframe input's rows, whether Gradio hands over a pandas frame or a list."""
+    return rows.values.tolist() if hasattr(rows, "values") else list(rows or [])
+
+
 def rubric_from_rows(rows) -> Rubric:
     """The rubric editor's table (key, title, description) as a Rubric."""
-    records = rows.values.tolist() if hasattr(rows, "values") else list(rows or [])
+    records = table_rows(rows)
     criteria = [{"key": str(r[0]).strip(), "title": str(r[1]).strip(), "description": str(r[2]).strip()}
                 for r in records if r and any(str(x).strip() for x in r[:3])]
     try:
@@ -243,9 +318,14 @@ def rubric_rows(rubric: Rubric) -> list[list[str]]:
     return [[c.key, c.title, c.description] for c in rubric.criteria]
 
 
-def _limits(base: MediaLimits, fps, max_frames, audio_seconds) -> MediaLimits:
-    """The judge's own bounds (its checkpoint's or its profile's), with the Options sliders on top."""
-    return base.replace(video_fps=float(fps), video_max_frames=int(max_frames), audio_max_seconds=float(audio_seconds))
+def prompt_with_template(prompt_format: str, template: str | None) -> str | TemplateFormat:
+    """The prompt format, or a template written in Options on top of it (checked: a bad one is one message)."""
+    if not (template or "").strip():
+        return prompt_format
+    try:
+        return TemplateFormat(template, get_format(prompt_format), "in Options")
+    except RRMError as e:
+        raise gr.Error(f"Prompt template: {first_line(e)}") from None
 
 
 def _user_error(e: Exception, upload: str | None = None) -> gr.Error:
@@ -394,6 +474,7 @@ class Judged:
 
     sample: Sample
     judgment: Judgment
+    rubric: Rubric  # what its panels show
     about: dict  # the model, quantization, format, seed and rubric it was made with
     at: str
     vote: str | None = None
@@ -429,6 +510,11 @@ class PageMemory:
     def current(self, key: str) -> Judged | None:
         return self._current.get(key)
 
+    def show(self, key: str, judged: Judged) -> None:
+        """A judgment from the history is on screen again."""
+        with self._lock:
+            self._current[key] = judged
+
     def history(self, key: str) -> list[Judged]:
         return list(self._history.get(key, []))
 
@@ -437,7 +523,8 @@ def _about(judge: Judge, settings) -> dict:
     loaded = judge.loaded
     return {"model": (loaded.adapter or loaded.name) if loaded else judge.backend.description,
             "quantization": loaded.quantization if loaded else None, "format": judge.format.name,
-            "seed": settings.seed, "temperature": settings.temperature, "rubric": list(judge.rubric.keys)}
+            "seed": settings.seed, "temperature": settings.temperature, "top_p": settings.top_p,
+            "rubric": list(judge.rubric.keys)}
 
 
 def _session(request: gr.Request | None) -> str:
@@ -450,18 +537,29 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
     judge0 = slot.judge
     book, memory = VoteBook(data_dir), PageMemory()
 
-    def judge_pair(query, media, response_a, response_b, prompt_format, swap_check, temperature, max_new_tokens,
-                   video_fps, video_max_frames, audio_max_seconds, rubric_table, request: gr.Request):
+    def judge_pair(query: str, response_a: str, response_b: str, media: str | None = None,
+                   reference: str | None = None, prompt_format: str | None = None, swap_check: bool = True,
+                   temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 1024,
+                   video_fps: float | None = None, video_max_frames: int | None = None,
+                   audio_max_seconds: float | None = None, rubric_table=None, prompt_template: str | None = None,
+                   request: gr.Request = None):
+        """Judge which response is better; streams the card, the panels and the chart, then the whole judgment.
+        Everything after the two responses is optional: the defaults are the page's."""
         sample = Sample(query=check_text("The query", query, required=not media, limit=max_text_chars),
                         response_a=check_text("Response A", response_a, limit=max_text_chars),
                         response_b=check_text("Response B", response_b, limit=max_text_chars),
-                        media=media_item(media))
-        rubric = rubric_from_rows(rubric_table)
-        judge = slot.judge.configured(prompt_format=prompt_format, rubric=rubric,
-                                      limits=_limits(slot.judge.limits, video_fps, video_max_frames, audio_max_seconds))
-        # The served judge's settings (its command line: top-p, seed, --judgment-start-tokens) under the page's.
-        settings = dataclasses.replace(slot.judge.generation, max_new_tokens=int(max_new_tokens),
-                                       temperature=float(temperature))
+                        media=media_item(media),
+                        reference=check_text("The reference answer", reference, False, max_text_chars) or None)
+        base = slot.judge
+        rubric = rubric_from_rows(rubric_table) if rubric_table is not None else base.rubric
+        limits = base.limits.replace(video_fps=float(video_fps or base.limits.video_fps),
+                                     video_max_frames=int(video_max_frames or base.limits.video_max_frames),
+                                     audio_max_seconds=float(audio_max_seconds or base.limits.audio_max_seconds))
+        judge = base.configured(prompt_format=prompt_with_template(prompt_format or base.format.name,
+                                                                   prompt_template), rubric=rubric, limits=limits)
+        # The served judge's settings (its command line: top-k, --judgment-start-tokens) under the page's.
+        settings = dataclasses.replace(base.generation, max_new_tokens=int(max_new_tokens),
+                                       temperature=float(temperature), top_p=float(top_p), seed=int(seed))
         key = _session(request)
         cancel = cancels.setdefault(key, threading.Event())  # the page's click made it: a Stop while queued holds
         deadline = Deadline(cancel, max_request_seconds)
@@ -475,7 +573,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                     done = {c.key: c for c in update.partial.criteria}
                     yield (render_verdict(j, stopped_after=j.timing.generated_tokens if j.timing else 0),
                            render_criteria(rubric, done), render_chart(rubric, done), render_timing(j),
-                           update.text, j.to_dict())
+                           render_orders(rubric, None), update.text, j.to_dict())
                 elif j is None:
                     if time.monotonic() - sent_at < STREAM_INTERVAL_S:
                         continue  # the final update follows whatever is skipped here
@@ -485,16 +583,12 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                               render_chart(rubric, done))
                     # Only the panels that changed; the raw text and the JSON come with the final update.
                     yield (*(gr.skip() if new == old else new for new, old in zip(panels, sent)),
-                           gr.skip(), gr.skip(), gr.skip())
+                           gr.skip(), gr.skip(), gr.skip(), gr.skip())
                     sent = panels
                 else:
-                    done = {c.key: c for c in j.criteria if c.rationale or c.score_a is not None}
-                    overall = (j.score_a, j.score_b) if j.verdict else (None, None)  # no verdict, no Overall bar
-                    final = (render_verdict(j), render_criteria(rubric, done), render_chart(rubric, done, *overall, j),
-                             render_timing(j), j.raw, j.to_dict())
-                    memory.finish(key, Judged(sample, j, _about(judge, settings), time.strftime("%H:%M:%S")))
+                    memory.finish(key, Judged(sample, j, rubric, _about(judge, settings), time.strftime("%H:%M:%S")))
                     log.info("judgment ready to send (%s tokens)", j.timing.generated_tokens if j.timing else "?")
-                    yield final
+                    yield render_final(rubric, j)
         except RRMError as e:
             raise _user_error(e, media) from None
         finally:
@@ -509,7 +603,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             rubric = rubric_from_rows(rubric_table)
         except gr.Error:  # the judgment that follows reports the bad rubric
             rubric = slot.judge.rubric
-        return (render_verdict(None), render_criteria(rubric, {}), render_chart(rubric, {}), "", "", None,
+        return (render_verdict(None), render_criteria(rubric, {}), render_chart(rubric, {}), "", "", "", None,
                 *vote_buttons(None))
 
     def vote_buttons(judged: Judged | None) -> tuple:
@@ -525,8 +619,34 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                 f"Your vote: **{VOTE_NAMES[judged.vote]}**; the judge {agrees}. "
                 f"{count} vote{'s' if count != 1 else ''} so far.")
 
+    def history_choices(key: str):
+        entries = memory.history(key)
+        choices = [(f"{i + 1}. {h.at} · {VERDICT_WORDS.get(h.judgment.verdict, 'no verdict')} · "
+                    f"{short(h.sample.query or h.sample.response_a, 50)}", str(i)) for i, h in enumerate(entries)]
+        return gr.update(choices=choices[::-1], value=choices[-1][1] if choices else None)
+
     def after_judgment(request: gr.Request):
-        return vote_buttons(memory.current(_session(request)))
+        return *vote_buttons(memory.current(_session(request))), history_choices(_session(request))
+
+    def reopened(choice, request: gr.Request):
+        entries = memory.history(_session(request))
+        if choice is None or not str(choice).isdigit() or int(choice) >= len(entries):
+            raise gr.Error("Pick a judgment from the history.")
+        judged = entries[int(choice)]
+        memory.show(_session(request), judged)  # a vote now is on this one
+        return *render_final(judged.rubric, judged.judgment), *vote_buttons(judged)
+
+    def exported(request: gr.Request):
+        entries = memory.history(_session(request))
+        if not entries:
+            raise gr.Error("No judgments on this page yet.")
+        WORK_ROOT.mkdir(exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="rrm-history-", dir=WORK_ROOT))
+        path = folder / "judgments.json"
+        path.write_text(json.dumps([{"at": h.at, "sample": h.sample.to_dict(), "judgment": h.judgment.to_dict(),
+                                     "settings": h.about, "vote": h.vote} for h in entries], ensure_ascii=False,
+                                   indent=1))
+        return str(path)
 
     def cast_vote(vote: str, request: gr.Request):
         judged = memory.current(_session(request))
@@ -551,8 +671,6 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
 
     def vote_api(vote: str, request: gr.Request) -> str:
         """Vote on the judgment this client made last: A, B, tie or both_bad. Returns the line the page shows."""
-        if vote not in VOTES:
-            raise gr.Error(f"Vote one of: {', '.join(VOTES)}.")
         return cast_vote(vote, request)[-1]
 
     def voter(vote: str):
@@ -577,13 +695,24 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         if event is not None:
             event.set()
 
+    def checked_upload(path):
+        """An upload that cannot be decoded is refused at once, with the reason; the File is emptied."""
+        try:
+            load_media(media_item(path)[0], slot.judge.limits)
+        except (RRMError, gr.Error) as e:  # gr.Error: a type the judge does not take
+            message = _user_error(e, path).message if isinstance(e, RRMError) else e.message
+            gr.Warning(f"{message.rstrip('.')}. The upload was removed.")
+            return None
+        return gr.skip()
+
     def show_media(path):
         kind = media_item(path)[0].kind if path else None
         return (gr.update(value=path if kind == "image" else None, visible=kind == "image"),
                 gr.update(value=path if kind == "video" else None, visible=kind == "video"),
                 gr.update(value=path if kind == "audio" else None, visible=kind == "audio"))
 
-    def judge_file(pairs_file, media_zip, swap_check, batch_size, progress=gr.Progress()):
+    def judge_file(pairs_file: str, media_zip: str | None = None, swap_check: bool = True, batch_size: int = 4,
+                   progress=gr.Progress()):
         """Judge a file of pairs in a worker thread, yielding progress. A cancelled request, an abandoned one
         or one past its time limit stops at the next token; its work folder goes, however it ends."""
         if not pairs_file:
@@ -618,11 +747,16 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         finally:
             run.end()
 
-    def best_of(query, media, swap_check, *responses):
+    def best_of(query: str, response_1: str, response_2: str, response_3: str = "", response_4: str = "",
+                response_5: str = "", response_6: str = "", response_7: str = "", response_8: str = "",
+                media: str | None = None, swap_check: bool = True):
+        """Rank 2 to 8 responses by knockout (empty ones are left out); the query may be empty with media."""
+        given = (response_1, response_2, response_3, response_4, response_5, response_6, response_7, response_8)
         candidates = [check_text(f"Response {i + 1}", r, required=False, limit=max_text_chars)
-                      for i, r in enumerate(responses)]
+                      for i, r in enumerate(given)]
+        numbers = [i + 1 for i, r in enumerate(candidates) if r.strip()]  # the boxes' numbers, as the page shows
         candidates = [r for r in candidates if r.strip()]
-        if not 2 <= len(candidates) <= MAX_RESPONSES:
+        if len(candidates) < 2:
             raise gr.Error(f"Give between 2 and {MAX_RESPONSES} responses (got {len(candidates)}).")
         check_text("The query", query, required=not media, limit=max_text_chars)
         cancel = threading.Event()
@@ -636,18 +770,19 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             deadline.stop()
         if deadline.passed():
             raise deadline.error()
-        order = sorted(range(len(candidates)), key=lambda i: (i != result.best, -result.wins[i], i))
-        ranking = "".join(
-            f'<tr class="{"best" if i == result.best else ""}"><td>{rank}</td><td>{i + 1}</td>'
-            f'<td>{result.wins[i]}</td><td>{_e(candidates[i][:200])}</td></tr>'
-            for rank, i in enumerate(order, 1))
-        ranking = (f'<table class="ranking"><tr><th>rank</th><th>response</th><th>wins</th><th>text</th></tr>'
-                   f'{ranking}</table>')
-        matches = [[a + 1, b + 1, j.verdict or "no verdict", _score(j.score_a), _score(j.score_b),
-                    "" if j.swap is None else j.swap.agree] for a, b, j in result.matches]
-        payload = {"best": result.best, "wins": result.wins,
-                   "matches": [{"a": a, "b": b, "judgment": j.to_dict()} for a, b, j in result.matches]}
-        return ranking, matches, payload
+        matches = [[n + 1, numbers[a], numbers[b], VERDICT_WORDS.get(j.verdict, "no verdict"), _score(j.score_a),
+                    _score(j.score_b), "" if j.swap is None else j.swap.agree]
+                   for n, (a, b, j) in enumerate(result.matches)]
+        payload = {"best": numbers[result.best] - 1, "ranking": [numbers[i] - 1 for i in result.ranking()],
+                   "wins": result.wins, "matches": [{"a": numbers[a] - 1, "b": numbers[b] - 1,
+                                                     "judgment": j.to_dict()} for a, b, j in result.matches]}
+        return (render_ranking(candidates, numbers, result), matches,
+                render_matches(slot.judge.rubric, numbers, result), payload)
+
+    def more_responses(shown_count: int):
+        count = min(int(shown_count) + 1, MAX_RESPONSES)
+        return count, *[gr.update(visible=i < count) for i in range(MAX_RESPONSES)], \
+            gr.update(interactive=count < MAX_RESPONSES)
 
     def model_info() -> str:
         return _model_markdown(slot.judge)
@@ -669,7 +804,9 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         with gr.Tab("Judge"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    query = gr.Textbox(label="Query", lines=2, placeholder="What is shown?")
+                    query = gr.Textbox(value="", label="Query", lines=2, placeholder="What is shown?")
+                    reference = gr.Textbox(value="", label="Reference answer (optional)", lines=1,
+                                           placeholder="A known good answer the judge may compare against")
                 with gr.Column(scale=2):
                     media = gr.File(label="Media: image, video or audio (optional)", file_types=MEDIA_TYPES,
                                     type="filepath", elem_id="media")
@@ -682,6 +819,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             with gr.Row():
                 judge_btn = gr.Button("Judge", variant="primary", elem_id="judge-button")
                 stop_btn = gr.Button("Stop", variant="stop")
+                swap_btn = gr.Button("Swap A ↔ B", elem_id="swap-button")
+                clear_btn = gr.Button("Clear", elem_id="clear-button")
             gr.Examples(examples=_examples(), inputs=[query, media, response_a, response_b],
                         label="Examples (text, image, video, audio): click one to fill the inputs")
             with gr.Accordion("Options", open=False):
@@ -690,8 +829,12 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                                                 if judge0.format.name in PROMPT_FORMATS else "omni-rrm",
                                                 label="Prompt format")
                     swap_check = gr.Checkbox(value=True, label="Swap check (judge both orders)")
-                    temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
                     max_new_tokens = gr.Slider(8, 4096, value=1024, step=8, label="Max new tokens")
+                with gr.Row():
+                    temperature = gr.Slider(0.0, 1.5, value=judge0.generation.temperature, step=0.05,
+                                            label="Temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1.0, value=judge0.generation.top_p, step=0.05, label="Top-p")
+                    seed = gr.Number(value=judge0.generation.seed, precision=0, label="Seed (for sampling)")
                 with gr.Row():
                     video_fps = gr.Slider(0.25, 8, value=judge0.limits.video_fps, step=0.25, label="Video fps")
                     video_max_frames = gr.Slider(1, 64, value=judge0.limits.video_max_frames, step=1,
@@ -700,39 +843,67 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                                                   label="Audio max seconds")
                 rubric_table = gr.Dataframe(value=rubric_rows(judge0.rubric), headers=["key", "title", "description"],
                                             label="Rubric: add, remove or rename criteria", interactive=True,
-                                            row_count=(len(judge0.rubric.criteria), "dynamic"), column_count=(3, "fixed"),
-                                            wrap=True)
-                reset_rubric = gr.Button("Reset rubric", size="sm")
-            verdict = gr.HTML(render_verdict(None), elem_id="verdict")
+                                            row_count=(len(judge0.rubric.criteria), "dynamic"),
+                                            column_count=(3, "fixed"), wrap=True)
+                with gr.Row():
+                    add_criterion = gr.Button("Add a criterion", size="sm")
+                    reset_rubric = gr.Button("Reset rubric", size="sm")
+                prompt_template = gr.Textbox(
+                    value="", lines=4, label="Prompt template (optional): replaces the user text of the format above",
+                    placeholder="Uses ${question}, ${answer_a} and ${answer_b}; may use ${reference}, ${media}, "
+                                "${media_file}, ${criteria}, ${facets}")
+            verdict = gr.HTML(render_verdict(None), elem_id="verdict", label="Verdict")
             with gr.Row():
                 vote_btns = [gr.Button(VOTE_NAMES[v], size="sm", interactive=False, elem_id=f"vote-{v}")
                              for v in VOTES]
                 undo_btn = gr.Button("Undo vote", size="sm", interactive=False, elem_id="vote-undo")
-            vote_status = gr.Markdown(elem_id="vote-status")
-            criteria = gr.HTML(render_criteria(judge0.rubric, {}), elem_id="criteria")
+            vote_status = gr.Markdown(elem_id="vote-status", label="Your vote")
+            criteria = gr.HTML(render_criteria(judge0.rubric, {}), elem_id="criteria", label="Criteria")
             chart = gr.HTML(render_chart(judge0.rubric, {}), label="A vs B per criterion")
-            timing = gr.Markdown()
+            timing = gr.Markdown(label="Timing")
+            with gr.Accordion("Both orders, side by side", open=False):
+                orders = gr.HTML(elem_id="orders", label="Both orders")
             with gr.Accordion("Raw output", open=False):
-                raw = gr.Textbox(lines=10, show_label=False)
+                raw = gr.Textbox(lines=10, show_label=False, label="Raw output")
             with gr.Accordion("Judgment JSON", open=False):
-                judgment_json = gr.JSON(show_label=False)
-            inputs = [query, media, response_a, response_b, prompt_format, swap_check, temperature, max_new_tokens,
-                      video_fps, video_max_frames, audio_max_seconds, rubric_table]
-            shown = [verdict, criteria, chart, timing, raw, judgment_json]
-            # Each new judgment starts from a clean card, panels and chart: an input error leaves nothing stale.
+                judgment_json = gr.JSON(show_label=False, label="Judgment")
+            with gr.Accordion("History: the judgments made on this page", open=False):
+                with gr.Row():
+                    history = gr.Dropdown([], label="Judgment", scale=3, elem_id="history")
+                    reopen = gr.Button("Open", size="sm", scale=1)
+                    export = gr.Button("Export all as JSON", size="sm", scale=1)
+                history_file = gr.File(label="History (JSON)", interactive=False, elem_id="history-file")
+            inputs = [query, response_a, response_b, media, reference, prompt_format, swap_check, temperature, top_p,
+                      seed, max_new_tokens, video_fps, video_max_frames, audio_max_seconds, rubric_table,
+                      prompt_template]
+            shown = [verdict, criteria, chart, timing, orders, raw, judgment_json]
             votes_shown = [*vote_btns, undo_btn, vote_status]
+            # Each new judgment starts from a clean card, panels and chart: an input error leaves nothing stale.
             judge_btn.click(cleared, rubric_table, shown + votes_shown, queue=False, api_name=False).then(
                 judge_pair, inputs, shown, api_name="judge", concurrency_id="model").then(
-                after_judgment, None, votes_shown, queue=False, api_name=False)
+                after_judgment, None, [*votes_shown, history], queue=False, api_name=False)
             for v, button in zip(VOTES, vote_btns):
                 button.click(voter(v), None, votes_shown, queue=False, api_name=False)
             undo_btn.click(undo_vote, None, votes_shown, queue=False, api_name=False)
-            gr.api(vote_api, api_name="vote", queue=False)
+            # The API's vote (the page's buttons call cast_vote): a hidden choice, so that its input and output are named.
+            vote_pick = gr.Radio(list(VOTES), label="Vote", visible=False)
+            vote_pick.change(vote_api, vote_pick, vote_status, api_name="vote", queue=False)
             # Stop only sets the request's cancel event, outside the queue: generation ends at the next token and the
             # handler itself sends the "Stopped" card (cancelling Gradio's event instead left "Judging…" for good).
             stop_btn.click(stop, None, None, queue=False, api_name=False)
+            swap_btn.click(lambda a, b: (b, a), [response_a, response_b], [response_a, response_b], queue=False,
+                           api_name=False)
+            clear_btn.click(cleared, rubric_table, shown + votes_shown, queue=False, api_name=False).then(
+                lambda: ("", "", "", None, ""), None, [query, response_a, response_b, media, reference],
+                queue=False, api_name=False)
+            reopen.click(reopened, history, shown + votes_shown, queue=False, api_name=False)
+            export.click(exported, None, history_file, queue=False, api_name=False)
+            # Queued (a warning reaches the page only through the queue), beside the model's queue, not behind it.
+            media.upload(checked_upload, media, media, api_name=False, concurrency_limit=4)
             media.change(show_media, media, [image_preview, video_preview, audio_preview], api_name=False,
                          queue=False)
+            add_criterion.click(lambda rows: [*table_rows(rows), ["", "", ""]], rubric_table, rubric_table,
+                                api_name=False, queue=False)
             reset_rubric.click(lambda: rubric_rows(slot.judge.rubric), None, rubric_table, api_name=False,
                                queue=False)
         with gr.Tab("Batch"):
@@ -745,29 +916,38 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                 batch_swap = gr.Checkbox(value=True, label="Swap check")
                 batch_size = gr.Slider(1, 32, value=4, step=1, label="Batch size")
                 batch_btn = gr.Button("Judge all", variant="primary")
-            batch_summary = gr.Markdown()
+            batch_summary = gr.Markdown(label="Summary")
             batch_table = gr.Dataframe(label="Results", wrap=True)
             batch_files = gr.File(label="Download", file_count="multiple")
-            batch_json = gr.JSON(label="Summary", visible=False)
+            batch_json = gr.JSON(label="Summary (JSON)", visible=False)
             batch_btn.click(judge_file, [pairs_file, media_zip, batch_swap, batch_size],
                             [batch_summary, batch_table, batch_files, batch_json], api_name="judge_batch",
                             concurrency_id="model")
         with gr.Tab("Best-of-N"):
             with gr.Row():
-                bon_query = gr.Textbox(label="Query", lines=2, scale=3)
+                bon_query = gr.Textbox(value="", label="Query", lines=2, scale=3)
                 bon_media = gr.File(label="Media (optional)", file_types=MEDIA_TYPES, type="filepath", scale=2)
-            bon_responses = [gr.Textbox(label=f"Response {i + 1}", lines=2) for i in range(MAX_RESPONSES)]
+            # The first two have no value, so the API lists them as required; the other six as optional.
+            bon_responses = [gr.Textbox(value=None if i < 2 else "", label=f"Response {i + 1}", lines=2,
+                                        visible=i < 2, elem_id=f"bon-response-{i + 1}") for i in range(MAX_RESPONSES)]
+            bon_count = gr.State(2)
             with gr.Row():
+                bon_add = gr.Button(f"Add a response (up to {MAX_RESPONSES})", size="sm")
                 bon_swap = gr.Checkbox(value=True, label="Swap check")
                 bon_btn = gr.Button("Rank", variant="primary")
-            bon_ranking = gr.HTML()
-            bon_matches = gr.Dataframe(headers=["incumbent", "challenger", "verdict", "score incumbent",
-                                                "score challenger", "orders agree"], label="Pairwise results")
-            bon_json = gr.JSON(visible=False)
-            bon_btn.click(best_of, [bon_query, bon_media, bon_swap, *bon_responses], [bon_ranking, bon_matches, bon_json],
-                          api_name="best_of_n", concurrency_id="model")
+            bon_ranking = gr.HTML(label="Ranking", elem_id="bon-ranking")
+            bon_matches = gr.Dataframe(headers=["match", "response A", "response B", "verdict", "score A", "score B",
+                                                "orders agree"], label="Matches", interactive=False)
+            bon_rationales = gr.HTML(label="Rationales", elem_id="bon-rationales")
+            bon_json = gr.JSON(visible=False, label="Result")
+            bon_media.upload(checked_upload, bon_media, bon_media, api_name=False, concurrency_limit=4)
+            bon_add.click(more_responses, bon_count, [bon_count, *bon_responses, bon_add], api_name=False,
+                          queue=False)
+            bon_btn.click(best_of, [bon_query, *bon_responses, bon_media, bon_swap],
+                          [bon_ranking, bon_matches, bon_rationales, bon_json], api_name="best_of_n",
+                          concurrency_id="model")
         with gr.Tab("Votes") as votes_tab:
-            votes_summary = gr.Markdown()
+            votes_summary = gr.Markdown(label="Votes")
             votes_chart = gr.HTML(label="The judge's agreement with you, per modality")
             with gr.Row():
                 votes_by_modality = gr.Dataframe(label="Agreement per modality", interactive=False)
@@ -781,7 +961,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             votes_tab.select(votes_view, None, votes_out, api_name=False, queue=False)
             votes_refresh.click(votes_view, None, votes_out, api_name="votes", queue=False)
         with gr.Tab("Model"):
-            info = gr.Markdown(model_info())
+            info = gr.Markdown(model_info(), label="Model")
             with gr.Row():
                 choice = gr.Dropdown(list(slot.checkpoints()), label="Checkpoint or adapter under the models folders",
                                      allow_custom_value=True)  # the list changes; load_other checks it

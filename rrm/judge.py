@@ -62,6 +62,22 @@ class BestOfN:
     matches: list[tuple[int, int, Judgment]] = field(default_factory=list)  # (incumbent, challenger, judgment)
     wins: list[int] = field(default_factory=list)
 
+    def mean_scores(self) -> list[float | None]:
+        """Each candidate's mean overall score over the matches it played, None where no match scored it."""
+        scores: list[list[float]] = [[] for _ in self.wins]
+        for a, b, j in self.matches:
+            for i, score in ((a, j.score_a), (b, j.score_b)):
+                if score is not None:
+                    scores[i].append(score)
+        return [sum(x) / len(x) if x else None for x in scores]
+
+    def ranking(self) -> list[int]:
+        """Candidate indices, best first: the knockout's winner, then the others by wins, then by mean score."""
+        means = self.mean_scores()
+        rest = sorted((i for i in range(len(self.wins)) if i != self.best),
+                      key=lambda i: (-self.wins[i], -(means[i] if means[i] is not None else float("-inf")), i))
+        return [self.best, *rest]
+
 
 class Judge:
     """The judging procedure over a backend (rrm.generation); a LoadedModel gets the transformers backend."""

@@ -40,6 +40,9 @@ def summarize(judgments: Sequence[Judgment]) -> dict:
     }
 
 
+VERDICT_WORDS = {VERDICT_A: "A is better", VERDICT_B: "B is better", VERDICT_TIE: "a tie"}
+
+
 def percent(x: float | None, digits: int = 0) -> str:
     """A rate as a percentage; a dash when there is none."""
     return "–" if x is None else f"{100 * x:.{digits}f} %"
@@ -59,7 +62,7 @@ def judgment_text(j: Judgment) -> str:
     def score(x) -> str:
         return "–" if x is None else f"{x:g}"
 
-    verdict = {VERDICT_A: "A is better", VERDICT_B: "B is better", VERDICT_TIE: "a tie"}.get(j.verdict)
+    verdict = VERDICT_WORDS.get(j.verdict)
     lines = [f"Verdict: {verdict} (A {score(j.score_a)} · B {score(j.score_b)})" if verdict
              else "No verdict: " + ("; ".join(j.status.errors) or "the output could not be read")]
     if j.criteria:
@@ -87,7 +90,7 @@ def _media_names(sample: Sample) -> str:
     return "; ".join(f"{m.kind} {Path(m.path).name}" for m in sample.media if m.path)
 
 
-def _short(text: str, limit: int = 60) -> str:
+def short(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
@@ -99,8 +102,8 @@ def overview(samples: Sequence[Sample], judgments: Sequence[Judgment]) -> tuple[
     rows = []
     for s, j in zip(samples, judgments):
         swap = "off" if j.swap is None else {True: "agree", False: "disagree", None: "incomplete"}[j.swap.agree]
-        rows.append([s.id, _short(s.query), _short(s.response_a), _short(s.response_b), j.verdict or "none",
-                     j.score_a, j.score_b, swap, "ok" if j.ok else _short("; ".join(j.status.errors) or "unread", 80)])
+        rows.append([s.id, short(s.query), short(s.response_a), short(s.response_b), j.verdict or "none",
+                     j.score_a, j.score_b, swap, "ok" if j.ok else short("; ".join(j.status.errors) or "unread", 80)])
     return header, rows
 
 

@@ -48,20 +48,26 @@ def client(server):
     return Client(server[0], verbose=False)
 
 
-def judge_args(query="What is shown?", media=None, a="a red ball", b="a cat", fmt="rubric-v2", swap=True, tokens=48):
-    return (query, handle_file(str(media)) if media else None, a, b, fmt, swap, 0.0, tokens, 2, 16, 30, RUBRIC)
+def judge_args(query="What is shown?", media=None, a="a red ball", b="a cat", fmt="rubric-v2", swap=True, tokens=48,
+               **more):
+    """/judge's parameters by name; the ones left out take the defaults the API lists."""
+    return {"query": query, "response_a": a, "response_b": b, "media": handle_file(str(media)) if media else None,
+            "prompt_format": fmt, "swap_check": swap, "temperature": 0.0, "max_new_tokens": tokens, "video_fps": 2,
+            "video_max_frames": 16, "audio_max_seconds": 30, "rubric_table": RUBRIC, **more}
 
 
 def test_judge_streams_updates_then_the_final_judgment(client, media_dir):
-    job = client.submit(*judge_args(media=media_dir / "red.png"), api_name="/judge")
+    job = client.submit(**judge_args(media=media_dir / "red.png"), api_name="/judge")
     updates = list(job)
     final = job.result()
     assert len(job.outputs()) >= 2 and len(updates) >= 1  # partial updates go at most 4 a second
-    verdict_html, criteria_html, chart_html, timing_md, raw, judgment = final
+    verdict_html, criteria_html, chart_html, timing_md, orders_html, raw, judgment = final
     assert 'data-done="True"' in verdict_html
     assert criteria_html.count('class="criterion') == 5
     assert judgment["raw"] == raw and len(judgment["criteria"]) == 5
     assert judgment["swap"]["other"]["order"] == "BA" and "tokens/s" in timing_md
+    assert "Order A, B (as given)" in orders_html and "Order B, A (mapped back" in orders_html
+    assert orders_html.count('class="criterion') == 10  # both orders' panels, side by side
     assert all('data-done="False"' in out[0] for out in job.outputs()[:-1])  # partial updates first
 
 
@@ -69,7 +75,7 @@ def test_every_example_on_the_page_gets_a_valid_judgment_with_the_right_verdict(
     from rrm.testing import examples
 
     for (query, media, a, b), (_, teacher) in zip(app._examples(), examples()):
-        judgment = client.predict(*judge_args(query, media, a, b, tokens=600), api_name="/judge")[5]
+        judgment = client.predict(**judge_args(query, media, a, b, tokens=600), api_name="/judge")[-1]
         assert judgment["status"]["ok"] and judgment["swap"]["agree"], (query, judgment["raw"][:200])
         assert judgment["verdict"] == teacher.verdict, query
 
@@ -78,59 +84,59 @@ def test_every_example_on_the_page_gets_a_valid_judgment_with_the_right_verdict(
 def test_each_modality(client, media_dir, modality):
     media = {"text": None, "image": media_dir / "red.png", "video": media_dir / "clip.mp4",
              "audio": media_dir / "tone.wav"}[modality]
-    judgment = client.predict(*judge_args(media=media, tokens=24), api_name="/judge")[5]
+    judgment = client.predict(**judge_args(media=media, tokens=24), api_name="/judge")[-1]
     assert judgment["timing"]["generated_tokens"] >= 1 and judgment["model"]
 
 
 def test_swap_check_off(client):
-    judgment = client.predict(*judge_args(query="Be kind", swap=False, tokens=16), api_name="/judge")[5]
+    judgment = client.predict(**judge_args(query="Be kind", swap=False, tokens=16), api_name="/judge")[-1]
     assert judgment["swap"] is None
-    assert 'swap check off' in client.predict(*judge_args(query="Be kind", swap=False, tokens=16),
+    assert 'swap check off' in client.predict(**judge_args(query="Be kind", swap=False, tokens=16),
                                               api_name="/judge")[0]
 
 
 def test_custom_rubric_from_the_editor(client):
     rubric = {"headers": ["key", "title", "description"], "data": [["humour", "Humour", "Is it funny?"]]}
-    args = list(judge_args(query="Tell a joke", fmt="rubric-v2", tokens=16))
-    args[-1] = rubric
-    out = client.predict(*args, api_name="/judge")
+    out = client.predict(**judge_args(query="Tell a joke", fmt="rubric-v2", tokens=16, rubric_table=rubric),
+                         api_name="/judge")
     assert out[1].count('class="criterion') == 1 and 'data-key="humour"' in out[1]
-    assert [c["key"] for c in out[5]["criteria"]] == ["humour"]
+    assert [c["key"] for c in out[-1]["criteria"]] == ["humour"]
 
 
-def _error(client, *args, api_name="/judge"):
+def _error(client, *args, api_name="/judge", **kwargs):
     with pytest.raises(Exception) as info:
-        client.predict(*args, api_name=api_name)
+        client.predict(*args, **kwargs, api_name=api_name)
     return str(info.value)
 
 
 def test_bad_inputs_give_a_message_and_the_app_keeps_serving(client, tmp_path, media_dir):
     corrupt = tmp_path / "photo.png"
     corrupt.write_text("not an image at all")
-    message = _error(client, *judge_args(media=corrupt))
+    message = _error(client, **judge_args(media=corrupt))
     assert "image file photo.png cannot be decoded" in message and "/tmp/" not in message
     odd = tmp_path / "notes.txt"
     odd.write_text("hello")
-    assert "Invalid file type" in _error(client, *judge_args(media=odd))  # refused at upload
-    assert "Response A is empty" in _error(client, *judge_args(a="  "))
-    assert "characters long" in _error(client, *judge_args(b="x" * 2001))
+    assert "Invalid file type" in _error(client, **judge_args(media=odd))  # refused at upload
+    assert "Response A is empty" in _error(client, **judge_args(a="  "))
+    assert "characters long" in _error(client, **judge_args(b="x" * 2001))
     big = tmp_path / "big.wav"
     make_audio(big, seconds=40, rate=16000, channels=1)  # 1.3 MB, over the 1 MB upload limit
-    assert "exceeds the maximum file size of 1048576 bytes" in _error(client, *judge_args(media=big))
-    assert "Rubric" in _error(client, *judge_args()[:-1], {"headers": ["key", "title", "description"], "data": []})
+    assert "exceeds the maximum file size of 1048576 bytes" in _error(client, **judge_args(media=big))
+    empty = {"headers": ["key", "title", "description"], "data": []}
+    assert "Rubric" in _error(client, **judge_args(rubric_table=empty))
     # Still serving.
-    assert client.predict(*judge_args(tokens=8), api_name="/judge")[5]["timing"]["generated_tokens"] >= 1
+    assert client.predict(**judge_args(tokens=8), api_name="/judge")[-1]["timing"]["generated_tokens"] >= 1
 
 
 def test_four_concurrent_requests_all_complete(server, media_dir):
     url = server[0]
 
     def one(i):
-        return Client(url, verbose=False).predict(*judge_args(query=f"Request {i}", tokens=16), api_name="/judge")
+        return Client(url, verbose=False).predict(**judge_args(query=f"Request {i}", tokens=16), api_name="/judge")
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(one, range(4)))
-    assert len(results) == 4 and all(r[5]["timing"]["generated_tokens"] >= 1 for r in results)
+    assert len(results) == 4 and all(r[-1]["timing"]["generated_tokens"] >= 1 for r in results)
 
 
 def test_batch_with_a_media_zip_broken_lines_and_escaping_paths(client, tmp_path):
@@ -193,13 +199,19 @@ def test_batch_with_no_readable_line_says_so(client, tmp_path):
                                        api_name="/judge_batch")
 
 
-def test_best_of_n_ranks_and_highlights_the_winner(client, media_dir):
-    responses = ["a red ball", "a blue cube", "a green tree"] + [""] * 5
-    ranking, matches, payload = client.predict("What is shown?", handle_file(str(media_dir / "red.png")), False,
-                                               *responses, api_name="/best_of_n")
-    assert ranking.count('class="best"') == 1 and ranking.count("<tr") == 4
-    assert len(matches["data"]) == 2 and 0 <= payload["best"] < 3 and len(payload["wins"]) == 3
-    assert "between 2 and 8" in _error(client, "q", None, False, "only one", *[""] * 7, api_name="/best_of_n")
+def test_best_of_n_ranks_by_name_the_boxes_in_use_with_each_match_explained(client, media_dir):
+    ranking, matches, rationales, payload = client.predict(
+        query="What is shown?", response_1="a red ball", response_2="", response_3="a blue cube",
+        response_4="a green tree",
+        media=handle_file(str(media_dir / "red.png")), swap_check=False, api_name="/best_of_n")
+    assert ranking.count('class="best"') == 1 and ranking.count("<tr") == 4 and "mean score" in ranking
+    # Box 2 was left empty: the matches name the boxes as the page numbers them.
+    first, second = (row[1:3] for row in matches["data"])
+    assert first == [1, 3] and second[0] in (1, 3) and second[1] == 4
+    assert rationales.count("<details>") == 2 and "Match 2: response" in rationales
+    assert sorted(payload["ranking"]) == [0, 2, 3] and payload["ranking"][0] == payload["best"]
+    assert "between 2 and 8" in _error(client, query="q", response_1="only one", response_2="",
+                                       api_name="/best_of_n")
 
 
 def test_model_tab_loads_another_checkpoint_from_the_list(client, server, tiny_dir):
@@ -334,10 +346,10 @@ def test_a_vote_goes_to_the_votes_file_once_and_is_about_the_last_judgment(clien
     fresh = Client(server[0], verbose=False)
     assert "Judge a pair first" in _error(fresh, "A", api_name="/vote")
     before = len(app.VoteBook(app_data).records())
-    *_, judgment = client.predict(*judge_args(a="a dog", b="a fish", tokens=16), api_name="/judge")
+    *_, judgment = client.predict(**judge_args(a="a dog", b="a fish", tokens=16), api_name="/judge")
     assert "Your vote: **Tie**" in client.predict("tie", api_name="/vote")
     assert "has a vote already" in _error(client, "A", api_name="/vote")
-    assert "Vote one of: A, B, tie, both_bad" in _error(fresh, "C", api_name="/vote")
+    assert "'C' (type: <class 'str'>) is not in the list of choices" in _error(fresh, "C", api_name="/vote")
     records = app.VoteBook(app_data).records()
     assert len(records) == before + 1 and records[-1]["response_a"] == "a dog"
     assert records[-1]["judgment"] == judgment and records[-1]["format"] == "rubric-v2"
@@ -391,3 +403,76 @@ def test_votes_in_the_browser_train_an_adapter_that_the_model_tab_loads(server, 
         assert slot.judge.loaded.adapter == str(out)
     finally:
         slot.judge = before
+
+
+def test_reference_top_p_seed_and_a_template_reach_the_judge_and_a_bad_template_is_refused(client, app_data):
+    template = "Question: ${question}\nFirst: ${answer_a}\nSecond: ${answer_b}\nKnown good: ${reference}"
+    client.predict(**judge_args(tokens=8, swap=False, reference="a red ball", temperature=0.7, top_p=0.5, seed=7,
+                                prompt_template=template), api_name="/judge")
+    client.predict("both_bad", api_name="/vote")
+    voted = app.VoteBook(app_data).records()[-1]
+    assert (voted["reference"], voted["seed"], voted["top_p"], voted["temperature"]) == ("a red ball", 7, 0.5, 0.7)
+    assert voted["format"] == "template:in Options" and voted["label"] == "tie"
+    message = _error(client, **judge_args(prompt_template="Judge ${question} only"))
+    assert "Prompt template: prompt template in Options lacks ${answer_a}" in message
+
+
+def test_the_page_controls_upload_check_swap_clear_history_and_more_boxes(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    corrupt = tmp_path / "photo.png"
+    corrupt.write_text("not an image at all")
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.goto(server[0])
+        page.locator("#media input[type=file]").set_input_files(str(corrupt))
+        page.get_by_text("image file photo.png cannot be decoded").first.wait_for(timeout=30_000)
+        assert "The upload was removed." in page.content()
+        page.wait_for_function("() => !document.querySelector('#media').innerText.includes('photo.png')",
+                               timeout=10_000)
+        page.locator("#response-a textarea").fill("first")
+        page.locator("#response-b textarea").fill("second")
+        page.locator("#swap-button").click()
+        page.wait_for_function("() => document.querySelector('#response-a textarea').value === 'second'",
+                               timeout=10_000)
+        assert page.locator("#response-b textarea").input_value() == "first"
+        _fill_the_ball_pair(page, server[0], tmp_path)
+        page.locator("#judge-button").click()
+        page.locator('#verdict .verdict-card[data-done="True"]').wait_for(timeout=120_000)
+        page.get_by_text("History: the judgments made on this page").click()
+        page.locator("#history input").wait_for(timeout=10_000)
+        page.wait_for_function("() => document.querySelector('#history input').value.includes('B is better')",
+                               timeout=10_000)
+        page.locator("#clear-button").click()
+        page.locator('#verdict .verdict-card[data-done="False"]').wait_for(timeout=10_000)
+        page.wait_for_function("() => document.querySelector('#response-a textarea').value === ''", timeout=10_000)
+        page.get_by_role("button", name="Open").click()
+        page.locator('#verdict .verdict-card[data-verdict="B"][data-done="True"]').wait_for(timeout=10_000)
+        assert page.locator("#vote-B").is_enabled()  # a re-opened judgment can be voted on
+        page.get_by_role("button", name="Export all as JSON").click()
+        page.locator('#history-file [aria-label="judgments.json"]').wait_for(timeout=10_000)
+        with page.expect_download() as download:
+            page.locator("#history-file a[download]").click()
+        [entry] = json.loads(Path(download.value.path()).read_text())
+        assert entry["judgment"]["verdict"] == "B" and entry["sample"]["query"] == PARROT_QUERY
+        page.get_by_role("tab", name="Best-of-N").click()
+        assert not page.locator("#bon-response-3").is_visible()
+        page.get_by_role("button", name="Add a response (up to 8)").click()
+        page.locator("#bon-response-3").wait_for(state="visible", timeout=10_000)
+        assert not page.locator("#bon-response-4").is_visible()
+        browser.close()
+
+
+def test_every_endpoint_names_its_parameters_and_outputs_and_marks_the_optional_ones(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(endpoints) == {"/judge", "/vote", "/votes", "/judge_batch", "/best_of_n", "/load_model"}
+    required = {name: [p["parameter_name"] for p in e["parameters"] if not p["parameter_has_default"]]
+                for name, e in endpoints.items()}
+    assert required == {"/judge": ["response_a", "response_b"], "/vote": ["vote"], "/votes": [],
+                        "/judge_batch": ["pairs_file"], "/best_of_n": ["response_1", "response_2"], "/load_model": []}
+    for name, e in endpoints.items():
+        assert not [p for p in e["parameters"] if p["parameter_name"].startswith("param_")], name
+        assert e["returns"] and not [r for r in e["returns"] if r["label"].startswith("value_")], name
+    assert [p["parameter_name"] for p in endpoints["/best_of_n"]["parameters"]] == [
+        "query", *(f"response_{i}" for i in range(1, 9)), "media", "swap_check"]

@@ -144,9 +144,9 @@ def test_the_app_judges_through_an_endpoint_and_streams(parrot_dir, tmp_path):
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         try:
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-            job = client.submit(*judge_args(PARROT_QUERY, picture, PARROT_A, PARROT_B, tokens=600), api_name="/judge")
+            job = client.submit(**judge_args(PARROT_QUERY, picture, PARROT_A, PARROT_B, tokens=600), api_name="/judge")
             outputs = [list(o) for o in job]
-            judgment = job.result()[5]
+            judgment = job.result()[-1]
             info = app._model_markdown(remote)  # the Model tab
         finally:
             demo.close()

@@ -230,9 +230,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _error(client, *args, api_name):
+def _error(client, *args, api_name, **kwargs):
     with pytest.raises(Exception) as info:
-        client.predict(*args, api_name=api_name)
+        client.predict(*args, **kwargs, api_name=api_name)
     return str(info.value)
 
 
@@ -310,7 +310,8 @@ RUBRIC = {"headers": ["key", "title", "description"], "data": [["relevance", "Re
 
 
 def _judge_args(query="q", media=None, a="a", b="b", rubric=RUBRIC, tokens=8):
-    return (query, media, a, b, "omni-rrm", False, 0.0, tokens, 2, 4, 10, rubric)
+    return dict(query=query, response_a=a, response_b=b, media=media, prompt_format="omni-rrm", swap_check=False,
+                max_new_tokens=tokens, video_max_frames=4, audio_max_seconds=10, rubric_table=rubric)
 
 
 def _pairs(path: Path, n: int) -> Path:
@@ -328,14 +329,14 @@ def test_every_input_has_a_bound_refused_at_once_in_one_line(served, tmp_path):
     client = Client(url, verbose=False)
     started = time.monotonic()
     huge_rubric = {**RUBRIC, "data": [["k", "Title", "x" * 1_000_000]]}
-    message = _error(client, *_judge_args(rubric=huge_rubric), api_name="/judge")
+    message = _error(client, **_judge_args(rubric=huge_rubric), api_name="/judge")
     assert "Rubric: the rubric is 1,000," in message and "characters long; the limit is 10,000" in message
     assert "/best_of_n takes 11 values, got 10,003" in _error(client, "q", None, False, *["r"] * 10_000,
                                                              api_name="/best_of_n")
     assert "holds 51 pairs; one request may judge 50" in _error(
         client, handle_file(str(_pairs(tmp_path / "many.jsonl", 51))), None, False, 1, api_name="/judge_batch")
     long = "word " * 3_000
-    message = _error(client, *_judge_args(query=long, a=long, b=long), api_name="/judge")
+    message = _error(client, **_judge_args(query=long, a=long, b=long), api_name="/judge")
     assert "the prompt is" in message and "tokens long; the limit is 16,384 (--max-prompt-tokens raises it)" in message
     assert time.monotonic() - started < 30  # each refused before any generation
     assert slot.judge.judge(__import__("rrm").Sample("q", "a", "b")).timing.generated_tokens == 4  # still serving
@@ -435,7 +436,7 @@ def test_the_app_fetches_no_url_a_client_names(served):
         client = Client(url, verbose=False)
         for target in (f"http://127.0.0.1:{listener.getsockname()[1]}/ball.png", "http://example.invalid/ball.png"):
             media = handle_file(target)
-            assert "fetches no URL a client names" in _error(client, *_judge_args(media=media), api_name="/judge")
+            assert "fetches no URL a client names" in _error(client, **_judge_args(media=media), api_name="/judge")
     finally:
         stop.set()
         thread.join()
@@ -582,8 +583,8 @@ def test_gradios_own_refusals_reach_the_client_named(served):
     url, _, _ = served
     client = Client(url, verbose=False)
     bad_file = {"foo": 1}
-    assert "/judge: a value is not of the kind its input takes" in _error(client, *_judge_args(media=bad_file),
+    assert "/judge: a value is not of the kind its input takes" in _error(client, **_judge_args(media=bad_file),
                                                                           api_name="/judge")
     started = httpx.post(url + "gradio_api/call/judge", json={"data": [1, 2]}).json()["event_id"]
     stream = httpx.get(url + f"gradio_api/call/judge/{started}").text
-    assert "event: error" in stream and '"error": "/judge takes 12 values, got 2."' in stream
+    assert "event: error" in stream and '"error": "/judge takes 16 values, got 2."' in stream

@@ -365,3 +365,18 @@ def test_warm_up_checks_the_static_path_against_plain_generate(judge):
     static = Judge(judge.loaded, decoding="static")
     static.backend.warm_up()  # on a GPU this runs at load; here it runs the same check without compiling
     assert static.decoding == "static" and "warm-up" in static.decoding_note
+
+
+def test_best_of_n_ranks_the_winner_first_then_by_wins_then_by_mean_score():
+    from rrm.judge import BestOfN
+    from rrm.schema import Judgment, ParseStatus
+
+    def match(a, b, verdict, score_a, score_b):
+        return a, b, Judgment(verdict, score_a, score_b, [], "", ParseStatus(True, "rubric-v2"))
+
+    # 0 beats 1 and 2; 3 beats 0. Then 1 and 2 have no wins: 2 scored higher than 1 when they lost.
+    result = BestOfN(best=3, wins=[2, 0, 0, 1], matches=[match(0, 1, "A", 8, 2), match(0, 2, "A", 7, 5),
+                                                         match(0, 3, "B", 4, 9)])
+    assert result.mean_scores() == [19 / 3, 2, 5, 9]
+    assert result.ranking() == [3, 0, 2, 1]
+    assert BestOfN(best=1, wins=[0, 0, 0], matches=[]).ranking() == [1, 0, 2]  # nothing scored: by index
