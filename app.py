@@ -910,14 +910,17 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             gr.Markdown("A JSONL file of pairs, as for `python -m rrm judge --pairs`; media paths are relative "
                         "to the root of the zip.")
             with gr.Row():
-                pairs_file = gr.File(label="Pairs (.jsonl)", file_types=[".jsonl"], type="filepath")
-                media_zip = gr.File(label="Media (.zip, optional)", file_types=[".zip"], type="filepath")
+                pairs_file = gr.File(label="Pairs (.jsonl)", file_types=[".jsonl"], type="filepath", elem_id="batch-pairs")
+                media_zip = gr.File(label="Media (.zip, optional)", file_types=[".zip"], type="filepath",
+                                    elem_id="batch-zip")
             with gr.Row():
                 batch_swap = gr.Checkbox(value=True, label="Swap check")
                 batch_size = gr.Slider(1, 32, value=4, step=1, label="Batch size")
                 batch_btn = gr.Button("Judge all", variant="primary")
             batch_summary = gr.Markdown(label="Summary")
-            batch_table = gr.Dataframe(label="Results", wrap=True)
+            # Widths for overview()'s columns: left to itself, the table squeezed "verdict" into a letter per line.
+            batch_table = gr.Dataframe(label="Results", wrap=True, interactive=False, column_widths=[
+                "9%", "17%", "19%", "19%", "8%", "5%", "5%", "8%", "10%"])
             batch_files = gr.File(label="Download", file_count="multiple")
             batch_json = gr.JSON(label="Summary (JSON)", visible=False)
             batch_btn.click(judge_file, [pairs_file, media_zip, batch_swap, batch_size],
@@ -1071,10 +1074,11 @@ def _confusion_frame(confusion) -> pd.DataFrame:
 
 
 def render_agreement_chart(by_modality: dict) -> str:
-    rows = [f'<div class="row"><span>{_e(key)} ({g.judged})</span><div><div class="bar a" '
-            f'style="width:{100 * g.rate:.0f}%">{percent(g.rate)}</div></div></div>'
+    rows = [f'<div class="row"><span>{_e(key)}: {percent(g.rate)} of {g.judged}</span><div><div class="bar a" '
+            f'style="width:{100 * g.rate:.0f}%"></div></div></div>'
             for key, g in by_modality.items() if g.rate is not None]
-    return f'<div class="chart">{"".join(rows) or "<em>No votes on a verdict yet.</em>"}</div>'
+    return (f'<div class="chart"><strong>The judge agrees with you, per modality</strong>'
+            f'{"".join(rows) or "<p><em>No votes on a verdict yet.</em></p>"}</div>')
 
 
 def _model_markdown(judge: Judge) -> str:
