@@ -536,6 +536,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
     cancels: dict[str, threading.Event] = {}
     judge0 = slot.judge
     book, memory = VoteBook(data_dir), PageMemory()
+    live_raw: set[str] = set()  # pages whose Raw output accordion is open: they get the raw text as it streams
 
     def judge_pair(query: str, response_a: str, response_b: str, media: str | None = None,
                    reference: str | None = None, prompt_format: str | None = None, swap_check: bool = True,
@@ -581,9 +582,9 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                     done = {c.key: c for c in update.partial.criteria}
                     panels = (render_verdict(None, update.partial, running=True), render_criteria(rubric, done),
                               render_chart(rubric, done))
-                    # Only the panels that changed; the raw text and the JSON come with the final update.
+                    # Only the panels that changed; the raw text only to a page that has it open, the JSON at the end.
                     yield (*(gr.skip() if new == old else new for new, old in zip(panels, sent)),
-                           gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                           gr.skip(), gr.skip(), update.text if key in live_raw else gr.skip(), gr.skip())
                     sent = panels
                 else:
                     memory.finish(key, Judged(sample, j, rubric, _about(judge, settings), time.strftime("%H:%M:%S")))
@@ -689,6 +690,12 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         return (_votes_markdown(stats, book), _agreement_frame(stats["by_modality"], "modality"),
                 _agreement_frame(stats["by_swap"], "swap check"), _confusion_frame(stats["confusion"]),
                 render_agreement_chart(stats["by_modality"]), str(download) if download else None)
+
+    def raw_opened(request: gr.Request):
+        live_raw.add(_session(request))
+
+    def raw_closed(request: gr.Request):
+        live_raw.discard(_session(request))
 
     def stop(request: gr.Request):
         event = cancels.get(_session(request))
@@ -863,8 +870,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             timing = gr.Markdown(label="Timing")
             with gr.Accordion("Both orders, side by side", open=False):
                 orders = gr.HTML(elem_id="orders", label="Both orders")
-            with gr.Accordion("Raw output", open=False):
-                raw = gr.Textbox(lines=10, show_label=False, label="Raw output")
+            with gr.Accordion("Raw output", open=False) as raw_fold:
+                raw = gr.Textbox(lines=10, show_label=False, label="Raw output", elem_id="raw")
             with gr.Accordion("Judgment JSON", open=False):
                 judgment_json = gr.JSON(show_label=False, label="Judgment")
             with gr.Accordion("History: the judgments made on this page", open=False):
@@ -891,6 +898,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             # Stop only sets the request's cancel event, outside the queue: generation ends at the next token and the
             # handler itself sends the "Stopped" card (cancelling Gradio's event instead left "Judging…" for good).
             stop_btn.click(stop, None, None, queue=False, api_name=False)
+            raw_fold.expand(raw_opened, None, None, queue=False, api_name=False)
+            raw_fold.collapse(raw_closed, None, None, queue=False, api_name=False)
             swap_btn.click(lambda a, b: (b, a), [response_a, response_b], [response_a, response_b], queue=False,
                            api_name=False)
             clear_btn.click(cleared, rubric_table, shown + votes_shown, queue=False, api_name=False).then(

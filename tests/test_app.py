@@ -313,6 +313,15 @@ def test_judge_stop_judge_twenty_times_in_the_browser(server, tiny_dir):
             page.get_by_label("Query").first.fill("Tell a joke")
             page.locator("#response-a textarea").fill("a red ball")
             page.locator("#response-b textarea").fill("a cat")
+            # With the Raw output open, the raw text streams too (closed, it comes only with the end).
+            page.get_by_role("button", name="Raw output").click()
+            page.locator("#judge-button").click()
+            page.get_by_text("Judging…").first.wait_for(timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#raw textarea').value.length > 0", timeout=30_000)
+            assert page.locator('#verdict .verdict-card[data-done="False"]').count() == 1  # still judging
+            page.get_by_role("button", name="Stop").click()
+            page.locator('#verdict .verdict-card[data-done="True"]').wait_for(timeout=10_000)
+            page.get_by_role("button", name="Raw output").click()
             waits = []
             for _ in range(20):
                 page.locator("#judge-button").click()
