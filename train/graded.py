@@ -8,8 +8,8 @@ pairs alike:
             its colour is from the even mix (1: pure red or blue; 0.1: a purple a tenth of the way over)
     audio   a tone above or below 600 Hz: "higher or lower than 600 Hz?"; contrast is the distance in
             octaves from 600 Hz, over 0.3 (1: 739 or 487 Hz; 0.1: 613 or 588 Hz, a mel bin apart)
-    video   a bar that moves right or left: "which way does it move?"; contrast scales its step per frame
-            (1: 8 px a frame; 0.1: under 1 px, so its whole path is a few pixels)
+    video   a soft bar that moves right or left: "which way does it move?"; contrast scales its step per frame
+            (1: 8 px a frame; 0.1: 0.25 px, so its whole path is 1.3 px)
 Position, size, phase and loudness are drawn at random too, so that no two items share a file. Each split
 draws from its own seeded stream (`split_rng`): held-out items are never training items.
 """
@@ -30,6 +30,8 @@ RATE = 16_000
 PIVOT_HZ = 600.0
 MAX_OCTAVES = 0.3
 MAX_STEP_PX = 8.0
+STEP_POWER = 1.5  # the step grows as contrast ** 1.5: hard pairs move a quarter of a pixel a frame
+BAR_SIGMA_PX = 4.0
 EASY, HARD = 1.0, 0.1  # the contrast of an easy and of a hard pair
 
 
@@ -89,15 +91,16 @@ def _audio(high: bool, contrast: float, rng: random.Random, path: Path):
 def _video(right: bool, contrast: float, rng: random.Random, path: Path):
     import cv2
 
-    step = (1 if right else -1) * MAX_STEP_PX * contrast
-    width = rng.randrange(6, 12)
+    step = (1 if right else -1) * MAX_STEP_PX * contrast ** STEP_POWER
+    # A soft bar (a Gaussian across x): it moves by fractions of a pixel too, where a hard-edged one would jump
+    # a whole pixel at a time or stand still.
+    sigma = rng.uniform(BAR_SIGMA_PX - 1, BAR_SIGMA_PX + 1)
     start = SIZE / 2 - step * (FRAMES - 1) / 2 + rng.uniform(-4, 4)
+    xs = np.arange(SIZE)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (SIZE, SIZE))
     for i in range(FRAMES):
-        frame = np.zeros((SIZE, SIZE, 3), np.uint8)
-        x = int(round(start + step * i))
-        frame[:, max(0, x):max(0, x + width)] = 255
-        writer.write(frame)
+        row = np.round(255 * np.exp(-0.5 * ((xs - start - step * i) / sigma) ** 2)).astype(np.uint8)
+        writer.write(np.broadcast_to(row[None, :, None], (SIZE, SIZE, 3)).copy())
     writer.release()
     return "Which way does the bar move?", ("It moves to the right.", "It moves to the left."), step * (FRAMES - 1)
 

@@ -4,7 +4,7 @@
 
 Per modality (train/graded.py: a square more red or more blue, a tone above or below 600 Hz, a bar moving
 right or left), easy and hard (low-contrast) pairs come from one generator. For each modality and seed,
-starting from the tiny fixture:
+starting from the tiny fixture (one set of random weights for every seed, as a user has one base checkpoint):
     1. SFT on pairs of every contrast, on a budget that leaves hard pairs below the ceiling;
     2. train.mine_hard on a pool of easy and hard pairs: those where the SFT judge's sampled verdicts waver,
        or its two orders disagree;
@@ -38,6 +38,7 @@ TEMPLATE = "Question: ${question}\nAnswer A: ${answer_a}\nAnswer B: ${answer_b}\
 RUBRIC = {"criteria": [{"key": "grounding", "title": "Grounding",
                         "description": "Does the answer say what the image, audio or video shows?"}]}
 DIFFICULTIES = {"easy": EASY, "hard": HARD}
+TINY_SEED = 0  # the base model's random weights, the same for every seed of the run
 STAGES = ("untrained", "after SFT", "after GRPO", "after SFT-continued", "after GRPO, media withheld")
 MAX_NEW_TOKENS = 128  # a judgment here is about 100 tokens
 # GRPO's rollouts sample at 0.7. At 1.0 the tiny judge's long tail of junk tokens breaks most of its ~100-token
@@ -217,7 +218,7 @@ def _run_unit(root: Path, modality: str, seed: int, setting: Setting, stage: str
     import torch
 
     torch.set_num_threads(threads)
-    return Unit(root, modality, seed, setting, str(root / f"tiny-seed{seed}")).run(stage)
+    return Unit(root, modality, seed, setting, str(root / "tiny")).run(stage)
 
 
 def run(out: Path, setting: Setting, seeds: tuple[int, ...] = (0,), stage: str = "rl", jobs: int = 1,
@@ -231,8 +232,11 @@ def run(out: Path, setting: Setting, seeds: tuple[int, ...] = (0,), stage: str =
     out.mkdir(parents=True, exist_ok=True)
     (out / "template.txt").write_text(TEMPLATE)
     (out / "rubric.json").write_text(json.dumps(RUBRIC))
-    for seed in seeds:
-        make_tiny(out / f"tiny-seed{seed}", seed=seed)
+    # One base model for every seed, as a user has one checkpoint: a seed draws the data, the A/B orders and the
+    # training's randomness. A tiny model's frozen random vision tower decides alone whether motion is visible
+    # at all (the video judge on seed 1's own tower stayed at chance; on seed 0's tower, with seed 1's data and
+    # training, it reached 100), so a tower per seed measured towers, not the recipe.
+    make_tiny(out / "tiny", seed=TINY_SEED)
     units = [(m, s) for s in seeds for m in modalities]
     threads = max(1, (os.cpu_count() or 1) // jobs)
     if jobs == 1:
