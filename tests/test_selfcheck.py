@@ -67,3 +67,14 @@ def test_a_short_slice_of_the_whole_pipeline_runs_and_logs_what_grpo_did(tmp_pat
     assert len(control) == setting.rl_steps  # as many extra optimizer steps as GRPO took
     for judge in ("sft", "grpo", "sft-continued"):
         assert (unit / judge / "rrm_judge.json").exists()
+
+
+def test_a_unit_whose_mining_found_nothing_is_reported_and_the_others_keep_their_cells():
+    whole = _result("video", 0, 0.9)
+    cut = {"modality": "video", "seed": 1, "scores": {s: {"easy": 1.0, "hard": 1.0} for s in STAGES[:2]},
+           "seconds": {}, "mined": {"pairs": 0, "of": 8, "hard": 0},
+           "skipped": "mine_hard found no pair the SFT judge wavers on: GRPO and SFT-continued not run"}
+    text = markdown([whole, cut], "test", Setting(4, 8, 2, 1, 3, 2, 2, 1))
+    assert "| video | hard | 75 ± 25 | 75 ± 25 | 90 ± 0 (1 of 2 seeds) |" in text
+    assert "Not run to the end: video seed 1: mine_hard found no pair" in text
+    assert "| image |" not in text

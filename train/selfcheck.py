@@ -190,8 +190,9 @@ class Unit:
                                           "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "8"])
         rows = [json.loads(line) for line in mined.read_text().splitlines()]
         result["mined"] = {"pairs": len(rows), "of": s.pool_items, "hard": sum(r["contrast"] < EASY for r in rows)}
-        if not rows:
-            raise SystemExit(f"{self.dir.name}: mine_hard found no pair the SFT judge wavers on")
+        if not rows:  # nothing for RL to learn from: this unit ends here, the others go on
+            result["skipped"] = "mine_hard found no pair the SFT judge wavers on: GRPO and SFT-continued not run"
+            return result
         grpo_out, control_out = self.dir / "grpo", self.dir / "sft-continued"
         self._timed("GRPO", grpo_main, [
             *self._args(self.tiny, mined, grpo_out, s.rl_steps, s.rl_prompts * s.generations),
@@ -275,14 +276,26 @@ def markdown(results: list[dict], setting_name: str, setting: Setting) -> str:
              "| modality | pairs | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
     for modality in (m for m in MODALITIES if m in scores):
         for difficulty, by_stage in scores[modality].items():
-            cells = [f"{100 * m:.0f} ± {100 * e:.0f}" for m, e in (mean_se(by_stage[s]) for s in stages)]
+            cells = [_cell(by_stage.get(s, []), len(seeds)) for s in stages]
             lines.append(f"| {modality} | {difficulty} | " + " | ".join(cells) + " |")
     mined = [r for r in results if "mined" in r]
     if mined:
         lines += ["", "Mined for RL (pairs kept of the pool, of which hard): " + "; ".join(
             f"{r['modality']} seed {r['seed']}: {r['mined']['pairs']} of {r['mined']['of']} "
             f"({r['mined']['hard']} hard)" for r in mined) + "."]
+    skipped = [r for r in results if "skipped" in r]
+    if skipped:
+        lines += ["", "Not run to the end: " + "; ".join(f"{r['modality']} seed {r['seed']}: {r['skipped']}"
+                                                       for r in skipped) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _cell(values: list[float], seeds: int) -> str:
+    """Mean ± standard error of one cell; a cell fewer seeds reached says how many."""
+    if not values:
+        return "–"
+    m, e = mean_se(values)
+    return f"{100 * m:.0f} ± {100 * e:.0f}" + (f" ({len(values)} of {seeds} seeds)" if len(values) < seeds else "")
 
 
 def speed(results: list[dict], setting: Setting) -> str:
