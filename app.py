@@ -535,7 +535,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                max_request_seconds: float = MAX_REQUEST_SECONDS, data_dir: str | Path = DATA_DIR) -> gr.Blocks:
     cancels: dict[str, threading.Event] = {}
     judge0 = slot.judge
-    book, memory = VoteBook(data_dir), PageMemory()
+    book, memory, voting = VoteBook(data_dir), PageMemory(), threading.Lock()
     live_raw: set[str] = set()  # pages whose Raw output accordion is open: they get the raw text as it streams
 
     def judge_pair(query: str, response_a: str, response_b: str, media: str | None = None,
@@ -653,21 +653,23 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         judged = memory.current(_session(request))
         if judged is None:
             raise gr.Error("Judge a pair first: a vote is on the judgment shown.")
-        if judged.vote is not None:
-            raise gr.Error("This judgment has a vote already: undo it to vote again.")
-        try:
-            judged.vote_id = book.cast(judged.sample, judged.judgment, vote, judged.about)["id"]
-        except (RRMError, OSError) as e:
-            raise gr.Error(f"The vote could not be saved: {redact(first_line(e))}") from None
-        judged.vote = vote
+        with voting:  # a double click sends two votes at once: one is kept
+            if judged.vote is not None:
+                raise gr.Error("This judgment has a vote already: undo it to vote again.")
+            try:
+                judged.vote_id = book.cast(judged.sample, judged.judgment, vote, judged.about)["id"]
+            except (RRMError, OSError) as e:
+                raise gr.Error(f"The vote could not be saved: {redact(first_line(e))}") from None
+            judged.vote = vote
         return vote_buttons(judged)
 
     def undo_vote(request: gr.Request):
         judged = memory.current(_session(request))
-        if judged is None or judged.vote_id is None:
-            raise gr.Error("There is no vote to undo.")
-        book.undo(judged.vote_id)
-        judged.vote = judged.vote_id = None
+        with voting:
+            if judged is None or judged.vote_id is None:
+                raise gr.Error("There is no vote to undo.")
+            book.undo(judged.vote_id)
+            judged.vote = judged.vote_id = None
         return vote_buttons(judged)
 
     def vote_api(vote: str, request: gr.Request) -> str:

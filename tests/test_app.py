@@ -485,3 +485,19 @@ def test_every_endpoint_names_its_parameters_and_outputs_and_marks_the_optional_
         assert e["returns"] and not [r for r in e["returns"] if r["label"].startswith("value_")], name
     assert [p["parameter_name"] for p in endpoints["/best_of_n"]["parameters"]] == [
         "query", *(f"response_{i}" for i in range(1, 9)), "media", "swap_check"]
+
+
+def test_two_votes_at_once_on_one_judgment_keep_one(client, app_data):
+    client.predict(**judge_args(a="a lamp", b="a chair", tokens=8, swap=False), api_name="/judge")
+    before = len(app.VoteBook(app_data).records())
+
+    def vote(v):
+        try:
+            return client.predict(v, api_name="/vote")
+        except Exception as e:  # the one that came second
+            return str(e)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(vote, ["A", "B"]))
+    assert sum("Your vote:" in a for a in answers) == 1 and sum("has a vote already" in a for a in answers) == 1
+    assert len(app.VoteBook(app_data).records()) == before + 1
