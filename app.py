@@ -894,7 +894,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             for v, button in zip(VOTES, vote_btns):
                 button.click(voter(v), None, votes_shown, queue=False, api_name=False)
             undo_btn.click(undo_vote, None, votes_shown, queue=False, api_name=False)
-            # The API's vote (the page's buttons call cast_vote): a hidden choice, so that its input and output are named.
+            # The API's vote (the page's buttons call cast_vote): a hidden choice, so that its input and output
+            # are named.
             vote_pick = gr.Radio(list(VOTES), label="Vote", visible=False)
             vote_pick.change(vote_api, vote_pick, vote_status, api_name="vote", queue=False)
             # Stop only sets the request's cancel event, outside the queue: generation ends at the next token and the
@@ -921,7 +922,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             gr.Markdown("A JSONL file of pairs, as for `python -m rrm judge --pairs`; media paths are relative "
                         "to the root of the zip.")
             with gr.Row():
-                pairs_file = gr.File(label="Pairs (.jsonl)", file_types=[".jsonl"], type="filepath", elem_id="batch-pairs")
+                pairs_file = gr.File(label="Pairs (.jsonl)", file_types=[".jsonl"], type="filepath",
+                                     elem_id="batch-pairs")
                 media_zip = gr.File(label="Media (.zip, optional)", file_types=[".zip"], type="filepath",
                                     elem_id="batch-zip")
             with gr.Row():
