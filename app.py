@@ -14,6 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics calls
 
 import argparse
 import dataclasses
+import hashlib
 import html
 import json
 import logging
@@ -43,7 +44,7 @@ from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS, TemplateFormat, get_format
 from rrm.redact import install_log_redaction, redact
 from rrm.testing import examples
-from rrm.results import VERDICT_WORDS, overview, percent, short, summarize, write_csv, write_jsonl
+from rrm.results import VERDICT_WORDS, overview, percent, score_text, short, summarize, write_csv, write_jsonl
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, VERDICTS, Judgment, MediaItem, Sample
 from rrm.votes import LABEL_OF_VOTE, NO_VERDICT, VOTE_NAMES, VOTES, VOTES_FILE, VoteBook, vote_stats
@@ -151,10 +152,6 @@ def _e(text) -> str:
     return html.escape(str(text))
 
 
-def _score(x) -> str:
-    return "–" if x is None else f"{x:g}"
-
-
 def render_verdict(judgment: Judgment | None, partial=None, running: bool = False,
                    stopped_after: int | None = None) -> str:
     if stopped_after is not None:  # Stop was clicked: what was written so far stays on the panels
@@ -184,7 +181,7 @@ def render_verdict(judgment: Judgment | None, partial=None, running: bool = Fals
     done = judgment is not None or stopped_after is not None
     return (f'<div class="verdict-card" data-verdict="{_e(verdict or "")}" data-done="{done}">'
             f'<div class="winner">{_e(title)}</div>'
-            f'<div class="scores"><span>A: {_score(scores[0])}</span><span>B: {_score(scores[1])}</span></div>'
+            f'<div class="scores"><span>A: {score_text(scores[0])}</span><span>B: {score_text(scores[1])}</span></div>'
             f'<div class="swap">{_e(swap)}</div></div>')
 
 
@@ -196,7 +193,7 @@ def render_criteria(rubric: Rubric, done: dict) -> str:
             panels.append(f'<div class="criterion pending" data-key="{_e(c.key)}"><div class="head">'
                           f'<span>{_e(c.title)}</span><span>pending</span></div></div>')
             continue
-        scores = f"A {_score(found.score_a)} · B {_score(found.score_b)}" \
+        scores = f"A {score_text(found.score_a)} · B {score_text(found.score_b)}" \
             if found.score_a is not None or found.score_b is not None else "done"
         panels.append(f'<div class="criterion done" data-key="{_e(c.key)}"><div class="head">'
                       f'<span>{_e(c.title)}</span><span>{_e(scores)}</span></div>'
@@ -213,7 +210,7 @@ def render_chart(rubric: Rubric, done: dict, score_a=None, score_b=None, judgmen
     for title, a, b in entries:
         bars = "".join(
             f'<div class="bar {side}" style="width:{max(0.0, min(1.0, (v or 0) / 10)) * 100:.0f}%">'
-            f'{side.upper()} {_score(v)}</div>' for side, v in (("a", a), ("b", b)))
+            f'{side.upper()} {score_text(v)}</div>' for side, v in (("a", a), ("b", b)))
         rows.append(f'<div class="row"><span>{_e(title)}</span><div>{bars}</div></div>')
     if not rows:
         why = ("No scores yet." if judgment is None else "No scores: the judgment could not be read."
@@ -254,7 +251,7 @@ def render_ranking(candidates: list[str], numbers: list[int], result) -> str:
     means = result.mean_scores()
     rows = "".join(
         f'<tr class="{"best" if i == result.best else ""}"><td>{rank}</td><td>{numbers[i]}</td>'
-        f'<td>{result.wins[i]}</td><td>{_score(None if means[i] is None else round(means[i], 2))}</td>'
+        f'<td>{result.wins[i]}</td><td>{score_text(None if means[i] is None else round(means[i], 2))}</td>'
         f'<td>{_e(short(candidates[i], 200))}</td></tr>' for rank, i in enumerate(result.ranking(), 1))
     return (f'<table class="ranking"><tr><th>rank</th><th>response</th><th>wins</th><th>mean score</th>'
             f'<th>text</th></tr>{rows}</table>')
@@ -265,8 +262,8 @@ def render_matches(rubric: Rubric, numbers: list[int], result) -> str:
     blocks = []
     for n, (a, b, j) in enumerate(result.matches, 1):
         blocks.append(f"<details><summary>Match {n}: response {numbers[a]} (as A) against {numbers[b]} (as B): "
-                      f"{_e(VERDICT_WORDS.get(j.verdict, 'no verdict'))}, A {_score(j.score_a)} · "
-                      f"B {_score(j.score_b)}</summary>{render_criteria(rubric, _found(j))}</details>")
+                      f"{_e(VERDICT_WORDS.get(j.verdict, 'no verdict'))}, A {score_text(j.score_a)} · "
+                      f"B {score_text(j.score_b)}</summary>{render_criteria(rubric, _found(j))}</details>")
     return "".join(blocks)
 
 
@@ -615,7 +612,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             return (*[gr.update(interactive=True)] * len(VOTES), gr.update(interactive=False),
                     "Which response do you prefer? Your vote goes to the votes file (see the Votes tab).")
         agrees = "agrees" if LABEL_OF_VOTE[judged.vote] == judged.judgment.verdict else "disagrees"
-        count = len(book.records())
+        count = book.count()
         return (*[gr.update(interactive=False)] * len(VOTES), gr.update(interactive=True),
                 f"Your vote: **{VOTE_NAMES[judged.vote]}**; the judge {agrees}. "
                 f"{count} vote{'s' if count != 1 else ''} so far.")
@@ -641,8 +638,9 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         entries = memory.history(_session(request))
         if not entries:
             raise gr.Error("No judgments on this page yet.")
-        WORK_ROOT.mkdir(exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="rrm-history-", dir=WORK_ROOT))
+        # One file per page, rewritten at each export (the folder is named by a hash: the session id is the client's).
+        folder = WORK_ROOT / "history" / hashlib.sha256(_session(request).encode()).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True)
         path = folder / "judgments.json"
         path.write_text(json.dumps([{"at": h.at, "sample": h.sample.to_dict(), "judgment": h.judgment.to_dict(),
                                      "settings": h.about, "vote": h.vote} for h in entries], ensure_ascii=False,
@@ -779,12 +777,16 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             deadline.stop()
         if deadline.passed():
             raise deadline.error()
-        matches = [[n + 1, numbers[a], numbers[b], VERDICT_WORDS.get(j.verdict, "no verdict"), _score(j.score_a),
-                    _score(j.score_b), "" if j.swap is None else j.swap.agree]
+        matches = [[n + 1, numbers[a], numbers[b], VERDICT_WORDS.get(j.verdict, "no verdict"), score_text(j.score_a),
+                    score_text(j.score_b), "" if j.swap is None else j.swap.agree]
                    for n, (a, b, j) in enumerate(result.matches)]
+        # Every index in the payload is a box's (0 for Response 1): wins is None for a box left empty.
+        wins: list[int | None] = [None] * MAX_RESPONSES
+        for i, n in enumerate(numbers):
+            wins[n - 1] = result.wins[i]
         payload = {"best": numbers[result.best] - 1, "ranking": [numbers[i] - 1 for i in result.ranking()],
-                   "wins": result.wins, "matches": [{"a": numbers[a] - 1, "b": numbers[b] - 1,
-                                                     "judgment": j.to_dict()} for a, b, j in result.matches]}
+                   "wins": wins, "matches": [{"a": numbers[a] - 1, "b": numbers[b] - 1,
+                                              "judgment": j.to_dict()} for a, b, j in result.matches]}
         return (render_ranking(candidates, numbers, result), matches,
                 render_matches(slot.judge.rubric, numbers, result), payload)
 
@@ -1069,6 +1071,8 @@ def _votes_markdown(stats: dict, book: VoteBook) -> str:
     if not o.votes:
         return "No votes yet: judge a pair on the Judge tab, then say which response you prefer."
     unjudged = f" ({o.votes - o.judged} judgments without a verdict are left out)" if o.judged < o.votes else ""
+    if stats["not_votes"]:
+        unjudged += f"; {stats['not_votes']} lines of the file are not votes and are left out"
     return (f"**{o.votes} vote{'s' if o.votes != 1 else ''}.** The judge agrees with you on "
             f"**{percent(o.rate, 1)}** of the {o.judged} it gave a verdict on{unjudged}. Train your judge on them: "
             f"`python -m train.sft --data {book.path}` (the pairs where it agreed, with its rationale as the "

@@ -43,6 +43,11 @@ def summarize(judgments: Sequence[Judgment]) -> dict:
 VERDICT_WORDS = {VERDICT_A: "A is better", VERDICT_B: "B is better", VERDICT_TIE: "a tie"}
 
 
+def score_text(x: float | None) -> str:
+    """A score as people read it (8, 7.5); a dash when there is none."""
+    return "–" if x is None else f"{x:g}"
+
+
 def percent(x: float | None, digits: int = 0) -> str:
     """A rate as a percentage; a dash when there is none."""
     return "–" if x is None else f"{100 * x:.{digits}f} %"
@@ -59,16 +64,13 @@ def summary_text(summary: dict) -> str:
 
 def judgment_text(j: Judgment) -> str:
     """A judgment for people: the verdict line, a table of the criteria, the swap check and the timing."""
-    def score(x) -> str:
-        return "–" if x is None else f"{x:g}"
-
     verdict = VERDICT_WORDS.get(j.verdict)
-    lines = [f"Verdict: {verdict} (A {score(j.score_a)} · B {score(j.score_b)})" if verdict
+    lines = [f"Verdict: {verdict} (A {score_text(j.score_a)} · B {score_text(j.score_b)})" if verdict
              else "No verdict: " + ("; ".join(j.status.errors) or "the output could not be read")]
     if j.criteria:
         width = max(len(c.title) for c in j.criteria)
         lines += ["", f"{'criterion':<{width}}  {'A':>3}  {'B':>3}  rationale"]
-        lines += [f"{c.title:<{width}}  {score(c.score_a):>3}  {score(c.score_b):>3}  {c.rationale}"
+        lines += [f"{c.title:<{width}}  {score_text(c.score_a):>3}  {score_text(c.score_b):>3}  {c.rationale}"
                   for c in j.criteria]
     lines.append("")
     if j.swap is None:

@@ -55,6 +55,7 @@ class VoteBook:
         self.dir = Path(data_dir)
         self.path = self.dir / VOTES_FILE
         self._lock = threading.Lock()
+        self._count: int | None = None  # the votes in the file, read once, then kept by cast and undo
 
     def cast(self, sample: Sample, judgment: Judgment, vote: str, about: dict) -> dict:
         """Append one vote; `about` holds the model, quantization, format, seed and rubric keys voted under."""
@@ -74,6 +75,7 @@ class VoteBook:
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         with self._lock:
             self.dir.mkdir(parents=True, exist_ok=True)
+            self._count = self.count() + 1
             with open(self.path, "ab") as f:
                 f.write(line)  # one write per line: a crash leaves whole lines, at worst one cut-off last line
         return record
@@ -91,10 +93,17 @@ class VoteBook:
             with os.fdopen(fd, "wb") as f:
                 f.writelines(kept)
             os.replace(tmp, self.path)
+            self._count = None  # read again when next asked
         return True
 
     def records(self) -> list[dict]:
         return read_records(self.path)
+
+    def count(self) -> int:
+        """How many votes the file holds, without reading it at every vote."""
+        if self._count is None:
+            self._count = sum("vote" in r for r in self.records())
+        return self._count
 
     def _keep(self, path: str | None) -> str:
         """The media file copied into the data folder under its content hash; its path relative to the file."""

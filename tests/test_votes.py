@@ -50,7 +50,9 @@ def test_undo_takes_out_only_that_vote_and_keeps_lines_it_cannot_read(tmp_path):
     with open(book.path, "a") as f:
         f.write("a note added by hand\n")
     second = book.cast(sample, _judgment("A"), "tie", ABOUT)
+    assert book.count() == 2
     assert book.undo(first["id"]) and not book.undo(first["id"])
+    assert book.count() == 1 and VoteBook(tmp_path).count() == 1  # kept by undo, and read afresh the same
     lines = book.path.read_text().splitlines()
     assert lines[0] == "a note added by hand" and json.loads(lines[1])["id"] == second["id"]
     assert [r["id"] for r in book.records()] == [second["id"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
+from rrm.results import percent
 from rrm.schema import VERDICT_A, VERDICTS, Judgment
 
 from . import rules
@@ -88,7 +89,7 @@ def build_report(kept: list[dict], tally: rules.Tally, pairs: dict, judgment_rec
 
 
 def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.1f} %"
+    return percent(x, 1)
 
 
 def report_markdown(report: dict) -> str:
