@@ -257,13 +257,18 @@ def render_ranking(candidates: list[str], numbers: list[int], result) -> str:
             f'<th>text</th></tr>{rows}</table>')
 
 
+def _match_scores(j: Judgment) -> tuple[str, str]:
+    """A match's overall scores as shown: none without a verdict, as on the verdict card."""
+    return (score_text(j.score_a), score_text(j.score_b)) if j.verdict else ("–", "–")
+
+
 def render_matches(rubric: Rubric, numbers: list[int], result) -> str:
     """Each Best-of-N match with its verdict and the judge's rationale per criterion, folded."""
     blocks = []
     for n, (a, b, j) in enumerate(result.matches, 1):
         blocks.append(f"<details><summary>Match {n}: response {numbers[a]} (as A) against {numbers[b]} (as B): "
-                      f"{_e(VERDICT_WORDS.get(j.verdict, 'no verdict'))}, A {score_text(j.score_a)} · "
-                      f"B {score_text(j.score_b)}</summary>{render_criteria(rubric, _found(j))}</details>")
+                      f"{_e(VERDICT_WORDS.get(j.verdict, 'no verdict'))}, A {_match_scores(j)[0]} · "
+                      f"B {_match_scores(j)[1]}</summary>{render_criteria(rubric, _found(j))}</details>")
     return "".join(blocks)
 
 
@@ -777,9 +782,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             deadline.stop()
         if deadline.passed():
             raise deadline.error()
-        matches = [[n + 1, numbers[a], numbers[b], VERDICT_WORDS.get(j.verdict, "no verdict"), score_text(j.score_a),
-                    score_text(j.score_b), "" if j.swap is None else j.swap.agree]
-                   for n, (a, b, j) in enumerate(result.matches)]
+        matches = [[n + 1, numbers[a], numbers[b], VERDICT_WORDS.get(j.verdict, "no verdict"), *_match_scores(j),
+                    "" if j.swap is None else j.swap.agree] for n, (a, b, j) in enumerate(result.matches)]
         # Every index in the payload is a box's (0 for Response 1): wins is None for a box left empty.
         wins: list[int | None] = [None] * MAX_RESPONSES
         for i, n in enumerate(numbers):

@@ -63,9 +63,12 @@ class BestOfN:
     wins: list[int] = field(default_factory=list)
 
     def mean_scores(self) -> list[float | None]:
-        """Each candidate's mean overall score over the matches it played, None where no match scored it."""
+        """Each candidate's mean overall score over the matches it played that have a verdict (the scores read
+        from a judgment without one are no result), None where no such match scored it."""
         scores: list[list[float]] = [[] for _ in self.wins]
         for a, b, j in self.matches:
+            if j.verdict is None:
+                continue
             for i, score in ((a, j.score_a), (b, j.score_b)):
                 if score is not None:
                     scores[i].append(score)

@@ -209,6 +209,7 @@ def test_best_of_n_ranks_by_name_the_boxes_in_use_with_each_match_explained(clie
     first, second = (row[1:3] for row in matches["data"])
     assert first == [1, 3] and second[0] in (1, 3) and second[1] == 4
     assert rationales.count("<details>") == 2 and "Match 2: response" in rationales
+    assert all(row[4:6] == ["–", "–"] for row in matches["data"] if row[3] == "no verdict")  # no verdict, no scores
     assert sorted(payload["ranking"]) == [0, 2, 3] and payload["ranking"][0] == payload["best"]
     assert [w is None for w in payload["wins"]] == [False, True, False, False, True, True, True, True]
     assert "between 2 and 8" in _error(client, query="q", response_1="only one", response_2="",

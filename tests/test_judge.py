@@ -380,3 +380,5 @@ def test_best_of_n_ranks_the_winner_first_then_by_wins_then_by_mean_score():
     assert result.mean_scores() == [19 / 3, 2, 5, 9]
     assert result.ranking() == [3, 0, 2, 1]
     assert BestOfN(best=1, wins=[0, 0, 0], matches=[]).ranking() == [1, 0, 2]  # nothing scored: by index
+    unread = BestOfN(best=0, wins=[0, 0], matches=[match(0, 1, None, 3, 9)])
+    assert unread.mean_scores() == [None, None]  # a judgment without a verdict scores nobody
