@@ -1,14 +1,16 @@
 """Command line: judge one pair, or a JSONL file of pairs.
 
-    python -m rrm judge --model M --query TEXT [--image P | --video P | --audio P] \\
-        --response-a TEXT --response-b TEXT [--swap-check] [--stream] [--format json|text]
+    python -m rrm judge --model M --query TEXT [--image P] [--video P] [--audio P] ... \\
+        --response-a TEXT --response-b TEXT [--swap-check] [--stream] [--format json|text] [--video-audio on]
     python -m rrm judge --model M --pairs IN.jsonl --out OUT.jsonl [--batch-size 4]
     python -m rrm judge --backend endpoint --endpoint http://127.0.0.1:8000/v1 --model M ...
     python -m rrm serve --model M [--port 8000] [--api-key-env NAME]
 
-One pair: the judgment is printed as JSON on stdout, or for people with
---format text (--stream writes the rationale to stderr as it is generated). A
-file of pairs: one judgment per line in OUT, keyed by `sample_id`; a rerun skips
+Media flags repeat (an image and an audio clip; two images), kept in the order
+given. A video's own sound track is heard with its frames (--video-audio,
+default auto). One pair: the judgment is printed as JSON on stdout, or for
+people with --format text (--stream writes the rationale to stderr as it is
+generated). A file of pairs: one judgment per line in OUT, keyed by `sample_id`; a rerun skips
 the ids already there; a summary (A/B/tie rates, swap agreement, judgments
 without a verdict) ends on stderr.
 Exit status: 0 done; 1 some input lines were skipped (each is reported);
@@ -29,13 +31,13 @@ from .errors import RRMError
 from .endpoint import MEDIA_MODES
 from .judge import BACKENDS, DECODINGS, GenerationSettings
 from .limits import MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, InputLimits
-from .media import MediaLimits, load_media
+from .media import VIDEO_AUDIO_MODES, MediaLimits, load_media
 from .model import DEFAULT_MODEL, QUANTIZATIONS
 from .pairs import done_ids, read_pairs, scan_records, shown
 from .results import judgment_text, summarize, summary_text
 from .prompts import PROMPT_FORMATS
 from .redact import install_log_redaction, redact
-from .schema import AUDIO, MEDIA_KINDS, VIDEO, Judgment, MediaItem, Sample
+from .schema import MEDIA_KINDS, Judgment, MediaItem, Sample
 
 def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) -> None:
     """The model, prompt, generation and media options shared by every command that judges."""
@@ -79,6 +81,9 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
     gen.add_argument("--video-max-frames", type=int)
     gen.add_argument("--video-max-pixels", type=int)
     gen.add_argument("--audio-max-seconds", type=float)
+    gen.add_argument("--video-audio", choices=VIDEO_AUDIO_MODES, default="auto",
+                     help="hear a video's own sound track: auto (where the file has one, unless the checkpoint "
+                          "was trained on silent frames, as the released ones were), on, or off")
     gen.add_argument("--max-text-chars", type=int, default=MAX_TEXT_CHARS,
                      help="the longest query, response or reference judged (longer ones fail, with the reason)")
     gen.add_argument("--max-prompt-tokens", type=int, default=MAX_PROMPT_TOKENS,
@@ -96,8 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--swap-check", action="store_true", help="judge both orders in one batch and combine")
     one = j.add_argument_group("one pair")
     one.add_argument("--query")
-    for kind in MEDIA_KINDS:
-        one.add_argument(f"--{kind}", metavar="PATH")
+    for kind in MEDIA_KINDS:  # repeatable; every media flag appends to one list, in the order given
+        one.add_argument(f"--{kind}", metavar="PATH", dest="media", action="append", default=[],
+                         type=lambda path, kind=kind: MediaItem(kind, path))
     one.add_argument("--response-a")
     one.add_argument("--response-b")
     one.add_argument("--reference", help="optional reference answer")
@@ -121,6 +127,7 @@ def limits_from(args, base: MediaLimits | None = None) -> MediaLimits:
     return (base or MediaLimits()).replace(
         image_max_pixels=args.image_max_pixels, video_fps=args.video_fps, video_max_frames=args.video_max_frames,
         video_max_pixels=args.video_max_pixels, audio_max_seconds=args.audio_max_seconds,
+        video_audio=None if args.video_audio == "auto" else args.video_audio,  # auto: as the checkpoint calls for
     )
 
 
@@ -134,9 +141,7 @@ def _check_args(args) -> None:
     missing = [f"--{n.replace('_', '-')}" for n in ("query", "response_a", "response_b") if getattr(args, n) is None]
     if missing:
         raise RRMError(f"missing {', '.join(missing)} (or pass --pairs IN.jsonl --out OUT.jsonl)")
-    given = [k for k in MEDIA_KINDS if getattr(args, k)]
-    if len(given) > 1:
-        raise RRMError(f"pass one media file, got {', '.join('--' + k for k in given)}")
+    InputLimits().check_media(len(args.media))
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise RRMError("--max-new-tokens must be at least 1")
 
@@ -171,14 +176,9 @@ def build_judge(args):
 
 
 def _one(args) -> int:
-    media = []
-    for kind in MEDIA_KINDS:
-        path = getattr(args, kind)
-        if path:
-            # Decode before the model loads: a bad file fails in a second, not after minutes.
-            decoded = load_media(MediaItem(kind, path), limits_from(args))
-            media.append(_decoded_item(kind, path, decoded))
-    sample = Sample(query=args.query, response_a=args.response_a, response_b=args.response_b, media=media,
+    for item in args.media:  # decode once before the model loads: a bad file fails in a second, not in minutes
+        load_media(item, limits_from(args))
+    sample = Sample(query=args.query, response_a=args.response_a, response_b=args.response_b, media=args.media,
                     reference=args.reference)
     judge = build_judge(args)
     if args.stream:
@@ -194,14 +194,6 @@ def _one(args) -> int:
     print(judgment_text(judgment) if args.format == "text" else
           json.dumps(judgment.to_dict(), ensure_ascii=False, indent=2))
     return 0
-
-
-def _decoded_item(kind: str, path: str, decoded) -> MediaItem:
-    if kind == VIDEO:
-        return MediaItem(kind, path, data=decoded.frames, fps=decoded.fps)
-    if kind == AUDIO:
-        return MediaItem(kind, path, data=decoded.samples, sampling_rate=decoded.sampling_rate)
-    return MediaItem(kind, path, data=decoded)
 
 
 def _many(args) -> int:

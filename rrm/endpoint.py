@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 from .errors import RRMError
 from .generation import BackendUnavailable, GenerationSettings, Output, Progress
-from .inputs import Row
-from .media import AudioClip, MediaLimits, VideoClip
+from .inputs import Row, has_sound
+from .media import AudioClip, MediaLimits, VideoClip, write_video
 from .redact import redact, register_secret
 from .schema import AUDIO, IMAGE, VIDEO, Timing
 
@@ -91,10 +91,14 @@ class Reply:
     completion_tokens: int = 0
 
 
-def request_body(model: str, messages: list[dict], settings: GenerationSettings, stream: bool = False) -> dict:
-    """GenerationSettings as a chat-completions request (vLLM's extensions only where they are set)."""
+def request_body(model: str, messages: list[dict], settings: GenerationSettings, stream: bool = False,
+                 sound: bool = False) -> dict:
+    """GenerationSettings as a chat-completions request (vLLM's extensions only where they are set). `sound`: a
+    video of the request is to be heard with its sound track (vLLM's and rrm serve's `use_audio_in_video`)."""
     body = {"model": model, "messages": messages, "max_tokens": settings.max_new_tokens,
             "temperature": settings.temperature, "seed": settings.seed}
+    if sound:
+        body["mm_processor_kwargs"] = {"use_audio_in_video": True}
     if settings.sampling:
         body["top_p"] = settings.top_p
         if settings.top_k:
@@ -116,14 +120,15 @@ class ChatClient:
     def __repr__(self) -> str:  # never show the key
         return f"ChatClient({self.endpoint.model} at {self.endpoint.url})"
 
-    def complete(self, messages: list[dict], settings: GenerationSettings) -> Reply:
-        data = json.dumps(request_body(self.endpoint.model, messages, settings)).encode("utf-8")
+    def complete(self, messages: list[dict], settings: GenerationSettings, sound: bool = False) -> Reply:
+        data = json.dumps(request_body(self.endpoint.model, messages, settings, sound=sound)).encode("utf-8")
         return self._with_retries(lambda: _reply(self._open(data).read()))
 
     def stream(self, messages: list[dict], settings: GenerationSettings,
-               cancel: threading.Event | None = None) -> Iterator[str | Reply]:
+               cancel: threading.Event | None = None, sound: bool = False) -> Iterator[str | Reply]:
         """The reply's text pieces as the server sends them, then the whole Reply (a retry only before the first)."""
-        data = json.dumps(request_body(self.endpoint.model, messages, settings, stream=True)).encode("utf-8")
+        data = json.dumps(request_body(self.endpoint.model, messages, settings, stream=True, sound=sound)
+                          ).encode("utf-8")
         response = self._with_retries(lambda: self._open(data))
         pieces, usage = [], {}
         with response:
@@ -293,9 +298,11 @@ def _media_parts(kind: str, obj, mode: str) -> list[dict]:
         clip: VideoClip = obj
         from PIL import Image
 
+        sound = " Its sound track follows them." if clip.audio is not None else ""
         note = {"type": "text", "text": f"(A video of {clip.duration_s:.1f} s: {len(clip.frames)} frames "
-                                        f"in order, about {clip.fps:.2g} per second.)"}
-        return [note] + [_image_part(Image.fromarray(f), max_side=FRAME_MAX_SIDE) for f in clip.frames]
+                                        f"in order, about {clip.fps:.2g} per second.{sound})"}
+        frames = [_image_part(Image.fromarray(f), max_side=FRAME_MAX_SIDE) for f in clip.frames]
+        return [note, *frames, *([_audio_part(clip.audio)] if clip.audio is not None else [])]
     if kind == AUDIO:
         return [_audio_part(obj, exact=mode == "omni")]
     raise RRMError(f"unknown media kind {kind!r}")
@@ -324,23 +331,10 @@ def _video_part(clip: VideoClip) -> dict:
         mime = _VIDEO_MIME.get(clip.source.suffix.lower(), "video/mp4")
         data = clip.source.read_bytes()
     else:  # decoded frames only: encode them (H.264 in MP4, at their own rate)
-        mime, data = "video/mp4", _mp4(clip)
+        buf = io.BytesIO()
+        write_video(buf, clip.frames, max(1, round(clip.fps)))
+        mime, data = "video/mp4", buf.getvalue()
     return {"type": "video_url", "video_url": {"url": _data_url(mime, data)}}
-
-
-def _mp4(clip: VideoClip) -> bytes:
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=max(1, round(clip.fps)))
-        stream.height, stream.width = (d - d % 2 for d in clip.frames.shape[1:3])
-        stream.pix_fmt = "yuv420p"
-        for frame in clip.frames:
-            even = frame[:stream.height, :stream.width]
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(even, format="rgb24")))
-        out.mux(stream.encode())
-    return buf.getvalue()
 
 
 def _audio_part(clip: AudioClip, exact: bool = False) -> dict:
@@ -386,11 +380,15 @@ class EndpointBackend:
         messages, media = row
         return openai_messages(messages, media, self.media)
 
+    def _sound(self, row: Row) -> bool:
+        """Whether the server is to hear a video's own sound (in frames mode the track goes as an audio part)."""
+        return self.media == "omni" and has_sound(row[1])
+
     def _call(self, row: Row, settings: GenerationSettings, cancel: threading.Event | None) -> Output:
         if cancel is not None and cancel.is_set():
             raise RRMError("generation was cancelled")
         started = time.perf_counter()
-        reply = self.client.complete(self._messages(row), settings)
+        reply = self.client.complete(self._messages(row), settings, self._sound(row))
         return Output(reply.text, _timing(reply, started))
 
     def generate(self, rows: Sequence[Row], settings: GenerationSettings, limits: MediaLimits,
@@ -414,7 +412,7 @@ class EndpointBackend:
         def work(i: int, row: Row):
             started, first = time.perf_counter(), None
             try:
-                for piece in self.client.stream(self._messages(row), settings, cancel):
+                for piece in self.client.stream(self._messages(row), settings, cancel, self._sound(row)):
                     if isinstance(piece, Reply):
                         outputs[i] = Output(piece.text, _timing(piece, started, first))
                     else:

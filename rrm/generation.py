@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .errors import RRMError, first_line
-from .inputs import END_OF_TURN, Row, encode, to_device
+from .inputs import END_OF_TURN, Row, encode, sound_groups, to_device
 from .limits import MAX_PROMPT_TOKENS, over
 from .media import MediaLimits
 from .model import LoadedModel
@@ -353,6 +353,13 @@ class TransformersBackend:
 
     def generate(self, rows: Sequence[Row], settings: GenerationSettings, limits: MediaLimits,
                  cancel: threading.Event | None = None) -> list[Output]:
+        groups = sound_groups(rows)
+        if len(groups) > 1:  # videos heard with their sound and silent ones: one generate call for each kind
+            outputs: list = [None] * len(rows)
+            for group in groups:
+                for i, output in zip(group, self.generate([rows[i] for i in group], settings, limits, cancel)):
+                    outputs[i] = output
+            return outputs
         inputs = self.inputs(rows, limits)
         streamer = _TokenStreamer(len(rows))
         started = time.perf_counter()
@@ -363,6 +370,10 @@ class TransformersBackend:
                cancel: threading.Event | None = None) -> Iterator[Progress]:
         """Every row's text as tokens arrive. Set `cancel`, or close the generator, to stop at once."""
         cancel = cancel or threading.Event()
+        groups = sound_groups(rows)
+        if len(groups) > 1:
+            yield from self._stream_groups(rows, groups, settings, limits, cancel)
+            return
         inputs = self.inputs(rows, limits)
         streamer = _TokenStreamer(len(rows))
         failure: list[BaseException] = []
@@ -393,6 +404,21 @@ class TransformersBackend:
         finally:
             cancel.set()
             worker.join()
+
+    def _stream_groups(self, rows: Sequence[Row], groups: list[list[int]], settings: GenerationSettings,
+                       limits: MediaLimits, cancel: threading.Event) -> Iterator[Progress]:
+        """A stream over rows that cannot share a forward (rrm.inputs.sound_groups): one group after another."""
+        texts, outputs = [""] * len(rows), [None] * len(rows)
+        for group in groups:
+            for step in self.stream([rows[i] for i in group], settings, limits, cancel):
+                for i, text in zip(group, step.texts):
+                    texts[i] = text
+                if step.outputs is None:
+                    yield Progress(list(texts))
+                else:
+                    for i, output in zip(group, step.outputs):
+                        outputs[i] = output
+        yield Progress(list(texts), outputs)
 
 
 __all__ = ["GenerationSettings", "Output", "Progress", "TransformersBackend", "OutOfMemory", "BackendUnavailable",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .errors import RRMError, first_line
-from .media import MediaLimits
-from .schema import AUDIO, IMAGE, VIDEO
+from .media import MediaLimits, load_media
+from .schema import AUDIO, IMAGE, ORDER_AB, ORDER_BA, VIDEO, Sample
 
 # Pixels and audio features take the model's dtype; everything else keeps its own.
 MEDIA_TENSORS = ("pixel_values", "pixel_values_videos", "input_features")
@@ -35,12 +35,15 @@ def encode(processor, rows: Sequence[Row], limits: MediaLimits, targets: Sequenc
     """
     import torch
 
+    if len(sound_groups(rows)) > 1:
+        raise RRMError("one batch mixes videos heard with their sound and silent ones (or sound at two frame "
+                       "rates): the model takes them in separate batches")
     texts = [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m, _ in rows]
     if targets is not None:
         texts = [t + target + END_OF_TURN for t, target in zip(texts, targets)]
     images = [obj for _, media in rows for kind, obj in media if kind == IMAGE]
     clips = [obj for _, media in rows for kind, obj in media if kind == VIDEO]
-    audio = [obj.samples for _, media in rows for kind, obj in media if kind == AUDIO]
+    audio, from_video = _audio_slots(rows)
     kwargs = {}
     if images:
         kwargs["images"] = images
@@ -52,6 +55,10 @@ def encode(processor, rows: Sequence[Row], limits: MediaLimits, targets: Sequenc
                                    "do_sample_frames": False, "fps": clips[0].fps, "cap_pixels_per_frame": True}
     if audio:
         kwargs["audio"] = audio
+    if any(i is not None for i in from_video):
+        # Qwen2.5-Omni's audio in video: each clip's frames and sound interleaved in 2-second chunks, on one time
+        # axis (TMRoPE). The processor lays the chunks out with the one fps of the call: sound_key keeps it true.
+        kwargs.update(load_audio_from_video=True, audio_from_video_indices=from_video)
     try:
         inputs = processor(text=texts, padding=True, return_tensors="pt", **kwargs)
     except Exception as e:
@@ -61,9 +68,81 @@ def encode(processor, rows: Sequence[Row], limits: MediaLimits, targets: Sequenc
         patch = processor.video_processor.temporal_patch_size
         inputs["video_second_per_grid"] = torch.tensor([patch / c.fps for c in clips])
     inputs.pop("num_audio_tokens", None)
+    if clips:  # the model's positions must interleave frames and sound as the processor did, or not at all
+        inputs["use_audio_in_video"] = any(i is not None for i in from_video)
     if targets is not None:
         inputs["labels"] = _target_labels(processor.tokenizer, inputs, targets)
     return inputs
+
+
+def _audio_slots(rows: Sequence[Row]) -> tuple[list, list[int | None]]:
+    """The sound the processor takes, in the order it appears in the text: each audio item's, and each heard
+    video's own track; beside each, the index of the video it comes from (None: a standalone audio item)."""
+    audio, from_video, video = [], [], 0
+    for _, media in rows:
+        for kind, obj in media:
+            if kind == AUDIO:
+                audio.append(obj.samples)
+                from_video.append(None)
+            elif kind == VIDEO:
+                if obj.audio is not None:
+                    audio.append(obj.audio.samples)
+                    from_video.append(video)
+                video += 1
+    return audio, from_video
+
+
+def sound_key(media) -> tuple | None:
+    """What rows must share to go through the model together: Qwen2.5-Omni takes audio in video for every video
+    of a forward or for none, laid out at one frame rate. ("sound", fps) for a row whose videos are heard,
+    ("silent",) for one with silent videos, None for one without video (it goes with either)."""
+    clips = [obj for kind, obj in media if kind == VIDEO]
+    if not clips:
+        return None
+    heard = [c for c in clips if c.audio is not None]
+    if not heard:
+        return ("silent",)
+    rates = {round(c.fps, 6) for c in heard}
+    if len(heard) < len(clips) or len(rates) > 1:
+        raise RRMError("the videos of one sample must all be heard at one frame rate, or none: "
+                       + ", ".join(f"{c.fps:.3g} fps " + ("with sound" if c.audio is not None else f"({c.audio_note})")
+                                   for c in clips) + "; judge them with --video-audio off, or apart")
+    return ("sound", rates.pop())
+
+
+def sound_groups(rows: Sequence[Row]) -> list[list[int]]:
+    """The indices of `rows` in groups that can share a forward (sound_key), in first-seen order."""
+    groups: dict = {}
+    for i, (_, media) in enumerate(rows):
+        groups.setdefault(sound_key(media), []).append(i)
+    free = groups.pop(None, [])
+    if not groups:
+        return [free]
+    first = next(iter(groups))
+    groups[first] = sorted(groups[first] + free)
+    return list(groups.values())
+
+
+def has_sound(media) -> bool:
+    """Whether a row's decoded media hold a video that is heard."""
+    return any(kind == VIDEO and obj.audio is not None for kind, obj in media)
+
+
+def decode_media(sample: Sample, limits: MediaLimits) -> list[tuple[str, object]]:
+    """A sample's media decoded, in order: [(kind, image | VideoClip | AudioClip)]."""
+    return [(m.kind, load_media(m, limits)) for m in sample.media]
+
+
+def judge_rows(sample: Sample, media, fmt, rubric, orders: Sequence[str] = (ORDER_AB,)) -> list[Row]:
+    """A sample's judging prompt in each order, with its decoded media. The prompt says a video is heard where one
+    is; a sample whose videos cannot all be heard together (sound_key) is refused here."""
+    from .prompts import build_messages
+
+    sound_key(media)
+    return [(build_messages(sample, fmt, rubric, o, sound=has_sound(media)), media) for o in orders]
+
+
+BOTH_ORDERS = (ORDER_AB, ORDER_BA)
 
 
 def _target_labels(tokenizer, inputs, targets: Sequence[str]):

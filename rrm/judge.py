@@ -22,24 +22,25 @@ import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import RRMError
 from .generation import (
     DECODINGS, BackendUnavailable, GenerationSettings, Output, OutOfMemory, TransformersBackend, multimodal_token_ids,
 )
-from .inputs import Row
+from .inputs import BOTH_ORDERS, Row, decode_media, has_sound, judge_rows, sound_key
 from .limits import InputLimits, over
-from .media import MediaLimits, load_media
+from .media import MediaLimits
 from .model import DEFAULT_MODEL, BaseCheck, LoadedModel, load_model
 from .parse import PartialJudgment, parse_grade, parse_judgment, parse_partial
 from .prompts import (
-    PromptFormat, TemplateFormat, build_grade_messages, build_messages, build_question_messages, get_format, read_text_file,
+    PromptFormat, TemplateFormat, build_grade_messages, build_question_messages, get_format, read_text_file,
     resolve_format,
 )
 from .release import RELEASE_PROFILE, judge_limits
 from .rubric import Rubric, load_rubric
 from .schema import (
-    ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE, Grade, Judgment, MediaItem, ParseStatus,
+    ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE, VIDEO, Grade, Judgment, MediaItem, ParseStatus,
     Sample, SwapCheck, Timing,
 )
 
@@ -96,7 +97,7 @@ class Judge:
         self.format = resolve_format(recorded, prompt_format)
         self.rubric = load_rubric(rubric if rubric is not None else recorded.get("rubric"))
         # Media bounds: as given, else as the checkpoint records (those it was trained with), else its profile's.
-        self.limits = limits if limits is not None else judge_limits(recorded)
+        self.limits = judge_limits(recorded, limits)
         self.generation = generation
         self.input_limits = input_limits
 
@@ -153,7 +154,7 @@ class Judge:
         if rubric is not None:
             other.rubric = load_rubric(rubric)
         if limits is not None:
-            other.limits = limits
+            other.limits = judge_limits(self.backend.judge_config, limits)
         return other
 
     @property
@@ -191,19 +192,19 @@ class Judge:
     # ------------------------------------------------------------------ rows
 
     def _decode_media(self, sample: Sample) -> list[tuple[str, object]]:
-        return [(m.kind, load_media(m, self.limits)) for m in sample.media]
+        return decode_media(sample, self.limits)
 
     def _rows(self, sample: Sample, media, swap_check: bool) -> list[Row]:
-        orders = (ORDER_AB, ORDER_BA) if swap_check else (ORDER_AB,)
-        return [(build_messages(sample, self.format, self.rubric, o), media) for o in orders]
+        return judge_rows(sample, media, self.format, self.rubric, BOTH_ORDERS if swap_check else (ORDER_AB,))
 
     def _generate(self, rows: Sequence[Row], settings: GenerationSettings | None,
                   cancel: threading.Event | None = None) -> list[Output]:
         return self.backend.generate(rows, settings or self.generation, self.limits, cancel)
 
-    def _finish(self, sample: Sample, outputs: Sequence[Output]) -> Judgment:
+    def _finish(self, sample: Sample, outputs: Sequence[Output], media=()) -> Judgment:
         judgment = judgment_from_texts(sample, [o.text for o in outputs], self.rubric, self.description,
                                        [o.timing for o in outputs])
+        judgment.heard = heard(sample, media)
         for order, output in zip((ORDER_AB, ORDER_BA), outputs):
             if output.stopped_early:
                 judgment.status.errors.append(f"{order}: {output.stopped_early}" if len(outputs) > 1
@@ -217,8 +218,9 @@ class Judge:
         """Judge one pair. With swap_check, both orders go through one backend call. Setting `cancel`
         stops generation at the next token."""
         _validate(sample, self.input_limits)
-        rows = self._rows(sample, self._decode_media(sample), swap_check)
-        return self._finish(sample, self._generate(rows, settings, cancel))
+        media = self._decode_media(sample)
+        rows = self._rows(sample, media, swap_check)
+        return self._finish(sample, self._generate(rows, settings, cancel), media)
 
     def stream(self, sample: Sample, swap_check: bool = False, cancel: threading.Event | None = None,
                settings: GenerationSettings | None = None) -> Iterator[StreamUpdate]:
@@ -228,14 +230,15 @@ class Judge:
         """
         _validate(sample, self.input_limits)
         cancel = cancel or threading.Event()
-        rows = self._rows(sample, self._decode_media(sample), swap_check)
+        media = self._decode_media(sample)
+        rows = self._rows(sample, media, swap_check)
         steps = self.backend.stream(rows, settings or self.generation, self.limits, cancel)
         with contextlib.closing(steps):
             for step in steps:
                 texts = step.texts
                 judgment = None
                 if step.outputs is not None:
-                    judgment = self._finish(sample, step.outputs)
+                    judgment = self._finish(sample, step.outputs, media)
                     if cancel.is_set():
                         judgment.status.errors.append("generation was cancelled")
                 yield StreamUpdate(texts[0], parse_partial(texts[0], self.rubric),
@@ -262,11 +265,12 @@ class Judge:
     def _judge_chunk(self, chunk: Sequence[Sample], swap_check: bool, settings,
                      cancel: threading.Event | None = None) -> list[Judgment]:
         out: list[Judgment | None] = [None] * len(chunk)
-        rows, owners = [], []
+        rows, owners, media = [], [], {}
         for i, sample in enumerate(chunk):
             try:
                 _validate(sample, self.input_limits)
-                new = self._rows(sample, self._decode_media(sample), swap_check)
+                media[i] = self._decode_media(sample)
+                new = self._rows(sample, media[i], swap_check)
             except RRMError as e:
                 out[i] = failed_judgment(sample, str(e), self.description)
                 continue
@@ -283,7 +287,7 @@ class Judge:
                 # Retry one pair at a time: only the pair at fault is lost, not the batch.
                 return [j for s in chunk for j in self._judge_chunk([s], swap_check, settings, cancel)]
             for i in sorted(set(owners)):
-                out[i] = self._finish(chunk[i], [outputs[r] for r, o in enumerate(owners) if o == i])
+                out[i] = self._finish(chunk[i], [outputs[r] for r, o in enumerate(owners) if o == i], media[i])
         return out
 
     def grade(self, sample: Sample, settings: GenerationSettings | None = None) -> Grade:
@@ -293,7 +297,10 @@ class Judge:
         if len(sample.response_a) > self.input_limits.max_text_chars:
             raise RRMError(over("the response", len(sample.response_a), self.input_limits.max_text_chars,
                                 flag="--max-text-chars"))
-        output = self._generate([(build_grade_messages(sample, self.rubric), self._decode_media(sample))], settings)[0]
+        media = self._decode_media(sample)
+        sound_key(media)
+        output = self._generate([(build_grade_messages(sample, self.rubric, sound=has_sound(media)), media)],
+                                settings)[0]
         return dataclasses.replace(parse_grade(output.text, self.rubric), timing=output.timing,
                                    model=self.description)
 
@@ -352,6 +359,7 @@ def _validate(sample: Sample, limits: InputLimits) -> None:
             raise RRMError(f"{name} is empty")
     if not str(sample.query or "").strip() and not sample.media:
         raise RRMError("the query is empty and there is no media")
+    limits.check_media(len(sample.media))
     for name in ("query", "response_a", "response_b", "reference"):
         size = len(str(getattr(sample, name) or ""))
         if size > limits.max_text_chars:
@@ -368,6 +376,12 @@ def judgment_from_texts(sample: Sample, texts: Sequence[str], rubric: Rubric, mo
         ba = dataclasses.replace(parse_judgment(texts[1], rubric).swapped(), order=ORDER_BA, timing=timings[1])
         ab = combine_orders(ab, ba)
     return dataclasses.replace(ab, model=model, sample_id=sample.id)
+
+
+def heard(sample: Sample, media) -> list[dict]:
+    """What the judge heard of each video of a sample (its decoded media): seconds of sound, or why none."""
+    return [{"video": Path(item.path).name if item.path else VIDEO, **clip.heard()}
+            for item, (kind, clip) in zip(sample.media, media) if kind == VIDEO]
 
 
 def failed_judgment(sample: Sample, reason: str, model: str | None = None) -> Judgment:

@@ -42,6 +42,11 @@ VIDEO_MAX_SECONDS = 3 * 3600  # longer videos are refused: decoding them would t
 MAX_ASPECT_RATIO = 150
 AUDIO_SAMPLING_RATE = 16_000  # what the Whisper feature extractor of Qwen2.5-Omni expects
 AUDIO_MAX_SECONDS = 30.0  # the feature extractor sees 30 s at most; longer audio is cut, with a warning
+# A video's own sound track: "auto" hears it where the file has one (unless a judge's checkpoint records that it
+# was trained on silent frames), "on" hears it whatever the record says, "off" takes the frames only.
+VIDEO_AUDIO_MODES = ("auto", "on", "off")
+NO_AUDIO_TRACK = "no audio track"
+SOUND_OFF = "sound off"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,11 @@ class MediaLimits:
     audio_max_seconds: float = AUDIO_MAX_SECONDS
     max_input_pixels: int = MAX_INPUT_PIXELS
     max_file_bytes: int = MAX_FILE_BYTES
+    video_audio: str = "auto"  # one of VIDEO_AUDIO_MODES
+
+    def __post_init__(self):
+        if self.video_audio not in VIDEO_AUDIO_MODES:
+            raise MediaError(f"video audio must be one of {', '.join(VIDEO_AUDIO_MODES)}, got {self.video_audio!r}")
 
     def replace(self, **changes) -> MediaLimits:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -70,20 +80,31 @@ class MediaLimits:
 
 
 @dataclass
+class AudioClip:
+    samples: np.ndarray  # float32 mono
+    sampling_rate: int
+    duration_s: float
+    truncated: bool = False
+
+
+@dataclass
 class VideoClip:
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
     fps: float  # the real rate of the sampled frames: T / duration
     source_fps: float | None
     duration_s: float
     source: Path | None = None  # the file it was decoded from (sent whole to an endpoint)
+    audio: AudioClip | None = None  # its sound track over the frames' span, when it is heard
+    audio_note: str = NO_AUDIO_TRACK  # why there is no sound (NO_AUDIO_TRACK, SOUND_OFF, an undecodable track)
 
-
-@dataclass
-class AudioClip:
-    samples: np.ndarray  # float32 mono
-    sampling_rate: int
-    duration_s: float
-    truncated: bool = False
+    def heard(self) -> dict:
+        """What the judge hears of this clip: the seconds of sound, or why there are none."""
+        if self.audio is None:
+            return {"audio_s": None, "note": self.audio_note}
+        note = f"{self.audio.duration_s:.1f} s of sound"
+        if self.audio.truncated:
+            note += " (cut to the audio bound)"
+        return {"audio_s": round(self.audio.duration_s, 2), "note": note}
 
 
 def media_kind(path: str | Path) -> str | None:
@@ -203,12 +224,37 @@ def load_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> VideoCl
     try:
         clip = _load_video_cv2(p, limits)
         clip = clip if clip is not None else _load_video_av(p, limits)
-        clip.source = p
-        return clip
     except MediaError:
         raise
     except Exception as e:
         raise MediaError(f"video file {p} cannot be decoded: {first_line(e)}") from None
+    clip.source = p
+    _add_sound(clip, p, limits)
+    return clip
+
+
+def _add_sound(clip: VideoClip, p: Path, limits: MediaLimits) -> None:
+    """The clip's sound track, or why there is none (with the sound off, what the file would have given)."""
+    if limits.video_audio != "off":
+        clip.audio, clip.audio_note = video_audio(p, clip.duration_s, limits)
+        return
+    seconds = _track_seconds(p)
+    clip.audio_note = NO_AUDIO_TRACK if seconds is None else (
+        f"{SOUND_OFF}: its {seconds:.1f} s sound track is not heard (--video-audio on hears it)")
+
+
+def _track_seconds(p: Path) -> float | None:
+    """The length of a file's first audio stream from its header (0.0 when the header gives none), None without one."""
+    import av
+
+    try:
+        with av.open(str(p)) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                return None
+            return _stream_seconds(stream) or (container.duration or 0) / 1e6
+    except Exception:
+        return None
 
 
 def _load_video_cv2(p: Path, limits: MediaLimits) -> VideoClip | None:
@@ -298,13 +344,31 @@ def _checked_fps(p: Path, n_frames: int, header_fps: float, seconds: float | Non
 
 
 def _container_seconds(p: Path) -> float | None:
-    """The duration the container records (PyAV reads only the header), None when it records none."""
+    """The duration of the video the container records (PyAV reads only the header), None when it records none.
+
+    That is the container's duration; with a sound track, which may run on past the last frame, it is the video
+    stream's own where the header gives one that ends sooner."""
     import av
 
     try:
         with av.open(str(p)) as container:
-            return container.duration / 1e6 if container.duration and container.duration > 0 else None
+            seconds = container.duration / 1e6 if container.duration and container.duration > 0 else None
+            if seconds and container.streams.audio and container.streams.video:
+                own = _stream_seconds(container.streams.video[0])
+                seconds = own if own and own < seconds else seconds
+            return seconds
     except Exception:
+        return None
+
+
+def _stream_seconds(stream) -> float | None:
+    """A stream's own duration: its header's, or the DURATION tag Matroska writers add ("00:00:02.000000000")."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    try:
+        h, m, sec = (stream.metadata.get("DURATION") or "").split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
         return None
 
 
@@ -438,19 +502,66 @@ def _decode_audio_av(p: Path, max_seconds: float) -> tuple[np.ndarray, int, floa
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
             raise MediaError(f"audio file {p} has no audio stream")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_SAMPLING_RATE)
-        chunks, total = [], 0
-        limit = int(max_seconds * AUDIO_SAMPLING_RATE) + 1
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunk = out.to_ndarray().reshape(-1)
-                chunks.append(chunk)
-                total += chunk.size
-            if total > limit:
-                break
-        full = float(stream.duration * stream.time_base) if stream.duration else total / AUDIO_SAMPLING_RATE
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return samples.astype(np.float32), AUDIO_SAMPLING_RATE, full
+        samples = _resampled(container, stream, max_seconds)
+        full = float(stream.duration * stream.time_base) if stream.duration else samples.size / AUDIO_SAMPLING_RATE
+    return samples, AUDIO_SAMPLING_RATE, full
+
+
+def _resampled(container, stream, max_seconds: float) -> np.ndarray:
+    """An audio stream decoded to mono float32 at AUDIO_SAMPLING_RATE, up to a little past max_seconds."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_SAMPLING_RATE)
+    chunks, total = [], 0
+    limit = int(max_seconds * AUDIO_SAMPLING_RATE) + 1
+    for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+            chunk = out.to_ndarray().reshape(-1)
+            chunks.append(chunk)
+            total += chunk.size
+        if total > limit:
+            break
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)).astype(np.float32)
+
+
+def _start_s(stream) -> float:
+    return float(stream.start_time * stream.time_base) if stream is not None and stream.start_time else 0.0
+
+
+def video_audio(path: str | Path, duration_s: float, limits: MediaLimits = MediaLimits()) -> tuple[AudioClip | None, str]:
+    """A video file's sound track as the judge hears it: mono at 16 kHz over the span its frames cover (from the
+    video's start, `duration_s` long), within audio_max_seconds; (None, why) where there is none to hear.
+
+    A missing or undecodable track leaves a valid video: the reason is returned, nothing is raised."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as e:
+        return None, f"audio track undecodable: {first_line(e)}"
+    with container:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            return None, NO_AUDIO_TRACK
+        # Where the track starts against the frames: a later start is silence first, an earlier one is cut.
+        offset = _start_s(stream) - _start_s(container.streams.video[0] if container.streams.video else None)
+        span = min(duration_s, limits.audio_max_seconds)
+        try:
+            samples = _resampled(container, stream, max(0.0, span - offset))
+        except Exception as e:
+            return None, f"audio track undecodable: {first_line(e)}"
+    shift = int(round(abs(offset) * AUDIO_SAMPLING_RATE))
+    samples = np.concatenate([np.zeros(shift, np.float32), samples]) if offset > 0 else samples[shift:]
+    limit = int(span * AUDIO_SAMPLING_RATE)
+    truncated = duration_s > limits.audio_max_seconds + 1e-3 and samples.size > limit
+    samples = samples[:limit]
+    if samples.size == 0:
+        return None, "audio track holds no samples"
+    if not np.all(np.isfinite(samples)):
+        return None, "audio track holds non-finite samples"
+    if truncated:
+        log.warning("video %s: its sound is heard for the first %.1f s only (the audio bound)", path, span)
+    return AudioClip(samples, AUDIO_SAMPLING_RATE, samples.size / AUDIO_SAMPLING_RATE, truncated), ""
 
 
 def _finish_audio(samples: np.ndarray, rate: int, full_duration: float, limits: MediaLimits,
@@ -487,6 +598,8 @@ def load_media(item: MediaItem, limits: MediaLimits = MediaLimits()):
     if item.kind == VIDEO:
         clip = _video_from_data(item.data, item.fps, name, limits)
         clip.source = Path(item.path) if item.path and Path(item.path).is_file() else None
+        if clip.source is not None:  # decoded frames of a file: its sound is still in the file
+            _add_sound(clip, clip.source, limits)
         return clip
     rate = item.sampling_rate
     if not rate or rate <= 0:
@@ -523,3 +636,43 @@ def _video_from_data(data, fps: float | None, name: str, limits: MediaLimits) ->
     frames = [_fit_frame(arr[i].astype(np.uint8), limits.video_frame_pixels[1]) for i in idx]
     duration = arr.shape[0] / fps
     return VideoClip(np.stack(frames), fps=len(frames) / duration, source_fps=fps, duration_s=duration)
+
+
+# ----------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------
+
+# (video codec, audio codec) by container; every one is in PyAV's own FFmpeg build.
+_WRITE_CODECS = {".mp4": ("libx264", "aac"), ".mov": ("libx264", "aac"), ".mkv": ("libx264", "libmp3lame"),
+                 ".webm": ("libvpx-vp9", "libopus")}
+
+
+def write_video(target, frames, fps: float, audio: np.ndarray | None = None, audio_rate: int = AUDIO_SAMPLING_RATE,
+                container: str = ".mp4") -> None:
+    """Encode RGB frames ((T, H, W, 3) uint8, at `fps`) and an optional sound track (float32 samples, mono or
+    (samples, channels), at `audio_rate`) into `target`: a path, or a binary file object in `container`'s format."""
+    import av
+    from fractions import Fraction
+
+    suffix = Path(target).suffix.lower() if isinstance(target, (str, Path)) else container
+    video_codec, audio_codec = _WRITE_CODECS[suffix]
+    fmt = None if isinstance(target, (str, Path)) else {".mov": "mov", ".mkv": "matroska"}.get(suffix, suffix[1:])
+    with av.open(target if not isinstance(target, Path) else str(target), "w", format=fmt) as out:
+        stream = out.add_stream(video_codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.height, stream.width = (d - d % 2 for d in np.asarray(frames).shape[1:3])
+        stream.pix_fmt = "yuv420p"
+        sound = None
+        if audio is not None:
+            samples = np.asarray(audio, np.float32).reshape(len(audio), -1)
+            layout = "mono" if samples.shape[1] == 1 else "stereo"
+            sound = out.add_stream(audio_codec, rate=audio_rate, layout=layout)
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(
+                frame[:stream.height, :stream.width]), format="rgb24")))
+        out.mux(stream.encode())
+        if sound is not None:
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T).reshape(1, -1), format="flt",
+                                               layout=layout)
+            frame.sample_rate = audio_rate
+            out.mux(sound.encode(frame))
+            out.mux(sound.encode())

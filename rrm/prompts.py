@@ -330,18 +330,28 @@ def resolve_format(recorded: dict, prompt_format: str | PromptFormat | None = No
     return fmt if system is None else fmt.with_system(system)
 
 
+# Said first in the user text when a video is heard with its sound track (nothing is said of silent videos: the
+# released checkpoints were trained on silent frames and prompts without it).
+SOUND_NOTE = "The video comes with its sound: judge the answers on what is heard in it as well as what is seen."
+
+
 def _media_parts(sample: Sample) -> list[dict]:
     return [{"type": m.kind} for m in sample.media]
 
 
+def _user_content(sample: Sample, text: str, sound: bool) -> list[dict]:
+    return [*_media_parts(sample), {"type": "text", "text": f"{SOUND_NOTE}\n\n{text}" if sound else text}]
+
+
 def build_messages(sample: Sample, fmt: str | PromptFormat = DEFAULT_FORMAT,
-                   rubric: Rubric = DEFAULT_RUBRIC, order: str = ORDER_AB) -> list[dict]:
-    """System and user turns for one order of the pair; media parts before the text."""
+                   rubric: Rubric = DEFAULT_RUBRIC, order: str = ORDER_AB, sound: bool = False) -> list[dict]:
+    """System and user turns for one order of the pair; media parts before the text. `sound`: a video of the
+    sample is heard with its sound track (rrm.inputs.has_sound), and the prompt says so."""
     fmt = get_format(fmt)
     text = fmt.user_text(sample, rubric, order)
     return [
         {"role": "system", "content": [{"type": "text", "text": fmt.system}]},
-        {"role": "user", "content": [*_media_parts(sample), {"type": "text", "text": text}]},
+        {"role": "user", "content": _user_content(sample, text, sound)},
     ]
 
 
@@ -356,8 +366,8 @@ def build_question_messages(sample: Sample) -> list[dict]:
     return [{"role": "user", "content": [*_media_parts(sample), {"type": "text", "text": sample.query}]}]
 
 
-def build_grade_messages(sample: Sample, rubric: Rubric = DEFAULT_RUBRIC) -> list[dict]:
-    """Pointwise grading of `sample.response_a` alone."""
+def build_grade_messages(sample: Sample, rubric: Rubric = DEFAULT_RUBRIC, sound: bool = False) -> list[dict]:
+    """Pointwise grading of `sample.response_a` alone (`sound` as for build_messages)."""
     keys = ", ".join(f'"{k}"' for k in rubric.keys)
     example = {KEY_CRITERIA: {rubric.keys[0]: {KEY_RATIONALE: "...", KEY_SCORE: 0}, "...": {}}, KEY_SCORE: 0}
     about = f" about {_MEDIA_NOUN[sample.modality]}" if sample.media else ""
@@ -375,7 +385,7 @@ def build_grade_messages(sample: Sample, rubric: Rubric = DEFAULT_RUBRIC) -> lis
     ])
     return [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        {"role": "user", "content": [*_media_parts(sample), {"type": "text", "text": text}]},
+        {"role": "user", "content": _user_content(sample, text, sound)},
     ]
 
 

@@ -12,6 +12,9 @@ checkpoint whose `rrm_judge.json` says `"profile": "omni-rrm-release"`.
 - Media: the evaluation scripts' environment (MAX_PIXELS, VIDEO_MAX_PIXELS, FPS_MAX_FRAMES; FPS left at
   qwen-omni-utils' 2.0) and qwen-omni-utils' floor of 100,352 pixels per video frame, which in practice
   overrides the lower VIDEO_MAX_PIXELS the scripts set. Training used smaller images and 1 fps.
+- Sound of videos: off. ms-swift's Qwen2.5-Omni template hears a video's sound track only when the environment
+  sets USE_AUDIO_IN_VIDEO (default false), and neither the training scripts nor the evaluation scripts set it:
+  the released judges learnt and were measured on silent frames.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ RELEASE_SYSTEM = "You are a helpful assistant."
 # qwen-omni-utils' VIDEO_MIN_PIXELS (128 x 28 x 28): every frame is resized to at least this many pixels.
 _FRAME_FLOOR = 100_352
 EVAL_LIMITS = MediaLimits(image_max_pixels=1_003_520, video_fps=2.0, video_max_frames=20, video_max_pixels=50_176,
-                          video_min_pixels=_FRAME_FLOOR)
+                          video_min_pixels=_FRAME_FLOOR, video_audio="off")
 SFT_LIMITS = MediaLimits(image_max_pixels=131_072, video_fps=1.0, video_max_frames=20, video_max_pixels=12_288,
-                         video_min_pixels=_FRAME_FLOOR)
+                         video_min_pixels=_FRAME_FLOOR, video_audio="off")
 GRPO_LIMITS = dataclasses.replace(SFT_LIMITS, video_max_frames=8)
 
 # The folders of the released Omni-Preference media (images, videos, audio), under one root.
@@ -40,9 +43,15 @@ def is_release(judge_config: dict | None) -> bool:
     return not judge_config or judge_config.get("profile") == RELEASE_PROFILE
 
 
-def judge_limits(judge_config: dict | None) -> MediaLimits:
-    """The media bounds a checkpoint is judged with: its profile's, then what its record sets on top."""
+def judge_limits(judge_config: dict | None, given: MediaLimits | None = None) -> MediaLimits:
+    """The media bounds a checkpoint is judged with: `given`, else its profile's with what its record sets on top.
+
+    `video_audio="auto"` (in `given`) takes what the checkpoint calls for: "off" for one trained on silent frames
+    (the released checkpoints; a record that says "off"), else "auto" (hear a video's sound where it has one)."""
     base = EVAL_LIMITS if is_release(judge_config) else MediaLimits()
     known = {f.name for f in dataclasses.fields(MediaLimits)}
     recorded = (judge_config or {}).get("media_limits") or {}
-    return dataclasses.replace(base, **{k: v for k, v in recorded.items() if k in known})
+    own = dataclasses.replace(base, **{k: v for k, v in recorded.items() if k in known})
+    if given is None:
+        return own
+    return given if given.video_audio != "auto" else dataclasses.replace(given, video_audio=own.video_audio)

@@ -190,6 +190,8 @@ class Judgment:
     timing: Timing | None = None
     model: str | None = None
     sample_id: str | None = None
+    # Per video of the sample, what the judge heard: {"video": file name, "audio_s": seconds or None, "note"}.
+    heard: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -235,6 +237,7 @@ class Judgment:
             timing=Timing(**timing) if timing else None,
             model=d.get("model"),
             sample_id=d.get("sample_id"),
+            heard=list(d.get("heard") or []),
         )
 
 

@@ -39,6 +39,7 @@ from .api_inputs import BadRequest, Uploads, chat_row, flag, pair_sample, settin
 from .errors import RRMError, first_line
 from .generation import BackendUnavailable, GenerationSettings, OutOfMemory
 from .judge import Judge
+from .media import MediaLimits
 from .redact import redact, register_secret
 from .schema import Sample
 
@@ -329,7 +330,7 @@ class JudgeServer:
                 return _error(404, f"model {body.get('model')!r} is not served here; this server serves "
                                    f"{self.served_name!r}", "model_not_found")
             settings = _chat_settings(body, self.judge.generation)
-            row = chat_row(body.get("messages"), uploads, self.judge.limits)
+            row = chat_row(body.get("messages"), uploads, _chat_limits(body, self.judge.limits))
             if flag(body, "stream", False):
                 return self.chat_stream(row, settings)
             output = (await self.call_until_gone(request, lambda cancel: self.judge.backend.generate(
@@ -377,6 +378,18 @@ def _close_then_remove(updates, folder: str) -> None:
 
     updates.close()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _chat_limits(body: dict, limits: MediaLimits) -> MediaLimits:
+    """The server's media bounds, with a video's sound heard or not as the request's `mm_processor_kwargs`
+    asks (`use_audio_in_video`, as vLLM takes it); without it, as the server is set (--video-audio)."""
+    asked = (body.get("mm_processor_kwargs") or {}).get("use_audio_in_video") \
+        if isinstance(body.get("mm_processor_kwargs"), dict) else None
+    if asked is None:
+        return limits
+    if not isinstance(asked, bool):
+        raise BadRequest("mm_processor_kwargs.use_audio_in_video must be true or false")
+    return limits.replace(video_audio="on" if asked else "off")
 
 
 def _chat_settings(body: dict, base: GenerationSettings) -> GenerationSettings:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from .errors import ModelLoadError, RRMError, first_line
 from .generation import GenerationSettings, Output, Progress, end_ids, multimodal_token_ids, stream_once
-from .inputs import Row
+from .inputs import Row, has_sound
 from .media import MediaLimits
 from .model import DEFAULT_MODEL, _read_json, load_processor, locate
 from .schema import AUDIO, IMAGE, VIDEO, Timing
@@ -95,15 +95,24 @@ class VLLMBackend:
         requests = []
         for messages, media in rows:
             data: dict[str, list] = {}
+            sound = has_sound(media)
+            if sound and any(kind == AUDIO for kind, _ in media):
+                raise RRMError("vLLM hears a video's sound only where the prompt has no separate audio clip: "
+                               "judge this sample with --video-audio off, or on the transformers backend")
             for kind, obj in media:
                 if kind == IMAGE:
                     data.setdefault(IMAGE, []).append(obj)
                 elif kind == VIDEO:
                     data.setdefault(VIDEO, []).append(obj.frames)
+                    if sound:  # with use_audio_in_video, vLLM takes each video's own track as its audio
+                        data.setdefault(AUDIO, []).append((obj.audio.samples, obj.audio.sampling_rate))
                 else:
                     data.setdefault(AUDIO, []).append((obj.samples, obj.sampling_rate))
             prompt = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            requests.append({"prompt": prompt, "multi_modal_data": data} if data else {"prompt": prompt})
+            request = {"prompt": prompt, "multi_modal_data": data} if data else {"prompt": prompt}
+            if sound:
+                request["mm_processor_kwargs"] = {"use_audio_in_video": True}
+            requests.append(request)
         return requests
 
     def sampling_params(self, settings: GenerationSettings):

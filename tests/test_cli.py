@@ -107,8 +107,8 @@ def test_each_bad_media_file_gives_a_one_line_error_and_exit_2(tmp_path, capsys)
 
 @pytest.mark.parametrize("args,message", [
     (["--query", "q", "--response-a", "a"], "missing --response-b"),
-    (["--query", "q", "--response-a", "a", "--response-b", "b", "--image", "x.png", "--audio", "y.wav"],
-     "pass one media file"),
+    (["--query", "q", "--response-a", "a", "--response-b", "b", *["--image", "x.png"] * 5, *["--audio", "y.wav"] * 4],
+     "a sample holds at most 8 media items; this one has 9"),
     (["--pairs", "nope.jsonl", "--out", "o.jsonl"], "does not exist"),
     (["--model", "/no/such/dir", "--query", "q", "--response-a", "a", "--response-b", "b"], "does not exist"),
 ])

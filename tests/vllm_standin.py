@@ -101,8 +101,14 @@ class LLM:
             if "audio" in data:
                 assert all(rate == 16000 for _, rate in data["audio"]), "audio must be 16 kHz"
                 kwargs["audio"] = [a for a, _ in data["audio"]]
+            heard = (request.get("mm_processor_kwargs") or {}).get("use_audio_in_video", False)
+            if heard:  # as vLLM's Qwen2.5-Omni takes it: one audio item per video, each that video's sound
+                assert len(kwargs.get("audio", [])) == len(kwargs["videos"]), "one audio track per video"
+                kwargs.update(load_audio_from_video=True, audio_from_video_indices=list(range(len(kwargs["videos"]))))
             inputs = self.processor(text=[request["prompt"]], return_tensors="pt", **kwargs)
             inputs.pop("num_audio_tokens", None)
+            if heard:
+                inputs["use_audio_in_video"] = True
             p = sampling_params
             generate = {"max_new_tokens": p.max_tokens, "min_new_tokens": p.min_tokens or None,
                         "do_sample": p.temperature > 0, "eos_token_id": p.stop_token_ids,

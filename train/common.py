@@ -50,6 +50,9 @@ class JudgeTrainingArguments:
     video_min_pixels: int = field(default=0, metadata={
         "help": "frames are resized to at least this many pixels (the release's video decoder: 100352)"})
     audio_max_seconds: float = field(default=MediaLimits.audio_max_seconds, metadata={"help": "audio cut"})
+    video_audio: str = field(default="auto", metadata={
+        "help": "hear a video's own sound track: auto or on (where the file has one), off (frames only; recorded, "
+                "so the trained judge is run the same way)"})
     merge: bool = field(default=False, metadata={"help": "also save a merged full model in OUTPUT/merged"})
     init_adapter: str | None = field(default=None, metadata={
         "help": "a LoRA adapter to go on training (an SFT judge of ours, or ms-swift's), instead of a fresh one"})
@@ -57,7 +60,8 @@ class JudgeTrainingArguments:
     def limits(self) -> MediaLimits:
         return MediaLimits(image_max_pixels=self.image_max_pixels, video_fps=self.video_fps,
                            video_max_frames=self.video_max_frames, video_max_pixels=self.video_max_pixels,
-                           video_min_pixels=self.video_min_pixels, audio_max_seconds=self.audio_max_seconds)
+                           video_min_pixels=self.video_min_pixels, audio_max_seconds=self.audio_max_seconds,
+                           video_audio=self.video_audio)
 
     def prompt(self):
         fmt = get_format(self.prompt_format)

@@ -21,10 +21,8 @@ import torch
 
 from rrm.errors import RRMError
 from rrm.redact import redact
-from rrm.inputs import encode
+from rrm.inputs import decode_media, encode, judge_rows
 from rrm.generation import end_ids, multimodal_token_ids
-from rrm.media import load_media
-from rrm.prompts import build_messages
 from rrm.schema import Sample
 
 from .common import (JudgeTrainingArguments, load_trainable, parse_recipe, share_every_gradient_across_ranks,
@@ -65,8 +63,15 @@ class _WithMedia:
 
 def _collate(features: list[dict], device) -> dict:
     """Media of several rows, concatenated in row order (as their placeholders appear)."""
-    keys = {k for f in features for k in f}
-    return {k: torch.cat([f[k] for f in features if k in f]).to(device) for k in keys}
+    keys = {k for f in features for k in f} - {"use_audio_in_video"}
+    media = {k: torch.cat([f[k] for f in features if k in f]).to(device) for k in keys}
+    heard = {f["use_audio_in_video"] for f in features if "use_audio_in_video" in f}
+    if len(heard) > 1:
+        raise RRMError("a GRPO batch mixes videos heard with their sound and silent ones, which one forward cannot "
+                       "take: train them apart, or with --video_audio off")
+    if heard:
+        media["use_audio_in_video"] = heard.pop()
+    return media
 
 
 def make_trainer(fmt, rubric, limits, **trainer_kwargs):
@@ -90,8 +95,8 @@ def make_trainer(fmt, rubric, limits, **trainer_kwargs):
             for prompt in prompts:  # a prompt is a serialized Sample; rollouts repeat it num_generations times
                 if prompt not in decoded:
                     sample = Sample.from_dict(json.loads(prompt))
-                    decoded[prompt] = (build_messages(sample, self.judge_format, self.judge_rubric),
-                                       [(m.kind, load_media(m, self.media_limits)) for m in sample.media])
+                    decoded[prompt] = judge_rows(sample, decode_media(sample, self.media_limits),
+                                                 self.judge_format, self.judge_rubric)[0]
                 rows.append(decoded[prompt])
             return rows
 

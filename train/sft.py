@@ -15,9 +15,7 @@ import logging
 import sys
 
 from rrm.errors import RRMError
-from rrm.inputs import encode
-from rrm.media import load_media
-from rrm.prompts import build_messages
+from rrm.inputs import decode_media, encode, judge_rows
 from rrm.redact import redact
 from rrm.schema import Sample
 
@@ -42,8 +40,7 @@ class JudgeCollator:
         rows, targets = [], []
         for ex in examples:
             sample = Sample.from_dict(json.loads(ex["sample"]))
-            media = [(m.kind, load_media(m, self.limits)) for m in sample.media]
-            rows.append((build_messages(sample, self.fmt, self.rubric), media))
+            rows += judge_rows(sample, decode_media(sample, self.limits), self.fmt, self.rubric)
             targets.append(ex["target"])
         return dict(encode(self.processor, rows, self.limits, targets=targets))
 
