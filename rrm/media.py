@@ -239,8 +239,9 @@ def _add_sound(clip: VideoClip, p: Path, limits: MediaLimits) -> None:
         clip.audio, clip.audio_note = video_audio(p, clip.duration_s, limits)
         return
     seconds = _track_seconds(p)
-    clip.audio_note = NO_AUDIO_TRACK if seconds is None else (
-        f"{SOUND_OFF}: its {seconds:.1f} s sound track is not heard (--video-audio on hears it)")
+    heard = None if seconds is None else min(seconds or clip.duration_s, clip.duration_s, limits.audio_max_seconds)
+    clip.audio_note = NO_AUDIO_TRACK if heard is None else (
+        f"{SOUND_OFF}: its {heard:.1f} s sound track is not heard (--video-audio on hears it)")
 
 
 def _track_seconds(p: Path) -> float | None:
@@ -528,7 +529,8 @@ def _start_s(stream) -> float:
     return float(stream.start_time * stream.time_base) if stream is not None and stream.start_time else 0.0
 
 
-def video_audio(path: str | Path, duration_s: float, limits: MediaLimits = MediaLimits()) -> tuple[AudioClip | None, str]:
+def video_audio(path: str | Path, duration_s: float,
+                limits: MediaLimits = MediaLimits()) -> tuple[AudioClip | None, str]:
     """A video file's sound track as the judge hears it: mono at 16 kHz over the span its frames cover (from the
     video's start, `duration_s` long), within audio_max_seconds; (None, why) where there is none to hear.
 
@@ -671,7 +673,8 @@ def write_video(target, frames, fps: float, audio: np.ndarray | None = None, aud
                 frame[:stream.height, :stream.width]), format="rgb24")))
         out.mux(stream.encode())
         if sound is not None:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T).reshape(1, -1), format="flt",
+            # "flt" is packed: the channels interleaved, sample by sample, in one plane
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples).reshape(1, -1), format="flt",
                                                layout=layout)
             frame.sample_rate = audio_rate
             out.mux(sound.encode(frame))

@@ -81,11 +81,17 @@ def judgment_text(j: Judgment) -> str:
     else:
         lines.append("Swap check: both orders agree" if j.swap.agree else
                      f"Swap check: the orders disagree ({j.swap.verdict_ab} then {j.swap.verdict_ba}): a tie")
+    lines += [heard_text(h) for h in j.heard]
     t = j.timing
     if t is not None and t.total_s is not None:
         rate = f", {t.tokens_per_s:.0f} tokens/s" if t.tokens_per_s else ""
         lines.append(f"Timing: {t.generated_tokens} tokens in {t.total_s:.1f} s{rate}; prompt {t.prompt_tokens} tokens")
     return "\n".join(lines)
+
+
+def heard_text(heard: dict) -> str:
+    """One video of a judgment's `heard` record, for people: "Heard: clip.mp4: 3.0 s of sound"."""
+    return f"Heard: {heard.get('video')}: {heard.get('note')}"
 
 
 def _media_names(sample: Sample) -> str:

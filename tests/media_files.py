@@ -59,3 +59,40 @@ def _write_aac(path: Path, x: np.ndarray, rate: int) -> None:
             out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
+
+
+def make_av_video(path: Path, seconds: float = 2.0, fps: float = 10, size=(96, 64), sound_seconds: float | None = None,
+                  rate: int = 16_000, channels: int = 1, hz: float = 440.0) -> Path:
+    """A video (the moving bar of make_video) with a sound track: a tone of `sound_seconds` (default: as long as
+    the video; None for no track at all is make_video's), written by PyAV's FFmpeg encoders."""
+    from rrm.media import write_video
+
+    n = round(seconds * fps)
+    frames = np.full((n, size[1], size[0], 3), 30, np.uint8)
+    for i in range(n):
+        frames[i, :, (i * 3) % size[0]:(i * 3) % size[0] + 12] = (40, 200, 240)
+    t = np.arange(int((seconds if sound_seconds is None else sound_seconds) * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+    write_video(path, frames, fps, np.stack([wave] * channels, axis=1), rate)
+    return path
+
+
+def make_broken_sound_video(path: Path, seconds: float = 2.0, fps: float = 10, size=(96, 64)) -> Path:
+    """A valid video whose AAC sound track holds packets of random bytes: no decoder can read them."""
+    import av
+    from fractions import Fraction
+
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.height, video.width, video.pix_fmt = size[1], size[0], "yuv420p"
+        sound = out.add_stream("aac", rate=16_000, layout="mono")
+        for _ in range(round(seconds * fps)):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 90, np.uint8),
+                                                            format="rgb24")))
+        out.mux(video.encode())
+        for i in range(round(seconds * 16_000 / 1024)):
+            packet = av.Packet(rng.integers(0, 255, 300, dtype=np.uint8).tobytes())
+            packet.stream, packet.pts, packet.dts, packet.time_base = sound, i * 1024, i * 1024, Fraction(1, 16_000)
+            out.mux(packet)
+    return path

@@ -274,10 +274,24 @@ def _grpo_argv(data, tiny_dir, out, *extra):
             "--video_max_frames", "4", "--beta", "0.04", *extra]
 
 
-@pytest.mark.parametrize("modality,encoder", [("text", None), ("image", "Qwen2_5OmniVisionEncoder"),
-                                              ("video", "Qwen2_5OmniVisionEncoder"),
-                                              ("audio", "Qwen2_5OmniAudioEncoder")])
-def test_two_step_grpo_feeds_the_media_to_the_loss_forward(data_dir, tiny_dir, tmp_path, modality, encoder):
+VISION, AUDIO_ENCODER = "Qwen2_5OmniVisionEncoder", "Qwen2_5OmniAudioEncoder"
+
+
+def _sound_rl_file(data_dir) -> Path:
+    """The video rows, their clip given a sound track (a video heard: frames and sound in every forward)."""
+    from .media_files import make_av_video
+
+    make_av_video(data_dir / "ball_with_sound.mp4", seconds=2.0)
+    rows = [json.loads(x) | {"video": "ball_with_sound.mp4"}
+            for x in _rl_file(data_dir, "video").read_text().splitlines()]
+    path = data_dir / "rl-video-sound.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("modality,expected", [("text", set()), ("image", {VISION}), ("video", {VISION}),
+                                               ("audio", {AUDIO_ENCODER}), ("video-sound", {VISION, AUDIO_ENCODER})])
+def test_two_step_grpo_feeds_the_media_to_the_loss_forward(data_dir, tiny_dir, tmp_path, modality, expected):
     from train.grpo import main as grpo_main
 
     # Record every encoder call, and whether gradients were on: only the loss forward runs with them.
@@ -288,14 +302,15 @@ def test_two_step_grpo_feeds_the_media_to_the_loss_forward(data_dir, tiny_dir, t
 
     handle = torch.nn.modules.module.register_module_forward_hook(spy)
     try:
-        assert grpo_main(_grpo_argv(_rl_file(data_dir, modality), tiny_dir, tmp_path / "grpo", "--save_steps", "2")) == 0
+        data = _sound_rl_file(data_dir) if modality == "video-sound" else _rl_file(data_dir, modality)
+        assert grpo_main(_grpo_argv(data, tiny_dir, tmp_path / "grpo", "--save_steps", "2")) == 0
     finally:
         handle.remove()
     encoders = {"Qwen2_5OmniVisionEncoder", "Qwen2_5OmniAudioEncoder"}
     with_grad = {name for name, grad in calls if grad and name in encoders}
     without_grad = {name for name, grad in calls if not grad and name in encoders}
-    assert with_grad == ({encoder} if encoder else set())  # the loss forward saw the media
-    assert without_grad == ({encoder} if encoder else set())  # so did the rollouts and the reference
+    assert with_grad == expected  # the loss forward saw the media (a heard video: its frames and its sound)
+    assert without_grad == expected  # so did the rollouts and the reference
     state = json.loads((tmp_path / "grpo" / "checkpoint-2" / "trainer_state.json").read_text())
     logged = [h for h in state["log_history"] if "loss" in h]
     assert len(logged) == 2
