@@ -262,3 +262,28 @@ def test_training_batches_carry_the_sound(tiny_dir, tmp_path):
     assert batch["use_audio_in_video"] is True and batch["input_features"].shape[0] == 1
     with torch.no_grad():
         assert judge.loaded.model(**{k: v for k, v in batch.items()}).loss is not None
+
+
+def test_avqa_best_of_n_judges_each_item_with_its_image_and_its_audio(tiny_dir, tmp_path):
+    from rrm.eval.bon import load_bon, select_item
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "audios").mkdir()
+    make_image(tmp_path / "images" / "sample_0.jpg")
+    make_audio(tmp_path / "audios" / "sample_0.wav")
+    row = {"problem_id": 0, "problem": "What is the source of the sound?", "data_type": "image_audio",
+           "options": ["A. motorcycle", "B. automobile"], "solution": "<answer>B</answer>",
+           "path": {"image": "images/sample_0.jpg", "audio": "audios/sample_0.wav"}, "candidates": ["A", "B"]}
+    (tmp_path / "avqa.json").write_text(json.dumps([row]))
+    item, = load_bon(tmp_path / "avqa.json")
+    assert [m.kind for m in item.media] == ["image", "audio"]
+    judge = Judge.from_pretrained(str(tiny_dir), generation=SETTINGS)
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, a, o: seen.append(type(m).__name__) if type(m).__name__.endswith("Encoder") else None)
+    try:
+        result = select_item(judge, item)
+    finally:
+        handle.remove()
+    assert {"Qwen2_5OmniVisionEncoder", "Qwen2_5OmniAudioEncoder"} <= set(seen)
+    assert result["pairs_judged"] >= 1  # a random judge gives no verdict: its failures are counted, not fatal

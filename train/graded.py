@@ -10,6 +10,8 @@ pairs alike:
             octaves from 600 Hz, over 0.3 (1: 739 or 487 Hz; 0.1: 613 or 588 Hz, a mel bin apart)
     video   a soft bar that moves right or left: "which way does it move?"; contrast scales its step per frame
             (1: 8 px a frame; 0.1: 0.25 px, so its whole path is 1.3 px)
+    av      a video whose frames are all alike (a grey square) and whose own sound track is the audio task's tone:
+            the answer is in the video's sound only (the task `av` writes video items)
 Position, size, phase and loudness are drawn at random too, so that no two items share a file. Each split
 draws from its own seeded stream (`split_rng`): held-out items are never training items.
 """
@@ -23,7 +25,10 @@ from pathlib import Path
 import numpy as np
 
 MODALITIES = ("image", "audio", "video")
-EXTENSIONS = {"image": ".png", "audio": ".wav", "video": ".mp4"}
+AUDIO_VISUAL = "av"
+TASKS = (*MODALITIES, AUDIO_VISUAL)
+KIND = {AUDIO_VISUAL: "video"}  # the media kind of a task's items, where it is not the task's name
+EXTENSIONS = {"image": ".png", "audio": ".wav", "video": ".mp4", AUDIO_VISUAL: ".mp4"}
 SIZE = 56  # pixels, images and frames
 FRAMES, FPS = 6, 3.0
 RATE = 16_000
@@ -37,7 +42,7 @@ EASY, HARD = 1.0, 0.1  # the contrast of an easy and of a hard pair
 
 @dataclass(frozen=True)
 class Item:
-    modality: str
+    modality: str  # the media kind (an `av` item is a video)
     path: Path  # the media file written
     question: str
     right: str
@@ -52,16 +57,16 @@ def split_rng(seed: int, split: str, modality: str) -> random.Random:
     return random.Random(f"graded:{seed}:{split}:{modality}")
 
 
-def make_item(modality: str, contrast: float, rng: random.Random, path: Path) -> Item:
+def make_item(task: str, contrast: float, rng: random.Random, path: Path) -> Item:
     """Write one item's media at `path` (with its extension added); 0 < contrast <= 1."""
     if not 0 < contrast <= 1:
         raise ValueError(f"contrast must be in (0, 1], got {contrast}")
     truth = rng.random() < 0.5
-    path = path.parent / (path.name + EXTENSIONS[modality])
-    write = {"image": _image, "audio": _audio, "video": _video}[modality]
+    path = path.parent / (path.name + EXTENSIONS[task])
+    write = {"image": _image, "audio": _audio, "video": _video, AUDIO_VISUAL: _audio_visual}[task]
     question, options, signal = write(truth, contrast, rng, path)
     right, wrong = options if truth else options[::-1]
-    return Item(modality, path, question, right, wrong, truth, contrast, signal)
+    return Item(KIND.get(task, task), path, question, right, wrong, truth, contrast, signal)
 
 
 def _image(red: bool, contrast: float, rng: random.Random, path: Path):
@@ -77,15 +82,31 @@ def _image(red: bool, contrast: float, rng: random.Random, path: Path):
     return "Is the square more red or more blue?", ("It is more red.", "It is more blue."), balance
 
 
+def _tone(high: bool, contrast: float, rng: random.Random, seconds: float) -> tuple[np.ndarray, float]:
+    hz = PIVOT_HZ * 2 ** ((1 if high else -1) * MAX_OCTAVES * contrast)
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi))).astype(np.float32), hz
+
+
+TONE_QUESTION = (f"Is the tone higher or lower than {PIVOT_HZ:g} Hz?",
+                 (f"It is higher than {PIVOT_HZ:g} Hz.", f"It is lower than {PIVOT_HZ:g} Hz."))
+
+
 def _audio(high: bool, contrast: float, rng: random.Random, path: Path):
     import soundfile as sf
 
-    hz = PIVOT_HZ * 2 ** ((1 if high else -1) * MAX_OCTAVES * contrast)
-    t = np.arange(int(rng.uniform(0.5, 0.8) * RATE)) / RATE
-    wave = rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi))
-    sf.write(path, wave.astype(np.float32), RATE)
-    return (f"Is the tone higher or lower than {PIVOT_HZ:g} Hz?",
-            (f"It is higher than {PIVOT_HZ:g} Hz.", f"It is lower than {PIVOT_HZ:g} Hz."), hz)
+    wave, hz = _tone(high, contrast, rng, rng.uniform(0.5, 0.8))
+    sf.write(path, wave, RATE)
+    return *TONE_QUESTION, hz
+
+
+def _audio_visual(high: bool, contrast: float, rng: random.Random, path: Path):
+    from rrm.media import write_video
+
+    wave, hz = _tone(high, contrast, rng, FRAMES / FPS)  # the sound spans the frames
+    frames = np.full((FRAMES, SIZE, SIZE, 3), 128, np.uint8)  # every item's frames alike: they hold no answer
+    write_video(path, frames, FPS, wave, RATE)
+    return "Is the tone heard in the video higher or lower than 600 Hz?", TONE_QUESTION[1], hz
 
 
 def _video(right: bool, contrast: float, rng: random.Random, path: Path):
@@ -105,14 +126,14 @@ def _video(right: bool, contrast: float, rng: random.Random, path: Path):
     return "Which way does the bar move?", ("It moves to the right.", "It moves to the left."), step * (FRAMES - 1)
 
 
-def make_split(folder: Path, modality: str, split: str, n: int, contrast: float | tuple[float, float],
+def make_split(folder: Path, task: str, split: str, n: int, contrast: float | tuple[float, float],
                seed: int) -> list[Item]:
-    """`n` items of one modality for one split, their media under `folder`; a (low, high) contrast draws each
+    """`n` items of one task for one split, their media under `folder`; a (low, high) contrast draws each
     item's contrast evenly between the two."""
     folder.mkdir(parents=True, exist_ok=True)
-    rng = split_rng(seed, split, modality)
+    rng = split_rng(seed, split, task)
     low, high = contrast if isinstance(contrast, tuple) else (contrast, contrast)
-    return [make_item(modality, rng.uniform(low, high), rng, folder / f"{modality}-{split}-{i}") for i in range(n)]
+    return [make_item(task, rng.uniform(low, high), rng, folder / f"{task}-{split}-{i}") for i in range(n)]
 
 
-__all__ = ["Item", "make_item", "make_split", "split_rng", "MODALITIES", "EASY", "HARD"]
+__all__ = ["Item", "make_item", "make_split", "split_rng", "MODALITIES", "TASKS", "AUDIO_VISUAL", "EASY", "HARD"]

@@ -3,7 +3,8 @@
     python -m train.selfcheck [--stage sft|rl] [--setting small|large] [--seeds 0 1] [--jobs 2] [--out DIR]
 
 Per modality (train/graded.py: a square more red or more blue, a tone above or below 600 Hz, a bar moving
-right or left), easy and hard (low-contrast) pairs come from one generator. For each modality and seed,
+right or left; `--modalities av`: the tone as the sound track of a video whose frames are all alike, scored
+also with the sound off), easy and hard (low-contrast) pairs come from one generator. For each modality and seed,
 starting from the tiny fixture (one set of random weights for every seed, as a user has one base checkpoint):
     1. SFT on pairs of every contrast, on a budget that leaves hard pairs below the ceiling;
     2. train.mine_hard on a pool of easy and hard pairs: those where the SFT judge's sampled verdicts waver,
@@ -32,14 +33,15 @@ from rrm.judge import GenerationSettings, Judge
 from rrm.media import MediaLimits
 from rrm.schema import MediaItem, Sample
 
-from .graded import EASY, FPS, FRAMES, HARD, MODALITIES, Item, make_split
+from .graded import AUDIO_VISUAL, EASY, FPS, FRAMES, HARD, MODALITIES, TASKS, Item, make_split
 
 TEMPLATE = "Question: ${question}\nAnswer A: ${answer_a}\nAnswer B: ${answer_b}\nWhich answer matches the ${media}?"
 RUBRIC = {"criteria": [{"key": "grounding", "title": "Grounding",
                         "description": "Does the answer say what the image, audio or video shows?"}]}
 DIFFICULTIES = {"easy": EASY, "hard": HARD}
 TINY_SEED = 0  # the base model's random weights, the same for every seed of the run
-STAGES = ("untrained", "after SFT", "after GRPO", "after SFT-continued", "after GRPO, media withheld")
+STAGES = ("untrained", "after SFT", "after SFT, sound off", "after GRPO", "after SFT-continued",
+          "after GRPO, media withheld")
 MAX_NEW_TOKENS = 128  # a judgment here is about 100 tokens
 # GRPO's rollouts sample at 0.7. At 1.0 the tiny judge's long tail of junk tokens breaks most of its ~100-token
 # judgments somewhere: rollouts then differ in format, not in what they say the media hold, and hard-pair accuracy
@@ -143,14 +145,15 @@ class Unit:
         self.files = {"template": root / "template.txt", "rubric": root / "rubric.json"}
         self.seconds: dict[str, float] = {}
 
-    def _judge(self, path: str) -> Judge:  # a trained judge reads its media bounds from its checkpoint
-        limits = MediaLimits(video_fps=FPS, video_max_frames=FRAMES) if path == self.tiny else None
-        return Judge.from_pretrained(path, prompt_format="rubric-v2", prompt_template=str(self.files["template"]),
-                                     rubric=str(self.files["rubric"]), limits=limits,
-                                     generation=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
+    def _judge(self, path: str, sound: str = "auto") -> Judge:  # a trained judge reads its bounds from its record
+        limits = MediaLimits(video_fps=FPS, video_max_frames=FRAMES, video_audio="on") if path == self.tiny else None
+        judge = Judge.from_pretrained(path, prompt_format="rubric-v2", prompt_template=str(self.files["template"]),
+                                      rubric=str(self.files["rubric"]), limits=limits,
+                                      generation=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
+        return judge if sound == "auto" else judge.configured(limits=judge.limits.replace(video_audio=sound))
 
-    def _scores(self, path: str, withheld: bool = False) -> dict[str, float]:
-        judge = self._judge(path)
+    def _scores(self, path: str, withheld: bool = False, sound: str = "auto") -> dict[str, float]:
+        judge = self._judge(path, sound)
         return {d: accuracy(judge, self.test[d], withheld, self.seed) for d in DIFFICULTIES}
 
     def _timed(self, name: str, fn, *args):
@@ -181,6 +184,8 @@ class Unit:
         self._timed("SFT", sft_main, [*self._args(self.tiny, self.dir / "sft.jsonl", sft_out, s.sft_steps,
                                                   s.sft_batch), "--learning_rate", SFT_RATE])
         scores["after SFT"] = self._scores(str(sft_out))
+        if self.modality == AUDIO_VISUAL:  # the answer is in the video's sound only: without it, chance
+            scores["after SFT, sound off"] = self._scores(str(sft_out), sound="off")
         result = {"modality": self.modality, "seed": self.seed, "scores": scores, "seconds": self.seconds}
         if stage == "sft":
             return result
@@ -274,7 +279,7 @@ def markdown(results: list[dict], setting_name: str, setting: Setting) -> str:
              f"modality, {setting.sft_steps} SFT steps, then {setting.rl_steps} steps of GRPO or of SFT-continued "
              "on the mined pairs; chance is 50, an unreadable judgment counts as wrong.", "",
              "| modality | pairs | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
-    for modality in (m for m in MODALITIES if m in scores):
+    for modality in (m for m in TASKS if m in scores):
         for difficulty, by_stage in scores[modality].items():
             cells = [_cell(by_stage.get(s, []), len(seeds)) for s in stages]
             lines.append(f"| {modality} | {difficulty} | " + " | ".join(cells) + " |")
@@ -323,7 +328,7 @@ def plot(results: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
-    colours = dict(zip(MODALITIES, ("tab:red", "tab:green", "tab:blue")))
+    colours = dict(zip(TASKS, ("tab:red", "tab:green", "tab:blue", "tab:purple")))
     for ax, key in zip(axes.flat, LOGGED):
         for r in logged:
             steps = [(e["step"], e[key]) for e in r["grpo_log"] if key in e]
@@ -349,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", choices=["sft", "rl"], default="rl", help="stop after SFT, or run it all")
     parser.add_argument("--setting", choices=list(SETTINGS), default="small")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES))
+    parser.add_argument("--modalities", nargs="+", choices=TASKS, default=list(MODALITIES),
+                        help=f"{AUDIO_VISUAL}: a video whose answer is in its sound only (not in the default run)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, each in its own process")
     args = parser.parse_args(argv)
     setting, out = SETTINGS[args.setting], Path(args.out)
