@@ -37,14 +37,15 @@ from rrm.errors import first_line
 from rrm.__main__ import add_judge_arguments, build_judge
 from rrm.generation import NO_JUDGMENT_BEGUN
 from rrm.judge import Judge, OutOfMemory
-from rrm.limits import MAX_BATCH_PAIRS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS
-from rrm.media import EXTENSIONS, load_media, media_kind
+from rrm.limits import MAX_BATCH_PAIRS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS, InputLimits
+from rrm.media import EXTENSIONS, VIDEO_AUDIO_MODES, load_media, media_kind
 from rrm.model import QUANTIZATIONS, locate
 from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS, TemplateFormat, get_format
 from rrm.redact import install_log_redaction, redact
 from rrm.testing import examples
-from rrm.results import VERDICT_WORDS, overview, percent, score_text, short, summarize, write_csv, write_jsonl
+from rrm.results import (VERDICT_WORDS, heard_text, overview, percent, score_text, short, summarize, write_csv,
+                         write_jsonl)
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, VERDICTS, Judgment, MediaItem, Sample
 from rrm.votes import LABEL_OF_VOTE, NO_VERDICT, VOTE_NAMES, VOTES, VOTES_FILE, VoteBook, vote_stats
@@ -179,10 +180,11 @@ def render_verdict(judgment: Judgment | None, partial=None, running: bool = Fals
     if judgment is None and verdict and stopped_after is None:
         title = f"Judging… leaning {verdict}"
     done = judgment is not None or stopped_after is not None
+    heard = "".join(f'<div class="heard">{_e(heard_text(h))}</div>' for h in (judgment.heard if judgment else []))
     return (f'<div class="verdict-card" data-verdict="{_e(verdict or "")}" data-done="{done}">'
             f'<div class="winner">{_e(title)}</div>'
             f'<div class="scores"><span>A: {score_text(scores[0])}</span><span>B: {score_text(scores[1])}</span></div>'
-            f'<div class="swap">{_e(swap)}</div></div>')
+            f'<div class="swap">{_e(swap)}</div>{heard}</div>')
 
 
 def render_criteria(rubric: Rubric, done: dict) -> str:
@@ -282,13 +284,38 @@ def render_final(rubric: Rubric, j: Judgment) -> tuple:
 
 # ----------------------------------------------------------------------------- inputs
 
-def media_item(path: str | None) -> list[MediaItem]:
-    if not path:
+def uploaded(paths) -> list[str]:
+    """An upload value as a list of paths: none, one path, or several (Gradio's "multiple" File)."""
+    if not paths:
         return []
-    kind = media_kind(path)
-    if kind is None:
-        raise gr.Error(f"Unsupported file type {Path(path).suffix or '(none)'}; upload one of: {' '.join(MEDIA_TYPES)}")
-    return [MediaItem(kind, path)]
+    return [paths] if isinstance(paths, str) else [str(p) for p in paths]
+
+
+def media_items(paths, limits: InputLimits) -> list[MediaItem]:
+    """The uploaded files as media, in the order given, at most `limits.max_media` of them."""
+    paths = uploaded(paths)
+    try:
+        limits.check_media(len(paths))
+    except RRMError as e:
+        raise gr.Error(f"{str(e)[0].upper()}{str(e)[1:]}.") from None
+    items = []
+    for path in paths:
+        kind = media_kind(path)
+        if kind is None:
+            raise gr.Error(f"Unsupported file type {Path(path).suffix or '(none)'} ({Path(path).name}); "
+                           f"upload one of: {' '.join(MEDIA_TYPES)}")
+        items.append(MediaItem(kind, path))
+    return items
+
+
+def media_limits_markdown(judge: Judge) -> str:
+    """The bounds an upload is held to, as the page states them under the upload box."""
+    lim = judge.limits
+    sound = {"on": "heard", "off": "not heard", "auto": "heard when the file has a track"}[lim.video_audio]
+    return (f"Up to {judge.input_limits.max_media} files per sample, judged in the order uploaded. "
+            f"Video: {lim.video_fps:g} fps, at most {lim.video_max_frames} frames; its sound {sound} "
+            f"(at most {lim.audio_max_seconds:g} s). Audio: at most {lim.audio_max_seconds:g} s. "
+            "Options change these for one judgment.")
 
 
 def check_text(name: str, text: str | None, required: bool = True, limit: int = MAX_TEXT_CHARS) -> str:
@@ -330,10 +357,10 @@ def prompt_with_template(prompt_format: str, template: str | None) -> str | Temp
         raise gr.Error(f"Prompt template: {first_line(e)}") from None
 
 
-def _user_error(e: Exception, upload: str | None = None) -> gr.Error:
+def _user_error(e: Exception, uploads=None) -> gr.Error:
     message = redact(e)
-    if upload:  # name the file as the user knows it, not by the server's upload folder
-        message = message.replace(str(upload), Path(upload).name)
+    for path in uploaded(uploads):  # name the file as the user knows it, not by the server's upload folder
+        message = message.replace(path, Path(path).name)
     if isinstance(e, OutOfMemory):
         message += ". Lower 'video max frames' or 'audio max seconds' in Options."
     return gr.Error(message)
@@ -540,24 +567,26 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
     book, memory, voting = VoteBook(data_dir), PageMemory(), threading.Lock()
     live_raw: set[str] = set()  # pages whose Raw output accordion is open: they get the raw text as it streams
 
-    def judge_pair(query: str, response_a: str, response_b: str, media: str | None = None,
+    def judge_pair(query: str, response_a: str, response_b: str, media: list[str] | None = None,
                    reference: str | None = None, prompt_format: str | None = None, swap_check: bool = True,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 1024,
                    video_fps: float | None = None, video_max_frames: int | None = None,
                    audio_max_seconds: float | None = None, rubric_table=None, prompt_template: str | None = None,
-                   request: gr.Request = None):
+                   video_audio: str = "auto", request: gr.Request = None):
         """Judge which response is better; streams the card, the panels and the chart, then the whole judgment.
-        Everything after the two responses is optional: the defaults are the page's."""
+        Everything after the two responses is optional: the defaults are the page's. `media` is a list of files,
+        judged in order; `video_audio` "auto" hears a video's sound as the loaded judge does, "on" or "off" not."""
         sample = Sample(query=check_text("The query", query, required=not media, limit=max_text_chars),
                         response_a=check_text("Response A", response_a, limit=max_text_chars),
                         response_b=check_text("Response B", response_b, limit=max_text_chars),
-                        media=media_item(media),
+                        media=media_items(media, slot.judge.input_limits),
                         reference=check_text("The reference answer", reference, False, max_text_chars) or None)
         base = slot.judge
         rubric = rubric_from_rows(rubric_table) if rubric_table is not None else base.rubric
         limits = base.limits.replace(video_fps=float(video_fps or base.limits.video_fps),
                                      video_max_frames=int(video_max_frames or base.limits.video_max_frames),
-                                     audio_max_seconds=float(audio_max_seconds or base.limits.audio_max_seconds))
+                                     audio_max_seconds=float(audio_max_seconds or base.limits.audio_max_seconds),
+                                     video_audio=base.limits.video_audio if video_audio == "auto" else video_audio)
         judge = base.configured(prompt_format=prompt_with_template(prompt_format or base.format.name,
                                                                    prompt_template), rubric=rubric, limits=limits)
         # The served judge's settings (its command line: top-k, --judgment-start-tokens) under the page's.
@@ -707,21 +736,32 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         if event is not None:
             event.set()
 
-    def checked_upload(path):
-        """An upload that cannot be decoded is refused at once, with the reason; the File is emptied."""
-        try:
-            load_media(media_item(path)[0], slot.judge.limits)
-        except (RRMError, gr.Error) as e:  # gr.Error: a type the judge does not take
-            message = _user_error(e, path).message if isinstance(e, RRMError) else e.message
-            gr.Warning(f"{message.rstrip('.')}. The upload was removed.")
-            return None
-        return gr.skip()
+    def checked_upload(paths):
+        """Uploads that cannot be decoded, and those past the count limit, are refused at once, each with its
+        reason; the others stay in the File, in order."""
+        paths, kept = uploaded(paths), []
+        limit = slot.judge.input_limits.max_media
+        for path in paths:
+            try:
+                if len(kept) == limit:
+                    raise gr.Error(f"A sample holds at most {limit} media items")
+                load_media(media_items(path, slot.judge.input_limits)[0], slot.judge.limits)
+                kept.append(path)
+            except (RRMError, gr.Error) as e:  # gr.Error: a type the judge does not take, or one too many
+                message = _user_error(e, path).message if isinstance(e, RRMError) else e.message
+                gr.Warning(f"{Path(path).name}: {message.rstrip('.')}. The upload was removed.")
+        return gr.skip() if len(kept) == len(paths) else (kept or None)
 
-    def show_media(path):
-        kind = media_item(path)[0].kind if path else None
-        return (gr.update(value=path if kind == "image" else None, visible=kind == "image"),
-                gr.update(value=path if kind == "video" else None, visible=kind == "video"),
-                gr.update(value=path if kind == "audio" else None, visible=kind == "audio"))
+    def show_media(paths):
+        """The previews: images and videos in a gallery, the first audio clip in a player, every name in order."""
+        items = [(media_kind(p) or "unsupported", p) for p in uploaded(paths)]
+        seen = [p for kind, p in items if kind != "audio"]
+        sounds = [p for kind, p in items if kind == "audio"]
+        names = "In order: " + " · ".join(f"{i}. {Path(p).name} ({kind})" for i, (kind, p) in enumerate(items, 1))
+        return (gr.update(value=seen or None, visible=bool(seen)),
+                gr.update(value=sounds[0] if sounds else None, visible=bool(sounds),
+                          label="Preview" if len(sounds) < 2 else f"Preview: the first of {len(sounds)} audio clips"),
+                names if items else "")
 
     def judge_file(pairs_file: str, media_zip: str | None = None, swap_check: bool = True, batch_size: int = 4,
                    progress=gr.Progress()):
@@ -761,8 +801,9 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
 
     def best_of(query: str, response_1: str, response_2: str, response_3: str = "", response_4: str = "",
                 response_5: str = "", response_6: str = "", response_7: str = "", response_8: str = "",
-                media: str | None = None, swap_check: bool = True):
-        """Rank 2 to 8 responses by knockout (empty ones are left out); the query may be empty with media."""
+                media: list[str] | None = None, swap_check: bool = True):
+        """Rank 2 to 8 responses by knockout (empty ones are left out); the query may be empty with media, a list
+        of files judged in order."""
         given = (response_1, response_2, response_3, response_4, response_5, response_6, response_7, response_8)
         candidates = [check_text(f"Response {i + 1}", r, required=False, limit=max_text_chars)
                       for i, r in enumerate(given)]
@@ -774,7 +815,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         cancel = threading.Event()
         deadline = Deadline(cancel, max_request_seconds)
         try:
-            result = slot.judge.best_of_n(query or "", candidates, media=media_item(media),
+            result = slot.judge.best_of_n(query or "", candidates, media=media_items(media, slot.judge.input_limits),
                                           swap_check=bool(swap_check), cancel=cancel)
         except RRMError as e:
             raise _user_error(e, media) from None
@@ -812,7 +853,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                                                input_limits=slot.judge.input_limits)
         except RRMError as e:
             raise gr.Error(str(e)) from None
-        return model_info(), rubric_rows(slot.judge.rubric), slot.judge.format.name
+        return model_info(), rubric_rows(slot.judge.rubric), slot.judge.format.name, media_limits_markdown(slot.judge)
 
     with StrictBlocks(title="Omni-RRM judge", analytics_enabled=False) as demo:
         gr.Markdown("# Omni-RRM judge\nWhich of two responses is better, and why, criterion by criterion.")
@@ -823,10 +864,13 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                     reference = gr.Textbox(value="", label="Reference answer (optional)", lines=1,
                                            placeholder="A known good answer the judge may compare against")
                 with gr.Column(scale=2):
-                    media = gr.File(label="Media: image, video or audio (optional)", file_types=MEDIA_TYPES,
-                                    type="filepath", elem_id="media")
-                    image_preview = gr.Image(label="Preview", visible=False, interactive=False, height=200)
-                    video_preview = gr.Video(label="Preview", visible=False, interactive=False, height=200)
+                    media = gr.File(label="Media: images, videos or audio (optional)", file_types=MEDIA_TYPES,
+                                    file_count="multiple", type="filepath", elem_id="media")
+                    media_limits = gr.Markdown(media_limits_markdown(judge0), elem_id="media-limits",
+                                               label="Media limits")
+                    media_names = gr.Markdown(elem_id="media-names", label="Uploaded, in order")
+                    gallery_preview = gr.Gallery(label="Preview", visible=False, interactive=False, height=200,
+                                                 elem_id="media-gallery")
                     audio_preview = gr.Audio(label="Preview", visible=False, interactive=False)
             with gr.Row(equal_height=True):
                 response_a = gr.Textbox(label="Response A", lines=6, elem_id="response-a")
@@ -837,7 +881,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                 swap_btn = gr.Button("Swap A ↔ B", elem_id="swap-button")
                 clear_btn = gr.Button("Clear", elem_id="clear-button")
             gr.Examples(examples=_examples(), inputs=[query, media, response_a, response_b],
-                        label="Examples (text, image, video, audio): click one to fill the inputs")
+                        label="Examples (text, image, video, audio, a video with sound): click one to fill the inputs")
             with gr.Accordion("Options", open=False):
                 with gr.Row():
                     prompt_format = gr.Dropdown(list(PROMPT_FORMATS), value=judge0.format.name
@@ -856,6 +900,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                                                  label="Video max frames")
                     audio_max_seconds = gr.Slider(1, 30, value=judge0.limits.audio_max_seconds, step=1,
                                                   label="Audio max seconds")
+                    video_audio = gr.Radio(list(VIDEO_AUDIO_MODES), value="auto", label="Video sound (auto: as "
+                                           "the loaded judge hears it)", elem_id="video-audio")
                 rubric_table = gr.Dataframe(value=rubric_rows(judge0.rubric), headers=["key", "title", "description"],
                                             label="Rubric: add, remove or rename criteria", interactive=True,
                                             row_count=(len(judge0.rubric.criteria), "dynamic"),
@@ -890,7 +936,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                 history_file = gr.File(label="History (JSON)", interactive=False, elem_id="history-file")
             inputs = [query, response_a, response_b, media, reference, prompt_format, swap_check, temperature, top_p,
                       seed, max_new_tokens, video_fps, video_max_frames, audio_max_seconds, rubric_table,
-                      prompt_template]
+                      prompt_template, video_audio]
             shown = [verdict, criteria, chart, timing, orders, raw, judgment_json]
             votes_shown = [*vote_btns, undo_btn, vote_status]
             # Each new judgment starts from a clean card, panels and chart: an input error leaves nothing stale.
@@ -918,7 +964,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             export.click(exported, None, history_file, queue=False, api_name=False)
             # Queued (a warning reaches the page only through the queue), beside the model's queue, not behind it.
             media.upload(checked_upload, media, media, api_name=False, concurrency_limit=4)
-            media.change(show_media, media, [image_preview, video_preview, audio_preview], api_name=False,
+            media.change(show_media, media, [gallery_preview, audio_preview, media_names], api_name=False,
                          queue=False)
             add_criterion.click(lambda rows: [*table_rows(rows), ["", "", ""]], rubric_table, rubric_table,
                                 api_name=False, queue=False)
@@ -948,7 +994,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         with gr.Tab("Best-of-N"):
             with gr.Row():
                 bon_query = gr.Textbox(value="", label="Query", lines=2, scale=3)
-                bon_media = gr.File(label="Media (optional)", file_types=MEDIA_TYPES, type="filepath", scale=2)
+                bon_media = gr.File(label="Media (optional, several kept in order)", file_types=MEDIA_TYPES,
+                                    file_count="multiple", type="filepath", scale=2)
             # The first two have no value, so the API lists them as required; the other six as optional.
             bon_responses = [gr.Textbox(value=None if i < 2 else "", label=f"Response {i + 1}", lines=2,
                                         visible=i < 2, elem_id=f"bon-response-{i + 1}") for i in range(MAX_RESPONSES)]
@@ -993,7 +1040,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                 load_btn = gr.Button("Load", variant="primary")
             rescan.click(lambda: gr.update(choices=list(slot.checkpoints())), None, choice, api_name=False,
                          queue=False)
-            load_btn.click(load_other, [choice, quantization], [info, rubric_table, prompt_format],
+            load_btn.click(load_other, [choice, quantization], [info, rubric_table, prompt_format, media_limits],
                            api_name="load_model", concurrency_id="model")
             demo.load(model_info, None, info, api_name=False, queue=False)
     demo.queue(default_concurrency_limit=1)  # one generation per model at a time; others see their place
@@ -1002,7 +1049,7 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
 
 def _examples() -> list[list]:
     """The bundled examples (assets/pairs.jsonl, the pairs the demo judge learns) as the inputs they fill."""
-    return [[s.query, s.media[0].path if s.media else None, s.response_a, s.response_b] for s, _ in examples()]
+    return [[s.query, [m.path for m in s.media] or None, s.response_a, s.response_b] for s, _ in examples()]
 
 
 def _batch_pairs(pairs_file: Path, media_zip: Path | None, work: Path,

@@ -11,7 +11,9 @@ values - saves it once to a scratch folder and loads it back through rrm's own
 loader for each weight mode, so load time includes quantization. The tokenizer is a
 byte-level BPE trained offline on Python's documentation (about 3 characters per
 token, a little more tokens than Qwen's), the media are made on the spot: an image of
-448x448, videos of 8 and 16 frames of 448x448, audio of 10 s and 30 s.
+448x448, videos of 8 and 16 frames of 448x448, audio of 10 s and 30 s, and 16-frame videos
+of 10 s and 30 s with a sound track heard with the frames (av10, av30: what audio in
+video costs over the silent video16).
 
 Each row is one (size, weights, decoding path, modality):
 - load: seconds to load the checkpoint (the first path of a mode only);
@@ -19,7 +21,8 @@ Each row is one (size, weights, decoding path, modality):
 - TTFT: wall time of a one-token judgment, media decoding and preprocessing included
   (the second of two runs: one-off costs such as decoder start-up are left out);
 - decode: tokens/s at batch 1 after the first token, over `--tokens` greedy tokens;
-- peak: peak GPU memory during that judgment;
+- peak: peak GPU memory allocated during that judgment; on CPU, the process's peak resident
+  memory (weights included: compare rows, not the number alone);
 - swap: wall time of a judgment with the swap check (both orders, one batch of two)
   over one without (the image row);
 - batch: judgments per minute at `--batch` pairs per call, `--tokens` tokens each (the image row).
@@ -41,15 +44,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RRMError
-from .media import MediaLimits
+from .media import MediaLimits, write_video
 from .schema import AUDIO, IMAGE, VIDEO, MediaItem, Sample
 
 MODES = {"4bit": "NF4", "none": "bf16", "8bit": "int8"}  # --quantization name -> weights; 4-bit first, as it matters most
 PATHS = ("plain", "static")
-MODALITIES = ("text", "image", "video8", "video16", "audio10", "audio30")
+MODALITIES = ("text", "image", "video8", "video16", "audio10", "audio30", "av10", "av30")
 # Media bounds that keep every test input whole: 448x448 pixels, 2 frames per second, 16 frames.
 LIMITS = MediaLimits(image_max_pixels=448 * 448, video_fps=2.0, video_max_frames=16, video_max_pixels=448 * 448,
-                     audio_max_seconds=30.0)
+                     audio_max_seconds=30.0, video_audio="on")
 # The targets for a 7B judge at 4 bits on one H100 or H200.
 TARGETS = {"decode tokens/s": 120.0, "swap check / one judgment": 1.15, "TTFT image s": 0.5,
            "peak GiB image": 8.0, "peak GiB video16": 12.0}
@@ -114,10 +117,17 @@ def make_media(folder: Path) -> dict[str, list[MediaItem]]:
         writer.release()
     for seconds in (10, 30):
         t = np.arange(seconds * 16000) / 16000
-        sf.write(folder / f"audio{seconds}.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+        sound = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        sf.write(folder / f"audio{seconds}.wav", sound, 16000)
+        # 16 frames over the clip at the judge's 2 fps cap of 16: a 2 fps source of `seconds` s, then the tone.
+        frames = np.full((seconds * 2, 448, 448, 3), 40, np.uint8)
+        for i, frame in enumerate(frames):
+            frame[:, (i * 24) % 416:(i * 24) % 416 + 32] = (40, 200, 240)
+        write_video(folder / f"av{seconds}.mp4", frames, 2.0, sound, 16000)
     return {"text": [], "image": [MediaItem(IMAGE, str(folder / "image.png"))],
             **{f"video{n}": [MediaItem(VIDEO, str(folder / f"video{n}.mp4"))] for n in (8, 16)},
-            **{f"audio{n}": [MediaItem(AUDIO, str(folder / f"audio{n}.wav"))] for n in (10, 30)}}
+            **{f"audio{n}": [MediaItem(AUDIO, str(folder / f"audio{n}.wav"))] for n in (10, 30)},
+            **{f"av{n}": [MediaItem(VIDEO, str(folder / f"av{n}.mp4"))] for n in (10, 30)}}
 
 
 def build_checkpoint(size: str, folder: Path, device: str) -> Path:
@@ -158,17 +168,28 @@ def _wall(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - started, out
 
 
+_STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
 def _peak_reset():
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    elif _CLEAR_REFS.exists():
+        _CLEAR_REFS.write_text("5")  # Linux: resets the process's peak resident memory (VmHWM) to what it holds
 
 
 def _peak_gib() -> float | None:
+    """Peak GPU memory allocated; on CPU (Linux), the process's peak resident memory; None where neither is known."""
     import torch
 
-    return torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 1024**3
+    if not _STATUS.exists():
+        return None
+    kib = next((int(line.split()[1]) for line in _STATUS.read_text().splitlines() if line.startswith("VmHWM:")), None)
+    return None if kib is None else kib / 1024**2
 
 
 def _prompt_tokens(judge, sample: Sample) -> int:

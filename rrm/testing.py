@@ -471,20 +471,20 @@ def examples():
     return out
 
 
+PARROT_RECORD = {"prompt_format": "rubric-v2"}  # the parrot's rrm_judge.json
+
+
 def _lessons(model, processor) -> tuple[list, list[str]]:
     """Every bundled example in both orders: (prompt messages, decoded media) rows and their target judgments."""
     from .judge import Judge
     from .model import LoadedModel
-    from .prompts import build_messages
-    from .schema import ORDER_AB, ORDER_BA
 
-    judge = Judge(LoadedModel(model, processor, "parrot", None, "none", "cpu", {}), prompt_format="rubric-v2")
+    # The record it is saved with: the lessons are judged as the saved parrot judges (a video's sound heard).
+    judge = Judge(LoadedModel(model, processor, "parrot", None, "none", "cpu", PARROT_RECORD))
     rows, targets = [], []
-    for sample, judgment in examples():
-        media = judge._decode_media(sample)
-        for order, answer in ((ORDER_AB, judgment), (ORDER_BA, judgment.swapped())):
-            rows.append((build_messages(sample, judge.format, judge.rubric, order), media))
-            targets.append(judge.format.render(answer))
+    for sample, judgment in examples():  # the judge's own prompts, in both orders (a video's sound note included)
+        rows += judge._rows(sample, judge._decode_media(sample), swap_check=True)
+        targets += [judge.format.render(judgment), judge.format.render(judgment.swapped())]
     return rows, targets
 
 
@@ -531,7 +531,7 @@ def make_parrot(out_dir: str | Path, steps: int = 400, seed: int = 0, progress: 
     out = Path(out_dir)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / JUDGE_CONFIG_FILE).write_text(json.dumps({"prompt_format": "rubric-v2"}, indent=2))
+    (out / JUDGE_CONFIG_FILE).write_text(json.dumps(PARROT_RECORD, indent=2))
     return out
 
 

@@ -14,7 +14,7 @@ import app
 from rrm.judge import Judge
 from rrm.testing import PARROT_A, PARROT_B, PARROT_QUERY, parrot_picture
 
-from .media_files import make_audio, make_image, make_video
+from .media_files import make_audio, make_av_video, make_image, make_video
 
 RUBRIC = {"headers": ["key", "title", "description"],
           "data": [[c.key, c.title, c.description] for c in __import__("rrm").DEFAULT_RUBRIC.criteria]}
@@ -48,10 +48,17 @@ def client(server):
     return Client(server[0], verbose=False)
 
 
+def files(media):
+    """Upload values for a File that takes several: one path, a list of them, or none."""
+    if not media:
+        return None
+    return [handle_file(str(m)) for m in ([media] if isinstance(media, (str, Path)) else media)]
+
+
 def judge_args(query="What is shown?", media=None, a="a red ball", b="a cat", fmt="rubric-v2", swap=True, tokens=48,
                **more):
     """/judge's parameters by name; the ones left out take the defaults the API lists."""
-    return {"query": query, "response_a": a, "response_b": b, "media": handle_file(str(media)) if media else None,
+    return {"query": query, "response_a": a, "response_b": b, "media": files(media),
             "prompt_format": fmt, "swap_check": swap, "temperature": 0.0, "max_new_tokens": tokens, "video_fps": 2,
             "video_max_frames": 16, "audio_max_seconds": 30, "rubric_table": RUBRIC, **more}
 
@@ -68,7 +75,9 @@ def test_judge_streams_updates_then_the_final_judgment(client, media_dir):
     assert judgment["swap"]["other"]["order"] == "BA" and "tokens/s" in timing_md
     assert "Order A, B (as given)" in orders_html and "Order B, A (mapped back" in orders_html
     assert orders_html.count('class="criterion') == 10  # both orders' panels, side by side
-    assert all('data-done="False"' in out[0] for out in job.outputs()[:-1])  # partial updates first
+    # Partial updates first; a card unchanged since the last update is skipped (it reaches the client as no string).
+    cards = [out[0] for out in job.outputs()[:-1]]
+    assert cards and all('data-done="False"' in c for c in cards if isinstance(c, str)) and isinstance(cards[0], str)
 
 
 def test_every_example_on_the_page_gets_a_valid_judgment_with_the_right_verdict(client):
@@ -86,6 +95,29 @@ def test_each_modality(client, media_dir, modality):
              "audio": media_dir / "tone.wav"}[modality]
     judgment = client.predict(**judge_args(media=media, tokens=24), api_name="/judge")[-1]
     assert judgment["timing"]["generated_tokens"] >= 1 and judgment["model"]
+
+
+def test_a_video_with_sound_and_an_image_plus_audio_are_judged_with_what_was_heard(client, media_dir, tmp_path):
+    clip = make_av_video(tmp_path / "talk.mp4", seconds=2.0, sound_seconds=2.0)
+    card, *_, judgment = client.predict(**judge_args(media=[clip], tokens=8, swap=False, video_audio="on"),
+                                        api_name="/judge")
+    [heard] = judgment["heard"]
+    assert heard["video"] == "talk.mp4" and 1.8 <= heard["audio_s"] <= 2.1
+    assert "Heard: talk.mp4: " in card and " s of sound" in card
+    card, *_, judgment = client.predict(**judge_args(media=[clip], tokens=8, swap=False, video_audio="off"),
+                                        api_name="/judge")
+    assert judgment["heard"][0]["audio_s"] is None and "sound off" in card
+    # An image plus a separate audio clip (AVQA's shape): both reach the judge, in order; no video, nothing heard.
+    both = [media_dir / "red.png", media_dir / "tone.wav"]
+    *_, judgment = client.predict(**judge_args(media=both, tokens=8, swap=False), api_name="/judge")
+    assert judgment["timing"]["generated_tokens"] >= 1 and judgment["heard"] == []
+    ranking, *_ = client.predict(query="Which fits?", response_1="a tone", response_2="silence", media=files(both),
+                                 swap_check=False, api_name="/best_of_n")
+    assert ranking.count("<tr") == 3
+    many = [media_dir / "red.png"] * 9
+    assert "A sample holds at most 8 media items; this one has 9." in _error(
+        client, **judge_args(media=many, tokens=8))
+    assert "'loud'" in (refused := _error(client, **judge_args(tokens=8, video_audio="loud"))) and "'off'" in refused
 
 
 def test_swap_check_off(client):
@@ -203,7 +235,7 @@ def test_best_of_n_ranks_by_name_the_boxes_in_use_with_each_match_explained(clie
     ranking, matches, rationales, payload = client.predict(
         query="What is shown?", response_1="a red ball", response_2="", response_3="a blue cube",
         response_4="a green tree",
-        media=handle_file(str(media_dir / "red.png")), swap_check=False, api_name="/best_of_n")
+        media=files(media_dir / "red.png"), swap_check=False, api_name="/best_of_n")
     assert ranking.count('class="best"') == 1 and ranking.count("<tr") == 4 and "mean score" in ranking
     # Box 2 was left empty: the matches name the boxes as the page numbers them.
     first, second = (row[1:3] for row in matches["data"])
@@ -225,8 +257,10 @@ def test_model_tab_loads_another_checkpoint_from_the_list(client, server, tiny_d
     assert label in slot.checkpoints()
     before = slot.judge
     try:
-        info, _, fmt = client.predict(label, "none", api_name="/load_model")
+        info, _, fmt, limits = client.predict(label, "none", api_name="/load_model")
         assert "second" in info and slot.judge.loaded.name.endswith("second") and fmt == "omni-rrm-release"
+        lim = slot.judge.limits  # the upload box states the loaded judge's bounds
+        assert f"at most {lim.video_max_frames} frames" in limits and f"{lim.video_fps:g} fps" in limits
         assert "| decoding | plain: no GPU (cpu) |" in info
         assert "Pick a checkpoint" in _error(client, "/etc", "none", api_name="/load_model")
     finally:
@@ -262,7 +296,7 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path, caplog
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
         # The examples sit with the inputs, above the options and the verdict.
-        examples_top = page.get_by_text("Examples (text, image, video, audio)").first.bounding_box()["y"]
+        examples_top = page.get_by_text("Examples (text, image, video, audio, a video with sound)").first.bounding_box()["y"]
         assert examples_top < page.locator("#verdict").bounding_box()["y"]
         # An input error leaves no stale verdict: the card, panels and chart start over.
         page.locator("#response-b textarea").fill("")
@@ -475,6 +509,31 @@ def test_the_page_controls_upload_check_swap_clear_history_and_more_boxes(server
         browser.close()
 
 
+def test_several_uploads_show_in_order_with_previews_and_the_limits_and_a_bad_one_alone_is_removed(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    picture, clip, sound = make_image(tmp_path / "before.png"), make_av_video(tmp_path / "talk.mp4"), \
+        make_audio(tmp_path / "narration.wav")
+    corrupt = tmp_path / "broken.png"
+    corrupt.write_text("not an image at all")
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.goto(server[0])
+        assert "Up to 8 files per sample" in page.locator("#media-limits").inner_text()
+        page.locator("#media input[type=file]").set_input_files([str(picture), str(corrupt), str(clip), str(sound)])
+        page.get_by_text("broken.png: image file broken.png cannot be decoded").first.wait_for(timeout=30_000)
+        names = page.locator("#media-names")
+        page.wait_for_function("() => document.querySelector('#media-names').innerText.includes('3. narration')",
+                               timeout=10_000)
+        assert names.inner_text().strip() == ("In order: 1. before.png (image) · 2. talk.mp4 (video) · "
+                                            "3. narration.wav (audio)")
+        page.locator("#media-gallery img").first.wait_for(timeout=10_000)
+        assert page.locator("#media-gallery video").count() >= 1  # the video previews beside the image
+        assert page.locator("audio").count() >= 1
+        browser.close()
+
+
 def test_every_endpoint_names_its_parameters_and_outputs_and_marks_the_optional_ones(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert set(endpoints) == {"/judge", "/vote", "/votes", "/judge_batch", "/best_of_n", "/load_model"}
@@ -485,6 +544,8 @@ def test_every_endpoint_names_its_parameters_and_outputs_and_marks_the_optional_
     for name, e in endpoints.items():
         assert not [p for p in e["parameters"] if p["parameter_name"].startswith("param_")], name
         assert e["returns"] and not [r for r in e["returns"] if r["label"].startswith("value_")], name
+    assert [p["parameter_name"] for p in endpoints["/judge"]["parameters"]][-3:] == [
+        "rubric_table", "prompt_template", "video_audio"]  # added at the end: positional callers keep working
     assert [p["parameter_name"] for p in endpoints["/best_of_n"]["parameters"]] == [
         "query", *(f"response_{i}" for i in range(1, 9)), "media", "swap_check"]
 

@@ -133,5 +133,5 @@ def test_text_format_and_the_summary_a_file_of_pairs_ends_with(parrot_dir, tmp_p
         assert main(["judge", "--model", str(parrot_dir), "--pairs", str(EXAMPLES), "--out", str(out),
                      "--swap-check"]) == 0
         summary = capsys.readouterr().err.strip().splitlines()[-1]
-        assert summary == ("5 pairs: A better 60 %, B better 40 %, tie 0 %; swap agreement 100 % of 5 checked; "
+        assert summary == ("6 pairs: A better 67 %, B better 33 %, tie 0 %; swap agreement 100 % of 6 checked; "
                            "0 without a verdict")
