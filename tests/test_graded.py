@@ -67,3 +67,22 @@ def test_seeds_keep_held_out_items_apart_from_training_and_reproduce(tmp_path):
             assert digest(held) == digest(again)
     with pytest.raises(ValueError, match="contrast must be in"):
         make_item("image", 0.0, random.Random(0), tmp_path / "x")
+
+
+def test_an_audio_visual_item_holds_its_answer_in_the_sound_only_and_mute_silences_it(tmp_path):
+    from rrm.media import MediaLimits, load_video
+    from train.graded import AUDIO_VISUAL, mute
+
+    heard = MediaLimits(video_audio="on")
+    rng = random.Random(3)
+    items = [make_item(AUDIO_VISUAL, HARD, rng, tmp_path / f"av{i}") for i in range(6)]
+    assert {i.truth for i in items} == {True, False} and all(i.modality == "video" for i in items)
+    clips = [load_video(i.path, heard) for i in items]
+    for item, clip in zip(items, clips):
+        x = clip.audio.samples
+        hz = np.argmax(np.abs(np.fft.rfft(x))) * clip.audio.sampling_rate / len(x)
+        assert (hz > 600) == item.truth and abs(hz - item.signal) < 25, (item, hz)
+    assert all(np.array_equal(c.frames, clips[0].frames) for c in clips)  # the frames tell nothing
+    muted = load_video(mute(tmp_path / "muted.mp4"), heard)
+    assert np.array_equal(muted.frames, clips[0].frames)
+    assert abs(muted.audio.duration_s - clips[0].audio.duration_s) < 0.05 and np.abs(muted.audio.samples).max() < 1e-3

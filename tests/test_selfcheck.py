@@ -12,7 +12,7 @@ from train.graded import HARD, make_split
 from train.selfcheck import STAGES, Setting, held_out, markdown, mean_se, plot, run, withheld_media
 
 
-SILENT_STAGES = [s for s in STAGES if "sound off" not in s]  # the stages of a unit whose task is not av
+SILENT_STAGES = [s for s in STAGES if "sound" not in s]  # the stages of a unit whose task is not av
 
 def test_the_control_gives_each_item_another_items_media(tmp_path):
     test = held_out(make_split(tmp_path, "image", "test-hard", 5, HARD, seed=0), seed=0)

@@ -101,12 +101,23 @@ def _audio(high: bool, contrast: float, rng: random.Random, path: Path):
 
 
 def _audio_visual(high: bool, contrast: float, rng: random.Random, path: Path):
+    wave, hz = _tone(high, contrast, rng, FRAMES / FPS)  # the sound spans the frames
+    _write_av(path, wave)
+    return "Is the tone heard in the video higher or lower than 600 Hz?", TONE_QUESTION[1], hz
+
+
+def _write_av(path: Path, wave: np.ndarray) -> None:
     from rrm.media import write_video
 
-    wave, hz = _tone(high, contrast, rng, FRAMES / FPS)  # the sound spans the frames
     frames = np.full((FRAMES, SIZE, SIZE, 3), 128, np.uint8)  # every item's frames alike: they hold no answer
     write_video(path, frames, FPS, wave, RATE)
-    return "Is the tone heard in the video higher or lower than 600 Hz?", TONE_QUESTION[1], hz
+
+
+def mute(target: Path) -> Path:
+    """An audio-visual item's video with a silent track as long as its tone: what the judge was trained on, but
+    nothing to hear (every item's frames are alike, so it is any item, muted)."""
+    _write_av(target, np.zeros(int(FRAMES / FPS * RATE), np.float32))
+    return target
 
 
 def _video(right: bool, contrast: float, rng: random.Random, path: Path):
@@ -136,4 +147,5 @@ def make_split(folder: Path, task: str, split: str, n: int, contrast: float | tu
     return [make_item(task, rng.uniform(low, high), rng, folder / f"{task}-{split}-{i}") for i in range(n)]
 
 
-__all__ = ["Item", "make_item", "make_split", "split_rng", "MODALITIES", "TASKS", "AUDIO_VISUAL", "EASY", "HARD"]
+__all__ = ["Item", "make_item", "make_split", "mute", "split_rng", "MODALITIES", "TASKS", "AUDIO_VISUAL", "EASY",
+           "HARD"]

@@ -4,7 +4,7 @@
 
 Per modality (train/graded.py: a square more red or more blue, a tone above or below 600 Hz, a bar moving
 right or left; `--modalities av`: the tone as the sound track of a video whose frames are all alike, scored
-also with the sound off), easy and hard (low-contrast) pairs come from one generator. For each modality and seed,
+also with the sound off and with the track muted), easy and hard (low-contrast) pairs come from one generator. For each modality and seed,
 starting from the tiny fixture (one set of random weights for every seed, as a user has one base checkpoint):
     1. SFT on pairs of every contrast, on a budget that leaves hard pairs below the ceiling;
     2. train.mine_hard on a pool of easy and hard pairs: those where the SFT judge's sampled verdicts waver,
@@ -26,22 +26,22 @@ import random
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rrm.judge import GenerationSettings, Judge
 from rrm.media import MediaLimits
-from rrm.schema import MediaItem, Sample
+from rrm.schema import VIDEO, MediaItem, Sample
 
-from .graded import AUDIO_VISUAL, EASY, FPS, FRAMES, HARD, MODALITIES, TASKS, Item, make_split
+from .graded import AUDIO_VISUAL, EASY, FPS, FRAMES, HARD, MODALITIES, TASKS, Item, make_split, mute
 
 TEMPLATE = "Question: ${question}\nAnswer A: ${answer_a}\nAnswer B: ${answer_b}\nWhich answer matches the ${media}?"
 RUBRIC = {"criteria": [{"key": "grounding", "title": "Grounding",
                         "description": "Does the answer say what the image, audio or video shows?"}]}
 DIFFICULTIES = {"easy": EASY, "hard": HARD}
 TINY_SEED = 0  # the base model's random weights, the same for every seed of the run
-STAGES = ("untrained", "after SFT", "after SFT, sound off", "after GRPO", "after SFT-continued",
-          "after GRPO, media withheld")
+STAGES = ("untrained", "after SFT", "after SFT, sound off", "after SFT, sound muted", "after GRPO",
+          "after SFT-continued", "after GRPO, media withheld")
 MAX_NEW_TOKENS = 128  # a judgment here is about 100 tokens
 # GRPO's rollouts sample at 0.7. At 1.0 the tiny judge's long tail of junk tokens breaks most of its ~100-token
 # judgments somewhere: rollouts then differ in format, not in what they say the media hold, and hard-pair accuracy
@@ -152,9 +152,11 @@ class Unit:
                                       generation=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
         return judge if sound == "auto" else judge.configured(limits=judge.limits.replace(video_audio=sound))
 
-    def _scores(self, path: str, withheld: bool = False, sound: str = "auto") -> dict[str, float]:
+    def _scores(self, path: str, withheld: bool = False, sound: str = "auto", muted: bool = False) -> dict[str, float]:
         judge = self._judge(path, sound)
-        return {d: accuracy(judge, self.test[d], withheld, self.seed) for d in DIFFICULTIES}
+        tests = {d: [(replace(s, media=[MediaItem(VIDEO, str(self.muted))]), label)
+                     for s, label in test] for d, test in self.test.items()} if muted else self.test
+        return {d: accuracy(judge, tests[d], withheld, self.seed) for d in DIFFICULTIES}
 
     def _timed(self, name: str, fn, *args):
         start = time.perf_counter()
@@ -186,6 +188,9 @@ class Unit:
         scores["after SFT"] = self._scores(str(sft_out))
         if self.modality == AUDIO_VISUAL:  # the answer is in the video's sound only: without it, chance
             scores["after SFT, sound off"] = self._scores(str(sft_out), sound="off")
+            # Off, the prompt and the layout are ones it never saw; muted, they are, with no tone in them.
+            self.muted = mute(self.dir / "media" / "muted.mp4")
+            scores["after SFT, sound muted"] = self._scores(str(sft_out), muted=True)
         result = {"modality": self.modality, "seed": self.seed, "scores": scores, "seconds": self.seconds}
         if stage == "sft":
             return result
