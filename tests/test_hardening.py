@@ -587,4 +587,4 @@ def test_gradios_own_refusals_reach_the_client_named(served):
                                                                           api_name="/judge")
     started = httpx.post(url + "gradio_api/call/judge", json={"data": [1, 2]}).json()["event_id"]
     stream = httpx.get(url + f"gradio_api/call/judge/{started}").text
-    assert "event: error" in stream and '"error": "/judge takes 16 values, got 2."' in stream
+    assert "event: error" in stream and '"error": "/judge takes 17 values, got 2."' in stream

@@ -238,7 +238,7 @@ def test_the_demo_judge_gives_every_bundled_pair_its_label_in_a_batch(parrot):
     assert all(j.ok and j.swap.agree for j in judgments)
     # The clip with sound was heard (in its own forward: a batch mixing heard and silent videos is split).
     [heard] = [j.heard for s, j in zip(samples, judgments) if s.id == "video-sound-1"]
-    assert heard[0]["video"] == "ball_rolling_beeps.mp4" and 1.8 <= heard[0]["audio_s"] <= 2.0
+    assert heard[0]["video"] == "ball_beeps.mp4" and 1.8 <= heard[0]["audio_s"] <= 2.0
 
 
 def test_a_judge_that_opens_no_judgment_is_stopped_early_and_says_so(tiny_dir):
