@@ -740,14 +740,12 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         """Uploads that cannot be decoded, and those past the count limit, are refused at once, each with its
         reason; the others stay in the File, in order."""
         paths, kept = uploaded(paths), []
-        limit = slot.judge.input_limits.max_media
         for path in paths:
             try:
-                if len(kept) == limit:
-                    raise gr.Error(f"A sample holds at most {limit} media items")
+                slot.judge.input_limits.check_media(len(kept) + 1)
                 load_media(media_items(path, slot.judge.input_limits)[0], slot.judge.limits)
                 kept.append(path)
-            except (RRMError, gr.Error) as e:  # gr.Error: a type the judge does not take, or one too many
+            except (RRMError, gr.Error) as e:  # gr.Error: a type the judge does not take
                 message = _user_error(e, path).message if isinstance(e, RRMError) else e.message
                 gr.Warning(f"{Path(path).name}: {message.rstrip('.')}. The upload was removed.")
         return gr.skip() if len(kept) == len(paths) else (kept or None)

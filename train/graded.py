@@ -103,7 +103,7 @@ def _audio(high: bool, contrast: float, rng: random.Random, path: Path):
 def _audio_visual(high: bool, contrast: float, rng: random.Random, path: Path):
     wave, hz = _tone(high, contrast, rng, FRAMES / FPS)  # the sound spans the frames
     _write_av(path, wave)
-    return "Is the tone heard in the video higher or lower than 600 Hz?", TONE_QUESTION[1], hz
+    return f"Is the tone heard in the video higher or lower than {PIVOT_HZ:g} Hz?", TONE_QUESTION[1], hz
 
 
 def _write_av(path: Path, wave: np.ndarray) -> None:

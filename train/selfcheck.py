@@ -4,7 +4,8 @@
 
 Per modality (train/graded.py: a square more red or more blue, a tone above or below 600 Hz, a bar moving
 right or left; `--modalities av`: the tone as the sound track of a video whose frames are all alike, scored
-also with the sound off and with the track muted), easy and hard (low-contrast) pairs come from one generator. For each modality and seed,
+also with the sound off and with the track muted), easy and hard (low-contrast) pairs come from one generator.
+For each modality and seed,
 starting from the tiny fixture (one set of random weights for every seed, as a user has one base checkpoint):
     1. SFT on pairs of every contrast, on a budget that leaves hard pairs below the ceiling;
     2. train.mine_hard on a pool of easy and hard pairs: those where the SFT judge's sampled verdicts waver,
@@ -152,9 +153,11 @@ class Unit:
                                       generation=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
         return judge if sound == "auto" else judge.configured(limits=judge.limits.replace(video_audio=sound))
 
-    def _scores(self, path: str, withheld: bool = False, sound: str = "auto", muted: bool = False) -> dict[str, float]:
+    def _scores(self, path: str, withheld: bool = False, sound: str = "auto",
+                muted: Path | None = None) -> dict[str, float]:
+        """Held-out accuracy per difficulty; with `muted`, every item's video is that silent one instead."""
         judge = self._judge(path, sound)
-        tests = {d: [(replace(s, media=[MediaItem(VIDEO, str(self.muted))]), label)
+        tests = {d: [(replace(s, media=[MediaItem(VIDEO, str(muted))]), label)
                      for s, label in test] for d, test in self.test.items()} if muted else self.test
         return {d: accuracy(judge, tests[d], withheld, self.seed) for d in DIFFICULTIES}
 
@@ -189,8 +192,7 @@ class Unit:
         if self.modality == AUDIO_VISUAL:  # the answer is in the video's sound only: without it, chance
             scores["after SFT, sound off"] = self._scores(str(sft_out), sound="off")
             # Off, the prompt and the layout are ones it never saw; muted, they are, with no tone in them.
-            self.muted = mute(self.dir / "media" / "muted.mp4")
-            scores["after SFT, sound muted"] = self._scores(str(sft_out), muted=True)
+            scores["after SFT, sound muted"] = self._scores(str(sft_out), muted=mute(self.dir / "media" / "muted.mp4"))
         result = {"modality": self.modality, "seed": self.seed, "scores": scores, "seconds": self.seconds}
         if stage == "sft":
             return result
