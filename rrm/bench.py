@@ -47,7 +47,8 @@ from .errors import RRMError
 from .media import MediaLimits, write_video
 from .schema import AUDIO, IMAGE, VIDEO, MediaItem, Sample
 
-MODES = {"4bit": "NF4", "none": "bf16", "8bit": "int8"}  # --quantization name -> weights; 4-bit first, as it matters most
+# --quantization name -> weights; 4-bit first, as it matters most
+MODES = {"4bit": "NF4", "none": "bf16", "8bit": "int8"}
 PATHS = ("plain", "static")
 MODALITIES = ("text", "image", "video8", "video16", "audio10", "audio30", "av10", "av30")
 # Media bounds that keep every test input whole: 448x448 pixels, 2 frames per second, 16 frames.

@@ -67,7 +67,7 @@ class BackendUnavailable(RRMError):
     """The backend cannot serve at all (unreachable, bad key, unknown model): stop rather than fail every pair."""
 
 
-@dataclass
+@dataclass(frozen=True)  # frozen: a default instance is shared by every judge
 class GenerationSettings:
     max_new_tokens: int = 1024
     temperature: float = 0.0  # 0 is greedy decoding
@@ -297,7 +297,7 @@ class TransformersBackend:
         kwargs = generate_kwargs(settings, self._eos, self.tokenizer.pad_token_id, self._suppress)
         if decoding == "static":
             # One cache size for most calls: a new size means a new compilation.
-            need = prompt_tokens + settings.max_new_tokens
+            need = prompt_tokens + settings.max_new_tokens  # rounded up to a multiple: -(-a // b) is ceil(a / b)
             kwargs.update(cache_implementation="static",
                           max_cache_len=-(-need // STATIC_CACHE_TOKENS) * STATIC_CACHE_TOKENS)
         return kwargs
@@ -323,7 +323,8 @@ class TransformersBackend:
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 raise OutOfMemory("out of GPU memory: use fewer video frames (--video-max-frames), fewer pixels "
-                                  "(--image-max-pixels, --video-max-pixels), shorter audio or a smaller batch") from None
+                                  "(--image-max-pixels, --video-max-pixels), shorter audio or a smaller batch"
+                                  ) from None
         return criteria[1].rows if len(criteria) > 1 else set()
 
     def _texts(self, streamer: _TokenStreamer) -> list[str]:

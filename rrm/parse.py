@@ -201,7 +201,8 @@ def _find_object(text: str) -> tuple[dict | None, _Scan | None, list[str]]:
         notes.append("output wrapped in a markdown fence")
         search_from = fence.end()
     fallback = None
-    for attempt, base in enumerate((search_from, 0) if search_from else (0,)):
+    # Two passes after a fence: from inside it, then from the start (a judgment written before the fence).
+    for base in (search_from, 0) if search_from else (0,):
         pos = text.find("{", base)
         tried = 0
         while pos != -1 and tried < _MAX_CANDIDATES:
@@ -337,6 +338,7 @@ def split_parts(text: str, rubric: Rubric = DEFAULT_RUBRIC) -> dict[str, str]:
         for m, nxt in zip(marks, marks[1:] + [None]):
             idx = int(m.group(1)) - 1
             if 0 <= idx < len(rubric.criteria):
+                # This part's text runs to the next part's mark, or (the last part) to the end.
                 chunk = body[m.end(): nxt.start() if nxt else len(body)].strip()
                 found.setdefault(rubric.criteria[idx].key, chunk)
         return found

@@ -355,12 +355,6 @@ def build_messages(sample: Sample, fmt: str | PromptFormat = DEFAULT_FORMAT,
     ]
 
 
-def build_pair(sample: Sample, fmt: str | PromptFormat = DEFAULT_FORMAT,
-               rubric: Rubric = DEFAULT_RUBRIC) -> tuple[list[dict], list[dict]]:
-    """Messages for (A, B) and for (B, A) from one sample."""
-    return build_messages(sample, fmt, rubric, ORDER_AB), build_messages(sample, fmt, rubric, ORDER_BA)
-
-
 def build_question_messages(sample: Sample) -> list[dict]:
     """The query alone, media parts first: asks a model for an answer, not a judgment."""
     return [{"role": "user", "content": [*_media_parts(sample), {"type": "text", "text": sample.query}]}]

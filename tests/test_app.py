@@ -296,7 +296,8 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path, caplog
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
         # The examples sit with the inputs, above the options and the verdict.
-        examples_top = page.get_by_text("Examples (text, image, video, audio, a video with sound)").first.bounding_box()["y"]
+        examples = page.get_by_text("Examples (text, image, video, audio, a video with sound)")
+        examples_top = examples.first.bounding_box()["y"]
         assert examples_top < page.locator("#verdict").bounding_box()["y"]
         # An input error leaves no stale verdict: the card, panels and chart start over.
         page.locator("#response-b textarea").fill("")
@@ -379,8 +380,10 @@ def test_judge_stop_judge_twenty_times_in_the_browser(server, tiny_dir):
 def test_a_card_without_a_verdict_shows_no_scores_and_says_why_it_stopped():
     from rrm.schema import Judgment, ParseStatus
 
-    early = "stopped after 96 tokens: no judgment had begun (no JSON object opened), so the rest would have been junk too"
-    stopped = Judgment(None, 3, 8, [], "zzz", ParseStatus(False, "rubric-v2", ["no JSON judgment found", f"AB: {early}"]))
+    early = ("stopped after 96 tokens: no judgment had begun (no JSON object opened), so the rest would have been "
+             "junk too")
+    status = ParseStatus(False, "rubric-v2", ["no JSON judgment found", f"AB: {early}"])
+    stopped = Judgment(None, 3, 8, [], "zzz", status)
     card = app.render_verdict(stopped)
     assert f"No verdict: {early}" in card and "A: –" in card and "B: –" in card and "AB:" not in card
     unread = app.render_verdict(Judgment(None, 3, None, [], "{", ParseStatus(False, "rubric-v2", ["bad JSON"])))

@@ -177,7 +177,8 @@ def test_run_judges_both_orders_resumes_and_merges_shards(judge, tmp_path):
         assert j["raw"] and j["swap"]["other"]["raw"] and j["swap"]["other"]["order"] == "BA"
         assert r["tokens"] == [12, 12] and r["seconds"] > 0
     config = json.loads((out / "config.json").read_text())
-    assert config["seed"] == 0 and config["prompt_format"] == "omni-rrm-release" and "transformers" in config["versions"]
+    assert config["seed"] == 0 and config["prompt_format"] == "omni-rrm-release"
+    assert "transformers" in config["versions"]
     assert (out / "summary.md").read_text().startswith("### hh-rlhf")
     # A killed run: the last line is cut in half. The rerun drops it and judges that item again.
     text = (out / "items.jsonl").read_text()
@@ -221,7 +222,8 @@ def test_bon_avqa_and_videomme_with_candidates(tmp_path):
     items = load_bon(tmp_path / "avqa.json", media_root=tmp_path)
     assert [m.kind for m in items[0].media] == ["image", "audio"] and items[0].answer == "B"
     assert items[0].options[0] == "motorcycle"
-    lines = [json.loads(x) | {"candidates": ["C", "A"]} for x in (FIXTURES / "bon_videomme.jsonl").read_text().splitlines()]
+    rows = (FIXTURES / "bon_videomme.jsonl").read_text().splitlines()
+    lines = [json.loads(x) | {"candidates": ["C", "A"]} for x in rows]
     (tmp_path / "vm.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     vm = load_bon(tmp_path / "vm.jsonl", media_root=tmp_path)
     assert vm[0].media[0].path == str(tmp_path / "videos" / "fFjv93ACGo8.mp4") and vm[0].options[2] == "Berries."

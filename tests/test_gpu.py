@@ -32,7 +32,8 @@ def test_out_of_memory_becomes_a_message_and_the_judge_keeps_serving(tiny_dir, m
 
     judge = Judge.from_pretrained(str(tiny_dir), quantization="none",
                                   generation=GenerationSettings(max_new_tokens=8, min_new_tokens=8))
-    sample = Sample("Where does the bar move?", "right", "left", media=[MediaItem("video", str(media_dir / "clip.mp4"))])
+    clip = MediaItem("video", str(media_dir / "clip.mp4"))
+    sample = Sample("Where does the bar move?", "right", "left", media=[clip])
     free, _ = torch.cuda.mem_get_info()
     hog = torch.empty(free - 2 * 1024**2, dtype=torch.uint8, device="cuda")  # leave 2 MB
     try:
@@ -51,8 +52,8 @@ def test_the_default_fast_path_writes_the_same_greedy_tokens_as_plain_generate(t
     fast = Judge.from_pretrained(str(tiny_dir), quantization="none", generation=settings)  # decoding auto
     assert fast.decoding == "static" and "warm-up" in fast.decoding_note, fast.decoding_note
     plain = Judge(fast.loaded, decoding="plain", generation=settings)
-    for media in ([], [MediaItem("image", str(media_dir / "red.png"))], [MediaItem("video", str(media_dir / "clip.mp4"))],
-                  [MediaItem("audio", str(media_dir / "tone.wav"))]):
+    for media in ([], [MediaItem("image", str(media_dir / "red.png"))],
+                  [MediaItem("video", str(media_dir / "clip.mp4"))], [MediaItem("audio", str(media_dir / "tone.wav"))]):
         sample = Sample("Which answer is right?", "the first", "the second", media=media)
         a, b = fast.judge(sample, swap_check=True), plain.judge(sample, swap_check=True)
         assert (a.raw, a.swap.other.raw) == (b.raw, b.swap.other.raw)

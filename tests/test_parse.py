@@ -9,7 +9,8 @@ from rrm.prompts import get_format
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import CriterionResult, Judgment, ParseStatus
 
-THINK = "<think>Part 1: A flows well.\\nPart 2: A is on topic.\\nPart 3: A is correct.\\nPart 4: A argues soundly.\\nPart 5: both safe.</think>"
+THINK = ("<think>Part 1: A flows well.\\nPart 2: A is on topic.\\nPart 3: A is correct.\\nPart 4: A argues soundly."
+         "\\nPart 5: both safe.</think>")
 EXACT = json.dumps({"score_A": 8, "score_B": 5, "better": "A", "reasoning": THINK.replace("\\n", "\n"),
                     "final_verdict": "<answer>[[A]]</answer>"})
 

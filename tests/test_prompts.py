@@ -3,10 +3,10 @@ import pytest
 from rrm.errors import RRMError
 from rrm.parse import parse_judgment
 from rrm.prompts import (
-    PROMPT_FORMATS, TemplateFormat, build_grade_messages, build_messages, build_pair, get_format, resolve_format,
+    PROMPT_FORMATS, TemplateFormat, build_grade_messages, build_messages, get_format, resolve_format,
 )
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
-from rrm.schema import CriterionResult, Judgment, MediaItem, ParseStatus, Sample
+from rrm.schema import ORDER_AB, ORDER_BA, CriterionResult, Judgment, MediaItem, ParseStatus, Sample
 
 MODALITIES = {
     "text": [],
@@ -17,6 +17,11 @@ MODALITIES = {
 QUESTION, FIRST, SECOND = "What is happening here?", "RESPONSE-ONE", "RESPONSE-TWO"
 
 
+def _both_orders(sample, fmt):
+    """Messages for (A, B) and for (B, A)."""
+    return build_messages(sample, fmt, order=ORDER_AB), build_messages(sample, fmt, order=ORDER_BA)
+
+
 def _sample(modality):
     return Sample(QUESTION, FIRST, SECOND, media=list(MODALITIES[modality]))
 
@@ -24,7 +29,7 @@ def _sample(modality):
 @pytest.mark.parametrize("fmt", list(PROMPT_FORMATS))
 @pytest.mark.parametrize("modality", list(MODALITIES))
 def test_both_orders_media_first_and_responses_swapped(fmt, modality):
-    ab, ba = build_pair(_sample(modality), fmt)
+    ab, ba = _both_orders(_sample(modality), fmt)
     for messages in (ab, ba):
         assert [m["role"] for m in messages] == ["system", "user"]
         parts = messages[1]["content"]
@@ -87,7 +92,7 @@ def test_template_format_substitutes_and_requires_placeholders(tmp_path):
     good = tmp_path / "t.txt"
     good.write_text("Q=${question}\nA=${answer_a}\nB=${answer_b}\nabout ${media}\n${criteria}\n{\"json\": 1}")
     fmt = TemplateFormat.from_file(good)
-    ab, ba = build_pair(_sample("audio"), fmt)
+    ab, ba = _both_orders(_sample("audio"), fmt)
     text = ab[1]["content"][-1]["text"]
     assert f"Q={QUESTION}\nA={FIRST}\nB={SECOND}\nabout audio clip" in text
     assert "Fluency and coherence" in text and '{"json": 1}' in text
@@ -135,7 +140,7 @@ def test_the_release_format_lays_the_user_turn_out_as_the_released_rows():
                  "Reasoning quality", "Safety and ethical alignment", "9-10", "6-8", "3-5", "0-2",
                  "imagine the ideal answer", '"better"', "<answer>[[equal]]</answer>", "Part 5"):
         assert name in instruction, name
-    _, ba = build_pair(sample, "omni-rrm-release")
+    _, ba = _both_orders(sample, "omni-rrm-release")
     assert ba[1]["content"][-1]["text"].endswith(f"Candidate A: {SECOND}\nCandidate B: {FIRST}")
     text_only = build_messages(_sample("text"), "omni-rrm-release")[1]["content"][-1]["text"]
     assert "file:" not in text_only and "question about" not in text_only

@@ -1,5 +1,6 @@
-"""--backend vllm (rrm.vllm_backend): a clear error without vLLM; with the stand-in of tests/vllm_standin.py, the same judgments as
-the transformers backend (greedy), media in vLLM's prompt shape, an adapter served as a LoRA request."""
+"""--backend vllm (rrm.vllm_backend): a clear error without vLLM; with the stand-in of tests/vllm_standin.py, the
+same judgments as the transformers backend (greedy), media in vLLM's prompt shape, an adapter served as a LoRA
+request."""
 
 from __future__ import annotations
 

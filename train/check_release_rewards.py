@@ -97,7 +97,8 @@ class Fuzz:
     def completion(self) -> str:
         text = json.dumps(self.judgment())
         return self.pick(
-            text, text, text, "```json\n" + text + "\n```", "```\n" + text + "```", text[: self.rng.randint(0, len(text))],
+            text, text, text, "```json\n" + text + "\n```", "```\n" + text + "```",
+            text[: self.rng.randint(0, len(text))],
             "Here it is: " + text, text + " Done.", text[:-1] + ",}", text.replace("\\n", "\n"), "[" + text + "]",
             "  \n" + text + "\n  ", '"just a string"', "42")
 

@@ -73,7 +73,7 @@ class JudgeTrainingArguments:
 
 
 def accumulation_steps(effective: int, per_device: int, world_size: int) -> int:
-    return max(1, -(-effective // (per_device * world_size)))
+    return max(1, -(-effective // (per_device * world_size)))  # -(-a // b): a / b rounded up
 
 
 def load_base(source: str, quantization: str):

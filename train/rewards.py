@@ -185,6 +185,7 @@ def criterion_passages(text: str, rubric: Rubric) -> dict[str, str]:
             continue
         later = [m.start() for j, other in enumerate(patterns)
                  if j != i and (m := other.search(text, found.start() + 1)) is not None]
+        # To the nearest later cue of another criterion; with none, to the end of the text.
         out[criterion.key] = text[found.start(): min(later) if later else len(text)]
     return out
 

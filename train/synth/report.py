@@ -104,8 +104,8 @@ def report_markdown(report: dict) -> str:
     for reason, per in report["dropped"].items():
         lines.append(f"| dropped: {reason} | " + " | ".join(str(per.get(m, 0)) for m in modalities)
                      + f" | {per['total']} |")
-    lines += ["", "| teacher | pairs judged | call errors | orders agree | A / B / tie | tokens in / out | cost (USD) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| teacher | pairs judged | call errors | orders agree | A / B / tie | tokens in / out "
+                  "| cost (USD) |", "|---|---|---|---|---|---|---|"]
     for name, t in report["teachers"].items():
         v = t["verdicts"]
         lines.append(f"| {name} | {t['pairs_judged']} | {t['call_errors']} | {_pct(t['orders_agree'])} | "

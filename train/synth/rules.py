@@ -34,8 +34,6 @@ BELOW_FLOOR = "both responses below the quality floor"
 LENGTH_REBALANCE = "length rebalance"
 REASONS = (GENERATION_FAILED, EMPTY, REFUSAL, NEAR_DUPLICATE, DUPLICATE, NOT_ANNOTATED, TEACHER_FAILED, UNREADABLE,
            ORDERS_DISAGREE, INCONSISTENT, MALFORMED, TIE, TEACHERS_DISAGREE, BELOW_FLOOR, LENGTH_REBALANCE)
-# Reasons known before any teacher is asked: such pairs are never sent to a teacher.
-PRE_TEACHER = (GENERATION_FAILED, EMPTY, REFUSAL, NEAR_DUPLICATE, DUPLICATE)
 
 _REFUSAL = re.compile(
     r"^\W*(i'?m sorry|i am sorry|sorry,? (but )?i|i cannot|i can'?t|i'?m (not able|unable)|i am (not able|unable)"
