@@ -34,7 +34,7 @@ import pandas as pd
 
 from rrm import RRMError
 from rrm.errors import first_line
-from rrm.__main__ import add_judge_arguments, build_judge
+from rrm.cli import add_judge_arguments, add_listen_arguments, build_judge, run_command
 from rrm.generation import NO_JUDGMENT_BEGUN
 from rrm.judge import Judge, OutOfMemory
 from rrm.limits import MAX_BATCH_PAIRS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS, InputLimits
@@ -42,7 +42,7 @@ from rrm.media import EXTENSIONS, VIDEO_AUDIO_MODES, load_media, media_kind
 from rrm.model import QUANTIZATIONS, locate
 from rrm.pairs import read_pairs
 from rrm.prompts import PROMPT_FORMATS, TemplateFormat, get_format
-from rrm.redact import install_log_redaction, redact
+from rrm.redact import redact
 from rrm.testing import examples
 from rrm.results import (VERDICT_WORDS, heard_text, overview, percent, score_text, short, summarize, write_csv,
                          write_jsonl)
@@ -338,7 +338,8 @@ def rubric_from_rows(rows) -> Rubric:
     criteria = [{"key": str(r[0]).strip(), "title": str(r[1]).strip(), "description": str(r[2]).strip()}
                 for r in records if r and any(str(x).strip() for x in r[:3])]
     try:
-        return Rubric.from_dict({"criteria": criteria, "facets": {k: list(v) for k, v in DEFAULT_RUBRIC.facets.items()}})
+        facets = {k: list(v) for k, v in DEFAULT_RUBRIC.facets.items()}
+        return Rubric.from_dict({"criteria": criteria, "facets": facets})
     except RRMError as e:
         raise gr.Error(f"Rubric: {e}") from None
 
@@ -1170,8 +1171,7 @@ def _model_markdown(judge: Judge) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Omni-RRM judging app")
     add_judge_arguments(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the local network: mind who can reach it")
-    parser.add_argument("--port", type=int, default=7860)
+    add_listen_arguments(parser, port=7860)
     parser.add_argument("--max-upload-mb", type=int, default=200)
     parser.add_argument("--max-batch-pairs", type=int, default=MAX_BATCH_PAIRS, help="pairs per Batch request")
     parser.add_argument("--max-request-seconds", type=float, default=MAX_REQUEST_SECONDS,
@@ -1182,13 +1182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=DATA_DIR,
                         help="where votes are kept: DIR/votes.jsonl, and their media under DIR/media")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    args = parser.parse_args(argv)
-    install_log_redaction()
-    try:
-        judge = build_judge(args)
-    except RRMError as e:
-        print(f"error: {redact(e)}", file=sys.stderr)
-        return 2
+    return run_command(_launch, parser.parse_args(argv))
+
+
+def _launch(args) -> int:
+    judge = build_judge(args)
     local = Path(args.model).expanduser()
     roots = args.models_root or [Path("runs"), *([local] if local.is_dir() and judge.loaded else [])]
     demo = build_demo(JudgeSlot(judge, roots, args.decoding), max_text_chars=args.max_text_chars,

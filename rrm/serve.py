@@ -36,6 +36,7 @@ from pathlib import Path
 from starlette.requests import Request
 
 from .api_inputs import BadRequest, Uploads, chat_row, flag, pair_sample, settings_from
+from .cli import add_listen_arguments
 from .errors import RRMError, first_line
 from .generation import BackendUnavailable, GenerationSettings, OutOfMemory
 from .judge import Judge
@@ -470,8 +471,7 @@ def _guarded(server: JudgeServer, handler, needs_key: bool):
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     web = parser.add_argument_group("serving")
-    web.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the network: set --api-key-env as well")
-    web.add_argument("--port", type=int, default=8000)
+    add_listen_arguments(web, port=8000)
     web.add_argument("--api-key-env", metavar="NAME", help="require `Authorization: Bearer $NAME` (the key is read "
                                                            "from that environment variable)")
     web.add_argument("--served-model-name", help="the model name clients send (default: --model)")

@@ -193,6 +193,18 @@ def test_empty_fields_are_refused(judge, sample, message):
         judge.judge(sample)
 
 
+def test_an_exception_with_no_message_becomes_a_failed_judgment_naming_its_type(judge, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError()  # no message at all: its first line is its type's name
+
+    monkeypatch.setattr(type(judge.backend.processor), "__call__", refuse)
+    [failed] = judge.judge_batch([Sample("q", "a", "b", id="bare")], progress=False)
+    assert failed.verdict is None and not failed.ok
+    assert failed.status.errors == ["the processor rejected the input: RuntimeError"]
+    with pytest.raises(RRMError, match="^the processor rejected the input: RuntimeError$"):
+        judge.judge(Sample("q", "a", "b"))
+
+
 def test_decoded_media_can_be_passed_directly(judge, rng):
     frames = rng.integers(0, 255, (8, 48, 64, 3), dtype=np.uint8)
     j = judge.judge(Sample("q", "a", "b", media=[MediaItem("video", data=frames, fps=4.0)]))
@@ -280,7 +292,8 @@ def test_encoded_targets_are_the_only_labelled_tokens(judge, media_dir):
 
 
 def test_media_bounds_recorded_by_a_checkpoint_are_used_and_flags_override_them(tmp_path):
-    from rrm.__main__ import _parser, build_judge
+    from rrm.__main__ import _parser
+    from rrm.cli import build_judge
     from rrm.testing import make_tiny
 
     ckpt = make_tiny(tmp_path / "t", judge_config={"media_limits": {"video_max_frames": 5, "video_fps": 3.0}})
@@ -315,7 +328,8 @@ def test_release_frames_are_resized_into_the_floor_its_video_decoder_kept(judge,
 
 
 def test_a_system_prompt_file_replaces_the_system_turn(tiny_dir, tmp_path):
-    from rrm.__main__ import _parser, build_judge
+    from rrm.__main__ import _parser
+    from rrm.cli import build_judge
 
     system = tmp_path / "system.txt"
     system.write_text("Judge as the release's GRPO stage did.")

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from rrm.__main__ import add_judge_arguments, build_judge, run_command
+from rrm.cli import add_judge_arguments, build_judge, run_command
 from rrm.judge import GenerationSettings
 from rrm.schema import VERDICT_TIE
 

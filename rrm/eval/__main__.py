@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..__main__ import add_judge_arguments, build_judge, run_command
+from ..cli import add_judge_arguments, build_judge, run_command
 from ..errors import RRMError
 from ..pairs import done_ids
 from .bon import STRATEGIES, bon_markdown, load_bon, select_item, summarize_bon

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rrm.__main__ import run_command
+from rrm.cli import run_command
 from rrm.errors import RRMError, first_line
 from rrm.media import MediaLimits
 from rrm.pairs import shown
