@@ -10,6 +10,7 @@ app's examples) adds "label", "score_a", "score_b" and "criteria": {key:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .errors import RRMError
 from .limits import MAX_LINE_BYTES
-from .schema import MEDIA_KINDS, CriterionResult, Judgment, MediaItem, ParseStatus, Sample
+from .schema import MEDIA_KINDS, VERDICT_TIE, VERDICTS, CriterionResult, Judgment, MediaItem, ParseStatus, Sample
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,37 @@ def sample_from_record(record: dict, media_root: Path, confine: bool = False) ->
                   media=media, reference=record.get("reference"), id=str(sample_id))
 
 
-def labelled_judgment(label: str, score_a, score_b, criteria: dict, rubric) -> Judgment | None:
-    """The judgment a labelled pair holds (criteria as in a labelled line), or None without a rationale for
-    every criterion of `rubric`."""
-    if any(not criteria.get(c.key, {}).get("rationale") for c in rubric.criteria):
+def read_label(value) -> str:
+    """A labelled line's "label": A or B (either case), tie or equal."""
+    text = str(value if value is not None else "").strip()
+    label = VERDICT_TIE if text.lower() in ("tie", "equal") else text.upper()
+    if label not in VERDICTS:
+        raise RRMError(f"label must be A, B or tie, got {value!r}")
+    return label
+
+
+def read_criteria(raw) -> list[CriterionResult]:
+    """A labelled line's "criteria": {key: {"rationale", "score_A", "score_B"}} or {key: rationale}. Titles are
+    the keys until a rubric names them (`labelled_judgment`)."""
+    if not isinstance(raw or {}, dict):
+        raise RRMError('"criteria" must be an object: {key: {"rationale", "score_A", "score_B"}}')
+    out = []
+    for key, value in (raw or {}).items():
+        if isinstance(value, dict):
+            out.append(CriterionResult(key, key, str(value.get("rationale") or ""), value.get("score_A"),
+                                       value.get("score_B")))
+        else:
+            out.append(CriterionResult(key, key, str(value or "")))
+    return out
+
+
+def labelled_judgment(label: str, score_a, score_b, criteria: list[CriterionResult], rubric) -> Judgment | None:
+    """The judgment a labelled pair holds, in `rubric`'s order and titles, or None without a rationale for every
+    criterion of `rubric`."""
+    by_key = {c.key: c for c in criteria}
+    if any(not (c.key in by_key and by_key[c.key].rationale) for c in rubric.criteria):
         return None
-    found = [CriterionResult(c.key, c.title, criteria[c.key]["rationale"], criteria[c.key].get("score_A"),
-                             criteria[c.key].get("score_B")) for c in rubric.criteria]
+    found = [dataclasses.replace(by_key[c.key], title=c.title) for c in rubric.criteria]
     return Judgment(label, score_a, score_b, found, "", ParseStatus(True, "teacher"))
 
 

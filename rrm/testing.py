@@ -147,7 +147,8 @@ _TINY = {
 
 
 def thinker_config(tokenizer, size: str = "tiny"):
-    """The thinker's config: tiny (the test fixture), or a released size ('7b', '3b') with this tokenizer's special ids."""
+    """The thinker's config: tiny (the test fixture), or a released size ('7b', '3b') with this tokenizer's
+    special ids."""
     from transformers import Qwen2_5OmniThinkerConfig
 
     ids = _token_ids(tokenizer)
@@ -461,12 +462,13 @@ def parrot_sample():
 
 def examples():
     """The bundled examples: (sample, the judgment the parrot learns for it), media under assets/."""
-    from .pairs import jsonl_rows, labelled_judgment, sample_from_record
+    from .pairs import jsonl_rows, labelled_judgment, read_criteria, sample_from_record
     from .rubric import DEFAULT_RUBRIC
 
     out = []
     for _, row, _ in jsonl_rows(EXAMPLES, "examples file"):
-        judgment = labelled_judgment(row["label"], row["score_a"], row["score_b"], row["criteria"], DEFAULT_RUBRIC)
+        criteria = read_criteria(row["criteria"])
+        judgment = labelled_judgment(row["label"], row["score_a"], row["score_b"], criteria, DEFAULT_RUBRIC)
         out.append((sample_from_record(row, ASSETS), judgment))
     return out
 

@@ -122,7 +122,7 @@ def test_rows_in_the_release_layouts_read_right(release_media_root):
         str(root / "audio_files" / "Big_Ben__London_.wav"),
         str(root / "rlaif-v-dataset" / "coco2017" / "train2017" / "000000001216.jpg")]
     assert [(p.label, p.score_a, p.score_b) for p in pairs] == [("B", 3, 8), ("A", 8, 2), ("A", 9, 2), ("A", 9, 3)]
-    rationale = {name: {k: v["rationale"] for k, v in p.criteria.items()}
+    rationale = {name: {c.key: c.rationale for c in p.criteria}
                  for name, p in zip(("image", "video", "audio", "bracketed"), pairs)}
     # Five parts on one line, five parts on five lines: Part k is criterion k.
     assert rationale["image"]["accuracy_completeness"] == "B names the eggs and the toast; A invents a cake."
@@ -175,7 +175,9 @@ def test_order_is_seeded_per_pair_and_balanced(data_dir):
     swapped = next(p for p in many if order_for(p.sample.id, 1) == ORDER_BA)
     s = swapped.swapped()
     assert s.sample.response_a == swapped.sample.response_b and s.score_a == swapped.score_b
-    assert s.criteria["relevance"]["score_A"] == swapped.criteria["relevance"]["score_B"]
+    [mine] = [c for c in s.criteria if c.key == "relevance"]
+    [theirs] = [c for c in swapped.criteria if c.key == "relevance"]
+    assert mine.score_a == theirs.score_b
 
 
 def test_collator_carries_every_modality_and_labels_only_the_judgment(data_dir, tiny_dir):

@@ -26,13 +26,13 @@ from pathlib import Path
 
 from rrm.errors import RRMError
 from rrm.eval.loaders import LOADERS, load_benchmark
-from rrm.pairs import content_id, jsonl_rows, labelled_judgment, sample_from_record
+from rrm.pairs import content_id, jsonl_rows, labelled_judgment, read_criteria, read_label, sample_from_record
 from rrm.parse import parse_judgment
 from rrm.release import MEDIA_FOLDERS
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import (
-    AUDIO, IMAGE, KEY_BETTER, KEY_SCORE_A, KEY_SCORE_B, ORDER_AB, ORDER_BA, VERDICT_A, VERDICT_B, VERDICT_TIE,
-    VERDICTS, VIDEO, Judgment, MediaItem, Sample,
+    AUDIO, IMAGE, KEY_BETTER, KEY_SCORE_A, KEY_SCORE_B, ORDER_AB, ORDER_BA, VIDEO, CriterionResult, Judgment,
+    MediaItem, Sample, flip_verdict,
 )
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,12 @@ class PreferencePair:
     split: str = "sft"
     score_a: float | None = None
     score_b: float | None = None
-    criteria: dict = field(default_factory=dict)  # key -> {"rationale", "score_A", "score_B"}
+    criteria: list[CriterionResult] = field(default_factory=list)  # the teacher's, relative to A and B
     record: dict = field(default_factory=dict, repr=False)  # the line it came from (preference format)
 
     def swapped(self) -> PreferencePair:
-        criteria = {k: {"rationale": v.get("rationale", ""), "score_A": v.get("score_B"), "score_B": v.get("score_A")}
-                    for k, v in self.criteria.items()}
-        label = {VERDICT_A: VERDICT_B, VERDICT_B: VERDICT_A}.get(self.label, self.label)
-        return PreferencePair(self.sample.swapped(), label, self.split, self.score_b, self.score_a, criteria)
+        return PreferencePair(self.sample.swapped(), flip_verdict(self.label), self.split, self.score_b,
+                              self.score_a, [c.swapped() for c in self.criteria])
 
     def target(self, rubric: Rubric) -> Judgment | None:
         """The teacher's judgment as an SFT target, or None without a rationale for every criterion."""
@@ -73,32 +71,13 @@ class LoadReport:
         return f"{self.kept} pairs kept" + (f"; skipped: {parts}" if parts else "")
 
 
-def _criteria(raw) -> dict:
-    out = {}
-    for key, value in (raw or {}).items():
-        if isinstance(value, dict):
-            out[key] = {"rationale": str(value.get("rationale") or ""), "score_A": value.get("score_A"),
-                        "score_B": value.get("score_B")}
-        else:
-            out[key] = {"rationale": str(value or "")}
-    return out
-
-
-def _label(value) -> str:
-    s = str(value).strip()
-    s = VERDICT_TIE if s.lower() in ("tie", "equal") else s.upper()
-    if s not in VERDICTS:
-        raise RRMError(f"bad label {value!r} (A, B or tie)")
-    return s
-
-
 def _missing_media(sample: Sample) -> str | None:
     return next((m.path for m in sample.media if m.data is None and not Path(m.path).is_file()), None)
 
 
 def _preference_pair(r: dict, root: Path) -> PreferencePair:
-    return PreferencePair(sample_from_record(r, root), _label(r.get("label")), str(r.get("split") or "sft"),
-                          r.get("score_a"), r.get("score_b"), _criteria(r.get("criteria")), record=r)
+    return PreferencePair(sample_from_record(r, root), read_label(r.get("label")), str(r.get("split") or "sft"),
+                          r.get("score_a"), r.get("score_b"), read_criteria(r.get("criteria")), record=r)
 
 
 # ---------------------------------------------------------------- Omni-Preference rows
@@ -204,16 +183,18 @@ def omni_preference_pair(row: dict, root: Path, rubric: Rubric = DEFAULT_RUBRIC)
     if not media:  # no media lists: the files the context names
         media = [MediaItem(kind, _released_path(name, root)) for kind, name in named]
     sample_id = row.get("id")
-    sample = Sample(query, a, b, media=media, id=str(content_id(query, a, b, media) if sample_id is None else sample_id))
+    sample_id = content_id(query, a, b, media) if sample_id is None else sample_id
+    sample = Sample(query, a, b, media=media, id=str(sample_id))
     if assistant:  # SFT row: the teacher's judgment
         judgment = parse_judgment(_turn_text(assistant[-1]), rubric)
         if judgment.verdict is None:
             raise RRMError(f"bad label: the assistant turn is not a judgment ({judgment.status.errors[-1]})")
-        criteria = {c.key: {"rationale": c.rationale} for c in judgment.criteria if c.rationale}
+        # The rationales alone, as a labelled line without per-criterion scores holds them.
+        criteria = [CriterionResult(c.key, c.title, c.rationale) for c in judgment.criteria if c.rationale]
         return PreferencePair(sample, judgment.verdict, str(row.get("split") or "sft"),
                               judgment.score_a, judgment.score_b, criteria)
     solution = _solution(row)
-    return PreferencePair(sample, _label(solution.get(KEY_BETTER)), str(row.get("split") or "rl"),
+    return PreferencePair(sample, read_label(solution.get(KEY_BETTER)), str(row.get("split") or "rl"),
                           solution.get(KEY_SCORE_A), solution.get(KEY_SCORE_B))
 
 

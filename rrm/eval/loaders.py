@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RRMError
-from ..pairs import jsonl_rows, sample_from_record
-from ..schema import AUDIO, IMAGE, VERDICT_A, VERDICT_B, VERDICT_TIE, VERDICTS, VIDEO, MediaItem, Sample
+from ..pairs import jsonl_rows, read_label, sample_from_record
+from ..schema import AUDIO, IMAGE, VERDICT_A, VERDICT_B, VERDICT_TIE, VIDEO, MediaItem, Sample
 
 # The spoken Audio-HH-RLHF prompts have no text: the judge is told where the request is.
 SPOKEN_QUERY = "Respond to the request spoken in the audio."
@@ -121,7 +121,8 @@ def load_vl_rewardbench(path: Path, media_root: Path) -> list[EvalItem]:
         label = VERDICT_A if ranking[0] < ranking[1] else VERDICT_B if ranking[1] < ranking[0] else VERDICT_TIE
         rid = str(r.get("id") or n)
         subset = r.get("query_source") or rid.split("-")[0].split("_")[0]
-        items.append(EvalItem(Sample(r["query"], first, second, id=rid, media=_image_from_cell(r.get("image"), media_root)),
+        media = _image_from_cell(r.get("image"), media_root)
+        items.append(EvalItem(Sample(r["query"], first, second, id=rid, media=media),
                               label, subset=str(subset)))
     return items
 
@@ -164,10 +165,10 @@ def load_preference(path: Path, media_root: Path) -> list[EvalItem]:
     """The project's own preference JSONL (what train/ reads): label A / B / tie, media relative to the root."""
     items = []
     for n, r in enumerate(read_jsonl(path)):
-        label = str(r.get("label", "")).strip()
-        label = VERDICT_TIE if label.lower() in ("tie", "equal") else label.upper()
-        if label not in VERDICTS:
-            raise RRMError(f"record {n}: label must be A, B or tie, got {r.get('label')!r}")
+        try:
+            label = read_label(r.get("label"))
+        except RRMError as e:
+            raise RRMError(f"record {n}: {e}") from None
         sample = sample_from_record(r, media_root)
         items.append(EvalItem(sample, label, subset=str(r.get("modality") or sample.modality)))
     return items
