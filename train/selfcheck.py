@@ -364,8 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modalities", nargs="+", choices=TASKS, default=list(MODALITIES),
                         help=f"{AUDIO_VISUAL}: a video whose answer is in its sound only (not in the default run)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, each in its own process")
+    parser.add_argument("--sft-steps", type=int, help="SFT's optimizer steps, in place of the setting's")
     args = parser.parse_args(argv)
     setting, out = SETTINGS[args.setting], Path(args.out)
+    if args.sft_steps:
+        setting = replace(setting, sft_steps=args.sft_steps)
     start = time.perf_counter()
     results = run(out, setting, tuple(args.seeds), args.stage, max(1, args.jobs), tuple(args.modalities))
     text = markdown(results, args.setting, setting) + "\n" + speed(results, setting)
