@@ -1,14 +1,23 @@
 """Reward tables: every expected value worked out by hand from the formulas in train/rewards.py's docstring
 (for omni-rrm-release, the release's mm_format / mm_content / mm_rubric)."""
 
+import functools
 import json
+import logging
 
 import pytest
 
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from train.rewards import (
-    DEFAULT_WEIGHTS, RELEASE_SET, RUBRIC_V2_SET, Truth, combined, get_rewards, get_set, logged_metrics,
+    DEFAULT_WEIGHTS, RELEASE_SET, RUBRIC_V2_SET, Truth, format_reward, get_rewards, get_set, logged_metrics,
 )
+
+
+def combined(completions, label, weights=DEFAULT_WEIGHTS, reward_set=RELEASE_SET, rubric=DEFAULT_RUBRIC, **columns):
+    """The weighted sum of the named rewards per completion, as GRPOTrainer adds them up."""
+    funcs = get_rewards(list(weights), reward_set, rubric)
+    scores = [f(completions, label=label, **columns) for f in funcs]
+    return [sum(w * s[i] for w, s in zip(weights.values(), scores)) for i in range(len(completions))]
 
 # Every default criterion is marked; the passages of the first three name both A and B, the fourth speaks of
 # "both answers" without a comparative word, the fifth of neither: coverage 5/5, comparisons 3/5 -> 0.92.
@@ -125,9 +134,10 @@ def test_a_truncated_judgment_earns_what_the_release_gives():
 
 
 def test_trl_shape_batches_conversations_and_carries_the_rubric():
-    funcs, weights = get_rewards(DEFAULT_WEIGHTS, RELEASE_SET, ONE_CRITERION)
+    funcs = get_rewards(list(DEFAULT_WEIGHTS), RELEASE_SET, ONE_CRITERION)
     assert [f.__name__ for f in funcs] == ["format_reward", "preference_reward", "rubric_reward"]
-    assert weights == [0.4, 0.4, 0.2]
+    assert isinstance(funcs[0], functools.partial) and funcs[0].func is format_reward  # TRL's name: the function's
+    assert list(DEFAULT_WEIGHTS.values()) == [0.4, 0.4, 0.2]
     completions = [released(reasoning=GROUNDING),
                    [{"role": "assistant", "content": released(8, 3, "A", "A", reasoning=GROUNDING)}]]
     columns = {"label": ["B", "B"], "score_a": [3, 3], "score_b": [8, 8], "prompt": ["p", "p"]}
@@ -140,9 +150,36 @@ def test_trl_shape_batches_conversations_and_carries_the_rubric():
 
 def test_unknown_names_fail_listing_the_known_ones():
     with pytest.raises(ValueError, match="known: format, preference, rubric"):
-        get_rewards({"length": 1.0})
+        get_rewards(["length"])
     with pytest.raises(ValueError, match="known: omni-rrm-release, rubric-v2"):
-        get_rewards(DEFAULT_WEIGHTS, "mine")
+        get_rewards(list(DEFAULT_WEIGHTS), "mine")
+
+
+def _weights(caplog, weights=None, **fields):
+    from train.grpo import GRPOJudgeArguments
+    from trl.trainer.utils import get_callable_name
+
+    args = GRPOJudgeArguments(model="m", data="d", **fields)
+    with caplog.at_level(logging.WARNING, logger="train.grpo"):
+        funcs, weights = args.rewards(type("Format", (), {"schema": "rubric-v2"}), DEFAULT_RUBRIC, weights)
+    return [get_callable_name(f) for f in funcs], weights
+
+
+def test_rewards_are_configured_as_trl_configures_them(caplog):
+    metrics = ["verdict_accuracy", "format_valid"]
+    names, weights = _weights(caplog)  # reward_funcs [format, preference, rubric], no reward_weights
+    assert names == ["format_reward", "preference_reward", "rubric_reward", *metrics]
+    assert weights == [0.4, 0.4, 0.2, 0.0, 0.0] and not caplog.records
+    names, weights = _weights(caplog, [0.5, 0.5], reward_funcs=["format", "preference"])  # TRL's reward_weights
+    assert names == ["format_reward", "preference_reward", *metrics] and weights == [0.5, 0.5, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"reward_weights has 2 weights for 3 reward_funcs \(format, preference, "):
+        _weights(caplog, [0.5, 0.5])
+    # The old JSON flag, for one release: the same result, and a warning that says what to write instead.
+    names, weights = _weights(caplog, reward_weights_by_name='{"format": 0.5, "rubric": 0.5}')
+    assert names == ["format_reward", "rubric_reward", *metrics] and weights == [0.5, 0.5, 0.0, 0.0]
+    assert "deprecated" in caplog.text and "reward_funcs" in caplog.text
+    with pytest.raises(ValueError, match="not both"):
+        _weights(caplog, [1.0], reward_weights_by_name='{"format": 1.0}')
 
 
 def test_the_release_check_runs_a_plugin_beside_ours_and_counts_differences(tmp_path, capsys):

@@ -338,10 +338,14 @@ def test_grpo_rollouts_end_where_the_judge_ends_its_turn(data_dir, tiny_dir, tmp
     assert im_end not in [processor.tokenizer.eos_token_id, *[model.generation_config.eos_token_id or []]]
     config = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=2,
                         num_generations=2, report_to="none", max_steps=1)
-    funcs, _, _ = args.rewards(fmt, rubric)
+    funcs, config.reward_weights = args.rewards(fmt, rubric, None)
     trainer = make_trainer(fmt, rubric, args.limits(), model=model, args=config, processing_class=processor,
                            train_dataset=build_dataset(args, 0), reward_funcs=funcs, peft_config=peft_config)
     assert im_end in trainer.eos_token_ids and im_end in trainer.generation_config.eos_token_id
+    # The rewards as TRL holds them: logged by name, weighted by its own reward_weights.
+    assert trainer.reward_func_names == ["format_reward", "preference_reward", "rubric_reward", "verdict_accuracy",
+                                         "format_valid"]
+    assert trainer.reward_weights.tolist() == pytest.approx([0.4, 0.4, 0.2, 0.0, 0.0])
 
 
 def test_grpo_profile_splits_the_run_into_its_phases(data_dir, tiny_dir, tmp_path, capsys):

@@ -37,18 +37,42 @@ _NOT_MEDIA = ("input_ids", "attention_mask", "labels")
 
 @dataclass
 class GRPOJudgeArguments(JudgeTrainingArguments):
-    reward_weights_by_name: str = field(default=json.dumps(DEFAULT_WEIGHTS),
-                                        metadata={"help": 'JSON weights by reward name, e.g. {"format": 0.4, ...}'})
+    reward_funcs: list[str] = field(default_factory=lambda: list(DEFAULT_WEIGHTS), metadata={
+        "help": f"the rewards, by name ({', '.join(DEFAULT_WEIGHTS)}); their weights are TRL's --reward_weights "
+                f"(default: the release's {', '.join(f'{w:g}' for w in DEFAULT_WEIGHTS.values())})"})
+    reward_weights_by_name: str = field(default="", metadata={
+        "help": "deprecated, and gone in the next release: use --reward_funcs and --reward_weights"})
     reward_set: str = field(default="", metadata={
         "help": f"{', '.join(REWARD_SETS)} (default: the one for the prompt format's output schema)"})
 
     def set_for(self, fmt) -> str:
         return self.reward_set or SET_FOR_SCHEMA[fmt.schema]
 
-    def rewards(self, fmt, rubric):
-        """(reward functions, their weights, logged metrics) of the chosen set, bound to the recipe's rubric."""
-        funcs, weights = get_rewards(json.loads(self.reward_weights_by_name), self.set_for(fmt), rubric)
-        return funcs, weights, logged_metrics(self.set_for(fmt), rubric)
+    def rewards(self, fmt, rubric, weights: list[float] | None) -> tuple[list, list[float]]:
+        """TRL's reward_funcs and reward_weights: the named rewards of the chosen set, bound to the recipe's
+        rubric, with `weights` (TRL's own reward_weights; None: the release's), then the logged metrics at 0."""
+        names, weights = self._weighted_names(weights)
+        funcs = get_rewards(names, self.set_for(fmt), rubric)  # an unknown name fails here, with the known ones
+        metrics = logged_metrics(self.set_for(fmt), rubric)
+        return [*funcs, *metrics], [*weights, *[0.0] * len(metrics)]  # the metrics are logged, not rewarded
+
+    def _weighted_names(self, weights: list[float] | None) -> tuple[list[str], list[float]]:
+        if self.reward_weights_by_name:
+            log.warning("--reward_weights_by_name is deprecated and goes in the next release: give the names as "
+                        "reward_funcs and their weights as reward_weights")
+            if weights is not None:
+                raise ValueError("give --reward_weights or the deprecated --reward_weights_by_name, not both")
+            try:
+                by_name = json.loads(self.reward_weights_by_name)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--reward_weights_by_name is not JSON ({e.msg})") from None
+            return list(by_name), [float(w) for w in by_name.values()]
+        if weights is None:
+            return list(self.reward_funcs), [DEFAULT_WEIGHTS.get(n, 0.0) for n in self.reward_funcs]
+        if len(weights) != len(self.reward_funcs):
+            raise ValueError(f"reward_weights has {len(weights)} weights for {len(self.reward_funcs)} "
+                             f"reward_funcs ({', '.join(self.reward_funcs)})")
+        return list(self.reward_funcs), list(weights)
 
 
 class _WithMedia:
@@ -167,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_recipe(GRPOJudgeArguments, GRPOConfig, argv)
     try:
         fmt, rubric = args.prompt()
-        funcs, weights, metrics = args.rewards(fmt, rubric)
+        funcs, config.reward_weights = args.rewards(fmt, rubric, config.reward_weights)
         dataset = build_dataset(args, config.seed)
         unscored = sum(r["score_a"] is None or r["score_b"] is None for r in dataset)
         if unscored and args.set_for(fmt) == RELEASE_SET:
@@ -181,9 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     share_every_gradient_across_ranks(model, config)
     config.generation_kwargs = {**(config.generation_kwargs or {}),
                                 "suppress_tokens": multimodal_token_ids(processor.tokenizer)}
-    config.reward_weights = [*weights, *[0.0] * len(metrics)]  # the metrics are logged, not rewarded
     trainer = make_trainer(fmt, rubric, args.limits(), model=model, args=config, train_dataset=dataset,
-                           processing_class=processor, reward_funcs=[*funcs, *metrics], peft_config=peft_config)
+                           processing_class=processor, reward_funcs=funcs, peft_config=peft_config)
     return train_and_save(trainer, processor, args, config)
 
 

@@ -17,7 +17,7 @@ import sys
 PHASES = (
     ("rollouts (generate)", ("transformers/generation/utils.py", "generate")),
     ("log-prob forwards (old, reference, loss)", ("train/grpo.py", "_get_per_token_logps_and_entropies")),
-    ("rewards (the judge's reward functions)", ("train/rewards.py", "__call__")),
+    ("rewards (the judge's reward functions)", ("train/rewards.py", "_scores")),
     ("backward", ("torch/_tensor.py", "backward")),
     ("optimizer step", ("torch/optim/optimizer.py", "wrapper")),
     ("prompt and media encoding", ("rrm/inputs.py", "encode")),

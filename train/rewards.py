@@ -38,6 +38,7 @@ train/new_plugin.py of tmfk418/Omni-RRM) rule for rule, malformed completions in
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -52,6 +53,7 @@ from rrm.schema import (
 )
 
 RELEASE_SET, RUBRIC_V2_SET = "omni-rrm-release", "rubric-v2"
+# The rewards a recipe names (`reward_funcs`), and the release's weights for them (TRL's `reward_weights`).
 DEFAULT_WEIGHTS = {"format": 0.4, "preference": 0.4, "rubric": 0.2}
 # The reward set that scores each output schema (PromptFormat.schema).
 SET_FOR_SCHEMA = {"omni-rrm": RELEASE_SET, "rubric-v2": RUBRIC_V2_SET}
@@ -311,46 +313,60 @@ def _column(values, i):
     return None if values is None else values[i]
 
 
-class RewardFunction:
-    """One score per completion, for GRPOTrainer(reward_funcs=...); TRL logs it under its __name__."""
-
-    def __init__(self, name: str, score: Callable[[str, Truth, Rubric], float], rubric: Rubric):
-        self.__name__ = name
-        self.score, self.rubric = score, rubric
-
-    def __call__(self, completions, label=None, score_a=None, score_b=None, **_) -> list[float]:
-        return [float(self.score(completion_text(c), Truth(_column(label, i), _column(score_a, i),
-                                                           _column(score_b, i)), self.rubric))
-                for i, c in enumerate(completions)]
+def _scores(score: Component, completions, rubric: Rubric, label, score_a, score_b) -> list[float]:
+    """`score` of each completion (every reward function's time is spent in here: train.grpo_profile)."""
+    return [float(score(completion_text(c), Truth(_column(label, i), _column(score_a, i), _column(score_b, i)),
+                        rubric)) for i, c in enumerate(completions)]
 
 
-def get_rewards(weights: dict[str, float], reward_set: str = RELEASE_SET,
-                rubric: Rubric = DEFAULT_RUBRIC) -> tuple[list[RewardFunction], list[float]]:
-    """The set's reward functions named in `weights`, bound to the rubric, and their weights."""
-    chosen = get_set(reward_set)
-    unknown = set(weights) - set(chosen.components)
+# TRL's reward_funcs: one score per completion, from the dataset columns TRL passes as keywords (label, score_a,
+# score_b). Each is bound to its set and rubric by `bind`; TRL logs it under the function's own name.
+def format_reward(reward_set: str, rubric: Rubric, completions, label=None, score_a=None, score_b=None, **_):
+    """The set's format reward: is the completion a well-formed judgment of every criterion?"""
+    return _scores(get_set(reward_set).components["format"], completions, rubric, label, score_a, score_b)
+
+
+def preference_reward(reward_set: str, rubric: Rubric, completions, label=None, score_a=None, score_b=None, **_):
+    """The set's preference reward: the verdict against the label, and the scores against the teacher's."""
+    return _scores(get_set(reward_set).components["preference"], completions, rubric, label, score_a, score_b)
+
+
+def rubric_reward(reward_set: str, rubric: Rubric, completions, label=None, score_a=None, score_b=None, **_):
+    """The set's rubric reward: does the rationale cover the rubric's criteria?"""
+    return _scores(get_set(reward_set).components["rubric"], completions, rubric, label, score_a, score_b)
+
+
+def verdict_accuracy(reward_set: str, rubric: Rubric, completions, label=None, **_):
+    """Logged at weight 0: 1 where the verdict, as the set reads it, is the label."""
+    verdict = get_set(reward_set).verdict
+    return _scores(lambda text, truth, r: float(verdict(text, r) == truth.label), completions, rubric, label, None,
+                   None)
+
+
+def format_valid(reward_set: str, rubric: Rubric, completions, label=None, score_a=None, score_b=None, **_):
+    """Logged at weight 0: 1 where the format reward is full."""
+    return [float(r > 1 - 1e-9) for r in format_reward(reward_set, rubric, completions, label, score_a, score_b)]
+
+
+REWARD_FUNCS = {"format": format_reward, "preference": preference_reward, "rubric": rubric_reward}
+
+
+def bind(fn: Callable, reward_set: str = RELEASE_SET, rubric: Rubric = DEFAULT_RUBRIC) -> functools.partial:
+    """`fn` bound to a set and a rubric: a partial (TRL logs it under the wrapped function's name) carrying the
+    function's name and docs for anything else that reads them. Bound by position, so that no dataset column
+    can stand in for the set or the rubric."""
+    get_set(reward_set)
+    return functools.update_wrapper(functools.partial(fn, reward_set, rubric), fn)
+
+
+def get_rewards(names: Sequence[str], reward_set: str = RELEASE_SET, rubric: Rubric = DEFAULT_RUBRIC) -> list:
+    """The reward functions of these names (format, preference, rubric), bound to the set and the rubric."""
+    unknown = [n for n in names if n not in REWARD_FUNCS]
     if unknown:
-        raise ValueError(f"unknown reward {sorted(unknown)[0]!r}; known: {', '.join(chosen.components)}")
-    return ([RewardFunction(f"{name}_reward", chosen.components[name], rubric) for name in weights],
-            list(weights.values()))
+        raise ValueError(f"unknown reward {unknown[0]!r}; known: {', '.join(REWARD_FUNCS)}")
+    return [bind(REWARD_FUNCS[name], reward_set, rubric) for name in names]
 
 
-def logged_metrics(reward_set: str = RELEASE_SET, rubric: Rubric = DEFAULT_RUBRIC) -> list[RewardFunction]:
+def logged_metrics(reward_set: str = RELEASE_SET, rubric: Rubric = DEFAULT_RUBRIC) -> list:
     """Logged beside the rewards with weight 0: verdict accuracy and the share of fully valid formats."""
-    chosen = get_set(reward_set)
-    return [
-        RewardFunction("verdict_accuracy",
-                       lambda text, truth, r: float(chosen.verdict(text, r) == truth.label), rubric),
-        RewardFunction("format_valid",
-                       lambda text, truth, r: float(chosen.components["format"](text, truth, r) > 1 - 1e-9), rubric),
-    ]
-
-
-def combined(completions: Sequence, label: Sequence[str], weights: dict[str, float] = DEFAULT_WEIGHTS,
-             reward_set: str = RELEASE_SET, rubric: Rubric = DEFAULT_RUBRIC, **columns) -> list[float]:
-    """The weighted sum of the named rewards, per completion."""
-    totals = [0.0] * len(completions)
-    for fn, w in zip(*get_rewards(weights, reward_set, rubric)):
-        for i, r in enumerate(fn(completions, label=label, **columns)):
-            totals[i] += w * r
-    return totals
+    return [bind(verdict_accuracy, reward_set, rubric), bind(format_valid, reward_set, rubric)]
