@@ -119,10 +119,8 @@ def _many(args) -> int:
     if todo:
         judge = build_judge(args)
         with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc="judging", unit="pair") as bar:
-            for start in range(0, len(todo), args.batch_size):
-                chunk = todo[start:start + args.batch_size]
-                for judgment in judge.judge_batch(chunk, batch_size=args.batch_size, swap_check=args.swap_check,
-                                                  progress=False):
+            for chunk, judgments in judge.judge_chunks(todo, args.batch_size, args.swap_check):
+                for judgment in judgments:
                     failed += not judgment.ok
                     # One write per line: a killed run leaves whole lines (and at most one partial, dropped on resume).
                     f.write(json.dumps(judgment.to_dict(), ensure_ascii=False) + "\n")

@@ -251,16 +251,25 @@ class Judge:
         at the next token: the pairs judged so far are returned."""
         from tqdm.auto import tqdm
 
-        settings = settings or self.generation
         results: list[Judgment] = []
         with tqdm(total=len(samples), desc="judging", unit="pair", disable=not progress) as bar:
-            for start in range(0, len(samples), batch_size):
-                if cancel is not None and cancel.is_set():
-                    break
-                chunk = samples[start:start + batch_size]
-                results.extend(self._judge_chunk(chunk, swap_check, settings, cancel))
+            for chunk, judged in self.judge_chunks(samples, batch_size, swap_check, settings, cancel):
+                results.extend(judged)
                 bar.update(len(chunk))
         return results
+
+    def judge_chunks(self, samples: Sequence[Sample], batch_size: int = 4, swap_check: bool = False,
+                     settings: GenerationSettings | None = None, cancel: threading.Event | None = None
+                     ) -> Iterator[tuple[Sequence[Sample], list[Judgment]]]:
+        """Judge many pairs `batch_size` at a time, yielding each chunk with its judgments as it is done: the
+        loop that every caller writing results as they come (a file, a progress bar) shares. A set `cancel`
+        ends it at the next token."""
+        settings = settings or self.generation
+        for start in range(0, len(samples), batch_size):
+            if cancel is not None and cancel.is_set():
+                return
+            chunk = samples[start:start + batch_size]
+            yield chunk, self._judge_chunk(chunk, swap_check, settings, cancel)
 
     def _judge_chunk(self, chunk: Sequence[Sample], swap_check: bool, settings,
                      cancel: threading.Event | None = None) -> list[Judgment]:
@@ -315,24 +324,29 @@ class Judge:
     def best_of_n(self, query: str, responses: Sequence[str], media: Sequence[MediaItem] = (),
                   swap_check: bool = True, settings: GenerationSettings | None = None,
                   cancel: threading.Event | None = None) -> BestOfN:
-        """Knockout: the current best meets each next candidate; it is replaced only by a clear win."""
+        """Knockout (rrm.eval.bon's): the current best meets each next candidate; it is replaced only by a clear
+        win. A tie or no verdict keeps the incumbent, unscored; a set `cancel` ends the matches there."""
+        from .eval.bon import knockout
+
         if len(responses) < 2:
             raise RRMError("best_of_n needs at least two responses")
         if len(responses) > self.input_limits.max_responses:
             raise RRMError(f"best_of_n got {len(responses):,} responses; the limit is "
                            f"{self.input_limits.max_responses}")
         result = BestOfN(best=0, wins=[0] * len(responses))
-        for challenger in range(1, len(responses)):
+
+        def match(best: int, challenger: int) -> str | None:
             if cancel is not None and cancel.is_set():
-                break
-            sample = Sample(query=query, response_a=responses[result.best], response_b=responses[challenger],
-                            media=list(media), id=f"{result.best}-vs-{challenger}")
+                return None
+            sample = Sample(query=query, response_a=responses[best], response_b=responses[challenger],
+                            media=list(media), id=f"{best}-vs-{challenger}")
             judgment = self.judge(sample, swap_check=swap_check, settings=settings, cancel=cancel)
-            result.matches.append((result.best, challenger, judgment))
-            if judgment.verdict == VERDICT_B:
-                result.best = challenger
-            if judgment.verdict in (VERDICT_A, VERDICT_B):  # a tie or no verdict keeps the incumbent, unscored
-                result.wins[result.best] += 1
+            result.matches.append((best, challenger, judgment))
+            if judgment.verdict in (VERDICT_A, VERDICT_B):
+                result.wins[challenger if judgment.verdict == VERDICT_B else best] += 1
+            return judgment.verdict
+
+        result.best = knockout(list(range(len(responses))), match)
         return result
 
 

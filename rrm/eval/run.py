@@ -203,36 +203,38 @@ def run(judge, benchmark: str, data: str, out: str | Path, media_root: str | Non
     items = select(every, limit, shard)
     config = {"benchmark": benchmark, "protocol": protocol, "data": str(data), "media_root": media_root,
               "limit": limit, "shard": f"{shard[0]}/{shard[1]}", "items": len(items), **judge_config(judge)}
-    if rules:
-        settings = _release_settings(judge, rules, max_new_tokens)
+    settings = _release_settings(judge, rules, max_new_tokens) if rules else None  # None: the judge's own
+    if settings:
         config["generation"] = dataclasses.asdict(settings)
     (out / artifact(CONFIG, protocol)).write_text(json.dumps(config, indent=2, default=str))
     path = out / artifact(ITEMS, protocol)
     done = done_ids(path, key="id")
     # A fixed grid of chunks: a resumed run judges the same pairs together, so sampled outputs come out the same.
-    chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    # Whole chunks already done are left out; the rest, all full but the last, fall on the same grid again.
+    todo = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        if not all(i.sample.id in done for i in chunk):
+            todo += chunk
+    orders = [release.shown_order(i.sample.id, judge.generation.seed, rules) if rules else None for i in todo]
+    shown = [i.sample.swapped() if o == ORDER_BA else i.sample for i, o in zip(todo, orders)]
     with open(path, "a", encoding="utf-8") as f, \
             tqdm(total=len(items), initial=len(done & set(index)), desc=benchmark, unit="item",
                  disable=not progress) as bar:
-        for chunk in chunks:
-            if all(i.sample.id in done for i in chunk):
-                continue
-            lines = (_release_chunk(judge, rules, settings, chunk, index) if rules
-                     else _two_order_chunk(judge, chunk))
-            for item, line in zip(chunk, lines):
+        started, at = time.perf_counter(), 0
+        # Two-order: both orders of every item in one call; release: the one order it was shown in.
+        for chunk, judgments in judge.judge_chunks(shown, batch_size, swap_check=not rules, settings=settings):
+            share = (time.perf_counter() - started) / ((1 if rules else 2) * len(chunk))
+            for item, order, judgment in zip(todo[at:at + len(chunk)], orders[at:at + len(chunk)], judgments):
                 if item.sample.id not in done:
+                    line = (release_record(item, index[item.sample.id], order, judgment, rules, share) if rules
+                            else record(item, judgment, share))
                     f.write(json.dumps(line, ensure_ascii=False) + "\n")
                     bar.update(1)
             f.flush()
             os.fsync(f.fileno())
+            started, at = time.perf_counter(), at + len(chunk)
     return write_summary(out, benchmark, {i.sample.id for i in items})[protocol]
-
-
-def _two_order_chunk(judge, chunk: Sequence[EvalItem]) -> list[dict]:
-    started = time.perf_counter()
-    judgments = judge.judge_batch([i.sample for i in chunk], batch_size=len(chunk), swap_check=True, progress=False)
-    share = (time.perf_counter() - started) / (2 * len(chunk))  # both orders of every item, one call
-    return [record(item, judgment, share) for item, judgment in zip(chunk, judgments)]
 
 
 def _release_settings(judge, rules: release.Rules, max_new_tokens: int | None = None):
@@ -240,18 +242,6 @@ def _release_settings(judge, rules: release.Rules, max_new_tokens: int | None = 
 
     return GenerationSettings(max_new_tokens=max_new_tokens or rules.max_new_tokens, temperature=rules.temperature,
                               top_p=rules.top_p, seed=judge.generation.seed)
-
-
-def _release_chunk(judge, rules: release.Rules, settings, chunk: Sequence[EvalItem],
-                   index: dict[str, int]) -> list[dict]:
-    seed = judge.generation.seed
-    orders = [release.shown_order(i.sample.id, seed, rules) for i in chunk]
-    shown = [i.sample.swapped() if o == ORDER_BA else i.sample for i, o in zip(chunk, orders)]
-    started = time.perf_counter()
-    judgments = judge.judge_batch(shown, batch_size=len(chunk), swap_check=False, progress=False, settings=settings)
-    share = (time.perf_counter() - started) / len(chunk)
-    return [release_record(item, index[item.sample.id], order, judgment, rules, share)
-            for item, order, judgment in zip(chunk, orders, judgments)]
 
 
 def merge(parts: Sequence[str | Path], out: str | Path) -> dict:
