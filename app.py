@@ -18,14 +18,12 @@ import hashlib
 import html
 import json
 import logging
-import posixpath
 import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -40,7 +38,7 @@ from rrm.judge import Judge, OutOfMemory
 from rrm.limits import MAX_BATCH_PAIRS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS, InputLimits
 from rrm.media import EXTENSIONS, VIDEO_AUDIO_MODES, load_media, media_kind
 from rrm.model import QUANTIZATIONS, locate
-from rrm.pairs import read_pairs
+from rrm.pairs import extract_named, read_pairs
 from rrm.prompts import PROMPT_FORMATS, TemplateFormat, get_format
 from rrm.redact import redact
 from rrm.testing import examples
@@ -55,8 +53,6 @@ MAX_RESPONSES = 8  # response boxes in the Best-of-N tab
 DATA_DIR = "app-data"  # where votes go (and the media they name), unless --data-dir says otherwise
 # Partial judgments go to the page at most this often: one update per token kept the browser seconds behind.
 STREAM_INTERVAL_S = 0.25
-MAX_ZIP_FILES = 10_000
-MAX_ZIP_BYTES = 2 * 1024**3  # what the members a batch names may unpack to
 MEDIA_TYPES = [ext for kind in MEDIA_KINDS for ext in EXTENSIONS[kind]]
 # System fonts: the default theme would fetch web fonts, which an offline browser cannot.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -561,14 +557,19 @@ def _session(request: gr.Request | None) -> str:
     return request.session_hash if request else "local"
 
 
-def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_pairs: int = MAX_BATCH_PAIRS,
-               max_request_seconds: float = MAX_REQUEST_SECONDS, data_dir: str | Path = DATA_DIR) -> gr.Blocks:
-    cancels: dict[str, threading.Event] = {}
-    judge0 = slot.judge
-    book, memory, voting = VoteBook(data_dir), PageMemory(), threading.Lock()
-    live_raw: set[str] = set()  # pages whose Raw output accordion is open: they get the raw text as it streams
+class Handlers:
+    """The app's event handlers: the model slot and what the pages share (their cancel events, their judgments,
+    the votes file), and one method per event. build_demo's tabs wire them to their components."""
 
-    def judge_pair(query: str, response_a: str, response_b: str, media: list[str] | None = None,
+    def __init__(self, slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_pairs: int = MAX_BATCH_PAIRS,
+                 max_request_seconds: float = MAX_REQUEST_SECONDS, data_dir: str | Path = DATA_DIR):
+        self.slot, self.max_text_chars = slot, max_text_chars
+        self.max_batch_pairs, self.max_request_seconds = max_batch_pairs, max_request_seconds
+        self.cancels: dict[str, threading.Event] = {}
+        self.book, self.memory, self.voting = VoteBook(data_dir), PageMemory(), threading.Lock()
+        self.live_raw: set[str] = set()  # pages whose Raw output accordion is open: they get the raw text as it streams
+
+    def judge_pair(self, query: str, response_a: str, response_b: str, media: list[str] | None = None,
                    reference: str | None = None, prompt_format: str | None = None, swap_check: bool = True,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 1024,
                    video_fps: float | None = None, video_max_frames: int | None = None,
@@ -577,12 +578,12 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         """Judge which response is better; streams the card, the panels and the chart, then the whole judgment.
         Everything after the two responses is optional: the defaults are the page's. `media` is a list of files,
         judged in order; `video_audio` "auto" hears a video's sound as the loaded judge does, "on" or "off" not."""
-        sample = Sample(query=check_text("The query", query, required=not media, limit=max_text_chars),
-                        response_a=check_text("Response A", response_a, limit=max_text_chars),
-                        response_b=check_text("Response B", response_b, limit=max_text_chars),
-                        media=media_items(media, slot.judge.input_limits),
-                        reference=check_text("The reference answer", reference, False, max_text_chars) or None)
-        base = slot.judge
+        sample = Sample(query=check_text("The query", query, required=not media, limit=self.max_text_chars),
+                        response_a=check_text("Response A", response_a, limit=self.max_text_chars),
+                        response_b=check_text("Response B", response_b, limit=self.max_text_chars),
+                        media=media_items(media, self.slot.judge.input_limits),
+                        reference=check_text("The reference answer", reference, False, self.max_text_chars) or None)
+        base = self.slot.judge
         rubric = rubric_from_rows(rubric_table) if rubric_table is not None else base.rubric
         limits = base.limits.replace(video_fps=float(video_fps or base.limits.video_fps),
                                      video_max_frames=int(video_max_frames or base.limits.video_max_frames),
@@ -594,8 +595,8 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         settings = dataclasses.replace(base.generation, max_new_tokens=int(max_new_tokens),
                                        temperature=float(temperature), top_p=float(top_p), seed=int(seed))
         key = _session(request)
-        cancel = cancels.setdefault(key, threading.Event())  # the page's click made it: a Stop while queued holds
-        deadline = Deadline(cancel, max_request_seconds)
+        cancel = self.cancels.setdefault(key, threading.Event())  # the page's click made it: a Stop while queued holds
+        deadline = Deadline(cancel, self.max_request_seconds)
         sent_at, sent = 0.0, ("", "", "")  # when partial panels were last sent, and what they were
         try:
             for update in judge.stream(sample, swap_check=bool(swap_check), cancel=cancel, settings=settings):
@@ -616,30 +617,31 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                               render_chart(rubric, done))
                     # Only the panels that changed; the raw text only to a page that has it open, the JSON at the end.
                     yield (*(gr.skip() if new == old else new for new, old in zip(panels, sent)),
-                           gr.skip(), gr.skip(), update.text if key in live_raw else gr.skip(), gr.skip())
+                           gr.skip(), gr.skip(), update.text if key in self.live_raw else gr.skip(), gr.skip())
                     sent = panels
                 else:
-                    memory.finish(key, Judged(sample, j, rubric, _about(judge, settings), time.strftime("%H:%M:%S")))
+                    judged = Judged(sample, j, rubric, _about(judge, settings), time.strftime("%H:%M:%S"))
+                    self.memory.finish(key, judged)
                     log.info("judgment ready to send (%s tokens)", j.timing.generated_tokens if j.timing else "?")
                     yield render_final(rubric, j)
         except RRMError as e:
             raise _user_error(e, media) from None
         finally:
             deadline.stop()
-            cancels.pop(key, None)
+            self.cancels.pop(key, None)
 
-    def cleared(rubric_table, request: gr.Request):
+    def cleared(self, rubric_table, request: gr.Request):
         # Runs at the click, outside the queue: a Stop clicked while this judgment still waits its turn holds.
-        cancels[_session(request)] = threading.Event()
-        memory.start(_session(request))
+        self.cancels[_session(request)] = threading.Event()
+        self.memory.start(_session(request))
         try:
             rubric = rubric_from_rows(rubric_table)
         except gr.Error:  # the judgment that follows reports the bad rubric
-            rubric = slot.judge.rubric
+            rubric = self.slot.judge.rubric
         return (render_verdict(None), render_criteria(rubric, {}), render_chart(rubric, {}), "", "", "", None,
-                *vote_buttons(None))
+                *self.vote_buttons(None))
 
-    def vote_buttons(judged: Judged | None) -> tuple:
+    def vote_buttons(self, judged: Judged | None) -> tuple:
         """The four vote buttons, Undo and the line under them, for the judgment on screen (None: none yet)."""
         if judged is None:
             return (*[gr.update(interactive=False)] * (len(VOTES) + 1), "")
@@ -647,30 +649,30 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
             return (*[gr.update(interactive=True)] * len(VOTES), gr.update(interactive=False),
                     "Which response do you prefer? Your vote goes to the votes file (see the Votes tab).")
         agrees = "agrees" if LABEL_OF_VOTE[judged.vote] == judged.judgment.verdict else "disagrees"
-        count = book.count()
+        count = self.book.count()
         return (*[gr.update(interactive=False)] * len(VOTES), gr.update(interactive=True),
                 f"Your vote: **{VOTE_NAMES[judged.vote]}**; the judge {agrees}. "
                 f"{count} vote{'s' if count != 1 else ''} so far.")
 
-    def history_choices(key: str):
-        entries = memory.history(key)
+    def history_choices(self, key: str):
+        entries = self.memory.history(key)
         choices = [(f"{i + 1}. {h.at} · {VERDICT_WORDS.get(h.judgment.verdict, 'no verdict')} · "
                     f"{short(h.sample.query or h.sample.response_a, 50)}", str(i)) for i, h in enumerate(entries)]
         return gr.update(choices=choices[::-1], value=choices[-1][1] if choices else None)
 
-    def after_judgment(request: gr.Request):
-        return *vote_buttons(memory.current(_session(request))), history_choices(_session(request))
+    def after_judgment(self, request: gr.Request):
+        return *self.vote_buttons(self.memory.current(_session(request))), self.history_choices(_session(request))
 
-    def reopened(choice, request: gr.Request):
-        entries = memory.history(_session(request))
+    def reopened(self, choice, request: gr.Request):
+        entries = self.memory.history(_session(request))
         if choice is None or not str(choice).isdigit() or int(choice) >= len(entries):
             raise gr.Error("Pick a judgment from the history.")
         judged = entries[int(choice)]
-        memory.show(_session(request), judged)  # a vote now is on this one
-        return *render_final(judged.rubric, judged.judgment), *vote_buttons(judged)
+        self.memory.show(_session(request), judged)  # a vote now is on this one
+        return *render_final(judged.rubric, judged.judgment), *self.vote_buttons(judged)
 
-    def exported(request: gr.Request):
-        entries = memory.history(_session(request))
+    def exported(self, request: gr.Request):
+        entries = self.memory.history(_session(request))
         if not entries:
             raise gr.Error("No judgments on this page yet.")
         # One file per page, rewritten at each export (the folder is named by a hash: the session id is the client's).
@@ -682,76 +684,76 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                                    indent=1))
         return str(path)
 
-    def cast_vote(vote: str, request: gr.Request):
-        judged = memory.current(_session(request))
+    def cast_vote(self, vote: str, request: gr.Request):
+        judged = self.memory.current(_session(request))
         if judged is None:
             raise gr.Error("Judge a pair first: a vote is on the judgment shown.")
-        with voting:  # a double click sends two votes at once: one is kept
+        with self.voting:  # a double click sends two votes at once: one is kept
             if judged.vote is not None:
                 raise gr.Error("This judgment has a vote already: undo it to vote again.")
             try:
-                judged.vote_id = book.cast(judged.sample, judged.judgment, vote, judged.about)["id"]
+                judged.vote_id = self.book.cast(judged.sample, judged.judgment, vote, judged.about)["id"]
             except (RRMError, OSError) as e:
                 raise gr.Error(f"The vote could not be saved: {redact(first_line(e))}") from None
             judged.vote = vote
-        return vote_buttons(judged)
+        return self.vote_buttons(judged)
 
-    def undo_vote(request: gr.Request):
-        judged = memory.current(_session(request))
-        with voting:
+    def undo_vote(self, request: gr.Request):
+        judged = self.memory.current(_session(request))
+        with self.voting:
             if judged is None or judged.vote_id is None:
                 raise gr.Error("There is no vote to undo.")
-            book.undo(judged.vote_id)
+            self.book.undo(judged.vote_id)
             judged.vote = judged.vote_id = None
-        return vote_buttons(judged)
+        return self.vote_buttons(judged)
 
-    def vote_api(vote: str, request: gr.Request) -> str:
+    def vote_api(self, vote: str, request: gr.Request) -> str:
         """Vote on the judgment this client made last: A, B, tie or both_bad. Returns the line the page shows."""
-        return cast_vote(vote, request)[-1]
+        return self.cast_vote(vote, request)[-1]
 
-    def voter(vote: str):
+    def voter(self, vote: str):
         def handler(request: gr.Request):
-            return cast_vote(vote, request)
+            return self.cast_vote(vote, request)
         return handler
 
-    def votes_view():
-        stats = vote_stats(book.records())
+    def votes_view(self):
+        stats = vote_stats(self.book.records())
         download = None
-        if book.path.exists():  # a copy in the work folder: Gradio serves files from there, not from the data dir
+        if self.book.path.exists():  # a copy in the work folder: Gradio serves files from there, not from the data dir
             download = WORK_ROOT / "votes" / VOTES_FILE
             download.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(book.path, f"{download}.part")
+            shutil.copyfile(self.book.path, f"{download}.part")
             os.replace(f"{download}.part", download)
-        return (_votes_markdown(stats, book), _agreement_frame(stats["by_modality"], "modality"),
+        return (_votes_markdown(stats, self.book), _agreement_frame(stats["by_modality"], "modality"),
                 _agreement_frame(stats["by_swap"], "swap check"), _confusion_frame(stats["confusion"]),
                 render_agreement_chart(stats["by_modality"]), str(download) if download else None)
 
-    def raw_opened(request: gr.Request):
-        live_raw.add(_session(request))
+    def raw_opened(self, request: gr.Request):
+        self.live_raw.add(_session(request))
 
-    def raw_closed(request: gr.Request):
-        live_raw.discard(_session(request))
+    def raw_closed(self, request: gr.Request):
+        self.live_raw.discard(_session(request))
 
-    def stop(request: gr.Request):
-        event = cancels.get(_session(request))
+    def stop(self, request: gr.Request):
+        event = self.cancels.get(_session(request))
         if event is not None:
             event.set()
 
-    def checked_upload(paths):
+    def checked_upload(self, paths):
         """Uploads that cannot be decoded, and those past the count limit, are refused at once, each with its
         reason; the others stay in the File, in order."""
         paths, kept = uploaded(paths), []
         for path in paths:
             try:
-                slot.judge.input_limits.check_media(len(kept) + 1)
-                load_media(media_items(path, slot.judge.input_limits)[0], slot.judge.limits)
+                self.slot.judge.input_limits.check_media(len(kept) + 1)
+                load_media(media_items(path, self.slot.judge.input_limits)[0], self.slot.judge.limits)
                 kept.append(path)
             except (RRMError, gr.Error) as e:  # gr.Error: a type the judge does not take
                 message = _user_error(e, path).message if isinstance(e, RRMError) else e.message
                 gr.Warning(f"{Path(path).name}: {message.rstrip('.')}. The upload was removed.")
         return gr.skip() if len(kept) == len(paths) else (kept or None)
 
-    def show_media(paths):
+    def show_media(self, paths):
         """The previews: images and videos in a gallery, the first audio clip in a player, every name in order."""
         items = [(media_kind(p) or "unsupported", p) for p in uploaded(paths)]
         seen = [p for kind, p in items if kind != "audio"]
@@ -762,22 +764,21 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                           label="Preview" if len(sounds) < 2 else f"Preview: the first of {len(sounds)} audio clips"),
                 names if items else "")
 
-    def judge_file(pairs_file: str, media_zip: str | None = None, swap_check: bool = True, batch_size: int = 4,
+    def judge_file(self, pairs_file: str, media_zip: str | None = None, swap_check: bool = True, batch_size: int = 4,
                    progress=gr.Progress()):
         """Judge a file of pairs in a worker thread, yielding progress. A cancelled request, an abandoned one
         or one past its time limit stops at the next token; its work folder goes, however it ends."""
         if not pairs_file:
             raise gr.Error("Upload a JSONL file of pairs.")
         WORK_ROOT.mkdir(exist_ok=True)
-        run = BatchRun(Path(tempfile.mkdtemp(prefix="rrm-batch-", dir=WORK_ROOT)), max_request_seconds)
+        run = BatchRun(Path(tempfile.mkdtemp(prefix="rrm-batch-", dir=WORK_ROOT)), self.max_request_seconds)
         try:
             samples, problems, missing = _batch_pairs(Path(pairs_file), Path(media_zip) if media_zip else None,
-                                                      run.work, max_batch_pairs)
+                                                      run.work, self.max_batch_pairs)
             for p in (problems + missing)[:5]:
                 gr.Warning(p)
-            judge, size = slot.judge, int(batch_size)
-            run.start(judge.judge_batch(samples[i:i + size], batch_size=size, swap_check=bool(swap_check),
-                                        progress=False, cancel=run.cancel) for i in range(0, len(samples), size))
+            judge, size = self.slot.judge, int(batch_size)
+            run.start(judged for _, judged in judge.judge_chunks(samples, size, bool(swap_check), cancel=run.cancel))
             while run.busy():
                 progress((len(run.judgments), len(samples)), desc="judging", unit="pairs")
                 run.hand_over()
@@ -798,24 +799,25 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
         finally:
             run.end()
 
-    def best_of(query: str, response_1: str, response_2: str, response_3: str = "", response_4: str = "",
+    def best_of(self, query: str, response_1: str, response_2: str, response_3: str = "", response_4: str = "",
                 response_5: str = "", response_6: str = "", response_7: str = "", response_8: str = "",
                 media: list[str] | None = None, swap_check: bool = True):
         """Rank 2 to 8 responses by knockout (empty ones are left out); the query may be empty with media, a list
         of files judged in order."""
         given = (response_1, response_2, response_3, response_4, response_5, response_6, response_7, response_8)
-        candidates = [check_text(f"Response {i + 1}", r, required=False, limit=max_text_chars)
+        candidates = [check_text(f"Response {i + 1}", r, required=False, limit=self.max_text_chars)
                       for i, r in enumerate(given)]
         numbers = [i + 1 for i, r in enumerate(candidates) if r.strip()]  # the boxes' numbers, as the page shows
         candidates = [r for r in candidates if r.strip()]
         if len(candidates) < 2:
             raise gr.Error(f"Give between 2 and {MAX_RESPONSES} responses (got {len(candidates)}).")
-        check_text("The query", query, required=not media, limit=max_text_chars)
+        check_text("The query", query, required=not media, limit=self.max_text_chars)
         cancel = threading.Event()
-        deadline = Deadline(cancel, max_request_seconds)
+        deadline = Deadline(cancel, self.max_request_seconds)
         try:
-            result = slot.judge.best_of_n(query or "", candidates, media=media_items(media, slot.judge.input_limits),
-                                          swap_check=bool(swap_check), cancel=cancel)
+            judge = self.slot.judge
+            result = judge.best_of_n(query or "", candidates, media=media_items(media, judge.input_limits),
+                                     swap_check=bool(swap_check), cancel=cancel)
         except RRMError as e:
             raise _user_error(e, media) from None
         finally:
@@ -832,218 +834,272 @@ def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_
                    "wins": wins, "matches": [{"a": numbers[a] - 1, "b": numbers[b] - 1,
                                               "judgment": j.to_dict()} for a, b, j in result.matches]}
         return (render_ranking(candidates, numbers, result), matches,
-                render_matches(slot.judge.rubric, numbers, result), payload)
+                render_matches(self.slot.judge.rubric, numbers, result), payload)
 
-    def more_responses(shown_count: int):
-        count = min(int(shown_count) + 1, MAX_RESPONSES)
-        return count, *[gr.update(visible=i < count) for i in range(MAX_RESPONSES)], \
-            gr.update(interactive=count < MAX_RESPONSES)
+    def model_info(self) -> str:
+        return _model_markdown(self.slot.judge)
 
-    def model_info() -> str:
-        return _model_markdown(slot.judge)
-
-    def load_other(choice, quantization):
-        listed = slot.checkpoints()
+    def load_other(self, choice, quantization):
+        listed = self.slot.checkpoints()
         if not choice or choice not in listed:
             raise gr.Error("Pick a checkpoint from the list.")
         try:
-            slot.judge = Judge.from_pretrained(str(listed[choice]), quantization=quantization,
-                                               decoding=slot.decoding, allow_base=slot.allow_base,
-                                               input_limits=slot.judge.input_limits)
+            self.slot.judge = Judge.from_pretrained(str(listed[choice]), quantization=quantization,
+                                               decoding=self.slot.decoding, allow_base=self.slot.allow_base,
+                                               input_limits=self.slot.judge.input_limits)
         except RRMError as e:
             raise gr.Error(str(e)) from None
-        return model_info(), rubric_rows(slot.judge.rubric), slot.judge.format.name, media_limits_markdown(slot.judge)
+        judge = self.slot.judge
+        return self.model_info(), rubric_rows(judge.rubric), judge.format.name, media_limits_markdown(judge)
 
+
+def more_responses(shown_count: int):
+    count = min(int(shown_count) + 1, MAX_RESPONSES)
+    return count, *[gr.update(visible=i < count) for i in range(MAX_RESPONSES)], \
+        gr.update(interactive=count < MAX_RESPONSES)
+
+
+def build_demo(slot: JudgeSlot, max_text_chars: int = MAX_TEXT_CHARS, max_batch_pairs: int = MAX_BATCH_PAIRS,
+               max_request_seconds: float = MAX_REQUEST_SECONDS, data_dir: str | Path = DATA_DIR) -> gr.Blocks:
+    h = Handlers(slot, max_text_chars, max_batch_pairs, max_request_seconds, data_dir)
     with StrictBlocks(title="Omni-RRM judge", analytics_enabled=False) as demo:
         gr.Markdown("# Omni-RRM judge\nWhich of two responses is better, and why, criterion by criterion.")
         with gr.Tab("Judge"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    query = gr.Textbox(value="", label="Query", lines=2, placeholder="What is shown?")
-                    reference = gr.Textbox(value="", label="Reference answer (optional)", lines=1,
-                                           placeholder="A known good answer the judge may compare against")
-                with gr.Column(scale=2):
-                    media = gr.File(label="Media: images, videos or audio (optional)", file_types=MEDIA_TYPES,
-                                    file_count="multiple", type="filepath", elem_id="media")
-                    media_limits = gr.Markdown(media_limits_markdown(judge0), elem_id="media-limits",
-                                               label="Media limits")
-                    media_names = gr.Markdown(elem_id="media-names", label="Uploaded, in order")
-                    gallery_preview = gr.Gallery(label="Preview", visible=False, interactive=False, height=200,
-                                                 elem_id="media-gallery")
-                    audio_preview = gr.Audio(label="Preview", visible=False, interactive=False)
-            with gr.Row(equal_height=True):
-                response_a = gr.Textbox(label="Response A", lines=6, elem_id="response-a")
-                response_b = gr.Textbox(label="Response B", lines=6, elem_id="response-b")
-            with gr.Row():
-                judge_btn = gr.Button("Judge", variant="primary", elem_id="judge-button")
-                stop_btn = gr.Button("Stop", variant="stop")
-                swap_btn = gr.Button("Swap A ↔ B", elem_id="swap-button")
-                clear_btn = gr.Button("Clear", elem_id="clear-button")
-            gr.Examples(examples=_examples(), inputs=[query, media, response_a, response_b],
-                        label="Examples (text, image, video, audio, a video with sound): click one to fill the inputs")
-            with gr.Accordion("Options", open=False):
-                with gr.Row():
-                    prompt_format = gr.Dropdown(list(PROMPT_FORMATS), value=judge0.format.name
-                                                if judge0.format.name in PROMPT_FORMATS else "omni-rrm",
-                                                label="Prompt format")
-                    swap_check = gr.Checkbox(value=True, label="Swap check (judge both orders)")
-                    max_new_tokens = gr.Slider(8, 4096, value=1024, step=8, label="Max new tokens")
-                with gr.Row():
-                    temperature = gr.Slider(0.0, 1.5, value=judge0.generation.temperature, step=0.05,
-                                            label="Temperature (0 = greedy)")
-                    top_p = gr.Slider(0.05, 1.0, value=judge0.generation.top_p, step=0.05, label="Top-p")
-                    seed = gr.Number(value=judge0.generation.seed, precision=0, label="Seed (for sampling)")
-                with gr.Row():
-                    video_fps = gr.Slider(0.25, 8, value=judge0.limits.video_fps, step=0.25, label="Video fps")
-                    video_max_frames = gr.Slider(1, 64, value=judge0.limits.video_max_frames, step=1,
-                                                 label="Video max frames")
-                    audio_max_seconds = gr.Slider(1, 30, value=judge0.limits.audio_max_seconds, step=1,
-                                                  label="Audio max seconds")
-                    video_audio = gr.Radio(list(VIDEO_AUDIO_MODES), value="auto", label="Video sound (auto: as "
-                                           "the loaded judge hears it)", elem_id="video-audio")
-                rubric_table = gr.Dataframe(value=rubric_rows(judge0.rubric), headers=["key", "title", "description"],
-                                            label="Rubric: add, remove or rename criteria", interactive=True,
-                                            row_count=(len(judge0.rubric.criteria), "dynamic"),
-                                            column_count=(3, "fixed"), wrap=True)
-                with gr.Row():
-                    add_criterion = gr.Button("Add a criterion", size="sm")
-                    reset_rubric = gr.Button("Reset rubric", size="sm")
-                prompt_template = gr.Textbox(
-                    value="", lines=4, label="Prompt template (optional): replaces the user text of the format above",
-                    placeholder="Uses ${question}, ${answer_a} and ${answer_b}; may use ${reference}, ${media}, "
-                                "${media_file}, ${criteria}, ${facets}")
-            verdict = gr.HTML(render_verdict(None), elem_id="verdict", label="Verdict")
-            with gr.Row():
-                vote_btns = [gr.Button(VOTE_NAMES[v], size="sm", interactive=False, elem_id=f"vote-{v}")
-                             for v in VOTES]
-                undo_btn = gr.Button("Undo vote", size="sm", interactive=False, elem_id="vote-undo")
-            vote_status = gr.Markdown(elem_id="vote-status", label="Your vote")
-            criteria = gr.HTML(render_criteria(judge0.rubric, {}), elem_id="criteria", label="Criteria")
-            chart = gr.HTML(render_chart(judge0.rubric, {}), label="A vs B per criterion")
-            timing = gr.Markdown(label="Timing")
-            with gr.Accordion("Both orders, side by side", open=False):
-                orders = gr.HTML(elem_id="orders", label="Both orders")
-            with gr.Accordion("Raw output", open=False) as raw_fold:
-                raw = gr.Textbox(lines=10, show_label=False, label="Raw output", elem_id="raw")
-            with gr.Accordion("Judgment JSON", open=False):
-                judgment_json = gr.JSON(show_label=False, label="Judgment")
-            with gr.Accordion("History: the judgments made on this page", open=False):
-                with gr.Row():
-                    history = gr.Dropdown([], label="Judgment", scale=3, elem_id="history")
-                    reopen = gr.Button("Open", size="sm", scale=1)
-                    export = gr.Button("Export all as JSON", size="sm", scale=1)
-                history_file = gr.File(label="History (JSON)", interactive=False, elem_id="history-file")
-            inputs = [query, response_a, response_b, media, reference, prompt_format, swap_check, temperature, top_p,
-                      seed, max_new_tokens, video_fps, video_max_frames, audio_max_seconds, rubric_table,
-                      prompt_template, video_audio]
-            shown = [verdict, criteria, chart, timing, orders, raw, judgment_json]
-            votes_shown = [*vote_btns, undo_btn, vote_status]
-            # Each new judgment starts from a clean card, panels and chart: an input error leaves nothing stale.
-            judge_btn.click(cleared, rubric_table, shown + votes_shown, queue=False, api_name=False).then(
-                judge_pair, inputs, shown, api_name="judge", concurrency_id="model").then(
-                after_judgment, None, [*votes_shown, history], queue=False, api_name=False)
-            for v, button in zip(VOTES, vote_btns):
-                button.click(voter(v), None, votes_shown, queue=False, api_name=False)
-            undo_btn.click(undo_vote, None, votes_shown, queue=False, api_name=False)
-            # The API's vote (the page's buttons call cast_vote): a hidden choice, so that its input and output
-            # are named.
-            vote_pick = gr.Radio(list(VOTES), label="Vote", visible=False)
-            vote_pick.change(vote_api, vote_pick, vote_status, api_name="vote", queue=False)
-            # Stop only sets the request's cancel event, outside the queue: generation ends at the next token and the
-            # handler itself sends the "Stopped" card (cancelling Gradio's event instead left "Judging…" for good).
-            stop_btn.click(stop, None, None, queue=False, api_name=False)
-            raw_fold.expand(raw_opened, None, None, queue=False, api_name=False)
-            raw_fold.collapse(raw_closed, None, None, queue=False, api_name=False)
-            swap_btn.click(lambda a, b: (b, a), [response_a, response_b], [response_a, response_b], queue=False,
-                           api_name=False)
-            clear_btn.click(cleared, rubric_table, shown + votes_shown, queue=False, api_name=False).then(
-                lambda: ("", "", "", None, ""), None, [query, response_a, response_b, media, reference],
-                queue=False, api_name=False)
-            reopen.click(reopened, history, shown + votes_shown, queue=False, api_name=False)
-            export.click(exported, None, history_file, queue=False, api_name=False)
-            # Queued (a warning reaches the page only through the queue), beside the model's queue, not behind it.
-            media.upload(checked_upload, media, media, api_name=False, concurrency_limit=4)
-            media.change(show_media, media, [gallery_preview, audio_preview, media_names], api_name=False,
-                         queue=False)
-            add_criterion.click(lambda rows: [*table_rows(rows), ["", "", ""]], rubric_table, rubric_table,
-                                api_name=False, queue=False)
-            reset_rubric.click(lambda: rubric_rows(slot.judge.rubric), None, rubric_table, api_name=False,
-                               queue=False)
+            options = judge_tab(h)
         with gr.Tab("Batch"):
-            gr.Markdown("A JSONL file of pairs, as for `python -m rrm judge --pairs`; media paths are relative "
-                        "to the root of the zip.")
-            with gr.Row():
-                pairs_file = gr.File(label="Pairs (.jsonl)", file_types=[".jsonl"], type="filepath",
-                                     elem_id="batch-pairs")
-                media_zip = gr.File(label="Media (.zip, optional)", file_types=[".zip"], type="filepath",
-                                    elem_id="batch-zip")
-            with gr.Row():
-                batch_swap = gr.Checkbox(value=True, label="Swap check")
-                batch_size = gr.Slider(1, 32, value=4, step=1, label="Batch size")
-                batch_btn = gr.Button("Judge all", variant="primary")
-            batch_summary = gr.Markdown(label="Summary")
-            # Widths for overview()'s columns: left to itself, the table squeezed "verdict" into a letter per line.
-            batch_table = gr.Dataframe(label="Results", wrap=True, interactive=False, column_widths=[
-                "9%", "17%", "19%", "19%", "8%", "5%", "5%", "8%", "10%"])
-            batch_files = gr.File(label="Download", file_count="multiple")
-            batch_json = gr.JSON(label="Summary (JSON)", visible=False)
-            batch_btn.click(judge_file, [pairs_file, media_zip, batch_swap, batch_size],
-                            [batch_summary, batch_table, batch_files, batch_json], api_name="judge_batch",
-                            concurrency_id="model")
+            batch_tab(h)
         with gr.Tab("Best-of-N"):
-            with gr.Row():
-                bon_query = gr.Textbox(value="", label="Query", lines=2, scale=3)
-                bon_media = gr.File(label="Media (optional, several kept in order)", file_types=MEDIA_TYPES,
-                                    file_count="multiple", type="filepath", scale=2)
-            # The first two have no value, so the API lists them as required; the other six as optional.
-            bon_responses = [gr.Textbox(value=None if i < 2 else "", label=f"Response {i + 1}", lines=2,
-                                        visible=i < 2, elem_id=f"bon-response-{i + 1}") for i in range(MAX_RESPONSES)]
-            bon_count = gr.State(2)
-            with gr.Row():
-                bon_add = gr.Button(f"Add a response (up to {MAX_RESPONSES})", size="sm")
-                bon_swap = gr.Checkbox(value=True, label="Swap check")
-                bon_btn = gr.Button("Rank", variant="primary")
-            bon_ranking = gr.HTML(label="Ranking", elem_id="bon-ranking")
-            bon_matches = gr.Dataframe(headers=["match", "response A", "response B", "verdict", "score A", "score B",
-                                                "orders agree"], label="Matches", interactive=False)
-            bon_rationales = gr.HTML(label="Rationales", elem_id="bon-rationales")
-            bon_json = gr.JSON(visible=False, label="Result")
-            bon_media.upload(checked_upload, bon_media, bon_media, api_name=False, concurrency_limit=4)
-            bon_add.click(more_responses, bon_count, [bon_count, *bon_responses, bon_add], api_name=False,
-                          queue=False)
-            bon_btn.click(best_of, [bon_query, *bon_responses, bon_media, bon_swap],
-                          [bon_ranking, bon_matches, bon_rationales, bon_json], api_name="best_of_n",
-                          concurrency_id="model")
-        with gr.Tab("Votes") as votes_tab:
-            votes_summary = gr.Markdown(label="Votes")
-            votes_chart = gr.HTML(label="The judge's agreement with you, per modality")
-            with gr.Row():
-                votes_by_modality = gr.Dataframe(label="Agreement per modality", interactive=False)
-                votes_by_swap = gr.Dataframe(label="Agreement against the swap check", interactive=False)
-            votes_confusion = gr.Dataframe(label="Your votes (rows) against the judge's verdicts (columns)",
-                                           interactive=False)
-            with gr.Row():
-                votes_refresh = gr.Button("Refresh", size="sm")
-                votes_file = gr.File(label="Download the votes (train/ pairs format)", interactive=False)
-            votes_out = [votes_summary, votes_by_modality, votes_by_swap, votes_confusion, votes_chart, votes_file]
-            votes_tab.select(votes_view, None, votes_out, api_name=False, queue=False)
-            votes_refresh.click(votes_view, None, votes_out, api_name="votes", queue=False)
+            best_of_n_tab(h)
+        with gr.Tab("Votes") as votes:
+            votes_tab(h, votes)
         with gr.Tab("Model"):
-            info = gr.Markdown(model_info(), label="Model")
-            with gr.Row():
-                choice = gr.Dropdown(list(slot.checkpoints()), label="Checkpoint or adapter under the models folders",
-                                     allow_custom_value=True)  # the list changes; load_other checks it
-                quantization = gr.Dropdown(list(QUANTIZATIONS), value="auto", label="Quantization")
-            with gr.Row():
-                rescan = gr.Button("Rescan", size="sm")
-                load_btn = gr.Button("Load", variant="primary")
-            rescan.click(lambda: gr.update(choices=list(slot.checkpoints())), None, choice, api_name=False,
-                         queue=False)
-            load_btn.click(load_other, [choice, quantization], [info, rubric_table, prompt_format, media_limits],
-                           api_name="load_model", concurrency_id="model")
-            demo.load(model_info, None, info, api_name=False, queue=False)
+            model_tab(h, demo, [options["rubric_table"], options["prompt_format"], options["media_limits"]])
     demo.queue(default_concurrency_limit=1)  # one generation per model at a time; others see their place
     return demo
+
+
+def _judge_inputs(judge0: Judge) -> dict:
+    """The Judge tab's query, media (with previews and limits), responses and buttons."""
+    c = {}
+    with gr.Row():
+        with gr.Column(scale=3):
+            c["query"] = gr.Textbox(value="", label="Query", lines=2, placeholder="What is shown?")
+            c["reference"] = gr.Textbox(value="", label="Reference answer (optional)", lines=1,
+                                        placeholder="A known good answer the judge may compare against")
+        with gr.Column(scale=2):
+            c["media"] = gr.File(label="Media: images, videos or audio (optional)", file_types=MEDIA_TYPES,
+                                 file_count="multiple", type="filepath", elem_id="media")
+            c["media_limits"] = gr.Markdown(media_limits_markdown(judge0), elem_id="media-limits",
+                                            label="Media limits")
+            c["media_names"] = gr.Markdown(elem_id="media-names", label="Uploaded, in order")
+            c["gallery_preview"] = gr.Gallery(label="Preview", visible=False, interactive=False, height=200,
+                                              elem_id="media-gallery")
+            c["audio_preview"] = gr.Audio(label="Preview", visible=False, interactive=False)
+    with gr.Row(equal_height=True):
+        c["response_a"] = gr.Textbox(label="Response A", lines=6, elem_id="response-a")
+        c["response_b"] = gr.Textbox(label="Response B", lines=6, elem_id="response-b")
+    with gr.Row():
+        c["judge_btn"] = gr.Button("Judge", variant="primary", elem_id="judge-button")
+        c["stop_btn"] = gr.Button("Stop", variant="stop")
+        c["swap_btn"] = gr.Button("Swap A ↔ B", elem_id="swap-button")
+        c["clear_btn"] = gr.Button("Clear", elem_id="clear-button")
+    gr.Examples(examples=_examples(), inputs=[c["query"], c["media"], c["response_a"], c["response_b"]],
+                label="Examples (text, image, video, audio, a video with sound): click one to fill the inputs")
+    return c
+
+
+def _judge_options(judge0: Judge) -> dict:
+    """The Judge tab's Options: prompt format, sampling, media bounds, video sound, rubric and template."""
+    c = {}
+    with gr.Accordion("Options", open=False):
+        with gr.Row():
+            c["prompt_format"] = gr.Dropdown(list(PROMPT_FORMATS), value=judge0.format.name
+                                             if judge0.format.name in PROMPT_FORMATS else "omni-rrm",
+                                             label="Prompt format")
+            c["swap_check"] = gr.Checkbox(value=True, label="Swap check (judge both orders)")
+            c["max_new_tokens"] = gr.Slider(8, 4096, value=1024, step=8, label="Max new tokens")
+        with gr.Row():
+            c["temperature"] = gr.Slider(0.0, 1.5, value=judge0.generation.temperature, step=0.05,
+                                         label="Temperature (0 = greedy)")
+            c["top_p"] = gr.Slider(0.05, 1.0, value=judge0.generation.top_p, step=0.05, label="Top-p")
+            c["seed"] = gr.Number(value=judge0.generation.seed, precision=0, label="Seed (for sampling)")
+        with gr.Row():
+            c["video_fps"] = gr.Slider(0.25, 8, value=judge0.limits.video_fps, step=0.25, label="Video fps")
+            c["video_max_frames"] = gr.Slider(1, 64, value=judge0.limits.video_max_frames, step=1,
+                                              label="Video max frames")
+            c["audio_max_seconds"] = gr.Slider(1, 30, value=judge0.limits.audio_max_seconds, step=1,
+                                               label="Audio max seconds")
+            c["video_audio"] = gr.Radio(list(VIDEO_AUDIO_MODES), value="auto", label="Video sound (auto: as "
+                                        "the loaded judge hears it)", elem_id="video-audio")
+        c["rubric_table"] = gr.Dataframe(value=rubric_rows(judge0.rubric), headers=["key", "title", "description"],
+                                         label="Rubric: add, remove or rename criteria", interactive=True,
+                                         row_count=(len(judge0.rubric.criteria), "dynamic"),
+                                         column_count=(3, "fixed"), wrap=True)
+        with gr.Row():
+            c["add_criterion"] = gr.Button("Add a criterion", size="sm")
+            c["reset_rubric"] = gr.Button("Reset rubric", size="sm")
+        c["prompt_template"] = gr.Textbox(
+            value="", lines=4, label="Prompt template (optional): replaces the user text of the format above",
+            placeholder="Uses ${question}, ${answer_a} and ${answer_b}; may use ${reference}, ${media}, "
+                        "${media_file}, ${criteria}, ${facets}")
+    return c
+
+
+def _judge_results(judge0: Judge) -> dict:
+    """The Judge tab's verdict card, votes, panels, both orders, raw output, JSON and history."""
+    c = {"verdict": gr.HTML(render_verdict(None), elem_id="verdict", label="Verdict")}
+    with gr.Row():
+        c["vote_btns"] = [gr.Button(VOTE_NAMES[v], size="sm", interactive=False, elem_id=f"vote-{v}")
+                          for v in VOTES]
+        c["undo_btn"] = gr.Button("Undo vote", size="sm", interactive=False, elem_id="vote-undo")
+    c["vote_status"] = gr.Markdown(elem_id="vote-status", label="Your vote")
+    c["criteria"] = gr.HTML(render_criteria(judge0.rubric, {}), elem_id="criteria", label="Criteria")
+    c["chart"] = gr.HTML(render_chart(judge0.rubric, {}), label="A vs B per criterion")
+    c["timing"] = gr.Markdown(label="Timing")
+    with gr.Accordion("Both orders, side by side", open=False):
+        c["orders"] = gr.HTML(elem_id="orders", label="Both orders")
+    with gr.Accordion("Raw output", open=False) as c["raw_fold"]:
+        c["raw"] = gr.Textbox(lines=10, show_label=False, label="Raw output", elem_id="raw")
+    with gr.Accordion("Judgment JSON", open=False):
+        c["judgment_json"] = gr.JSON(show_label=False, label="Judgment")
+    with gr.Accordion("History: the judgments made on this page", open=False):
+        with gr.Row():
+            c["history"] = gr.Dropdown([], label="Judgment", scale=3, elem_id="history")
+            c["reopen"] = gr.Button("Open", size="sm", scale=1)
+            c["export"] = gr.Button("Export all as JSON", size="sm", scale=1)
+        c["history_file"] = gr.File(label="History (JSON)", interactive=False, elem_id="history-file")
+    return c
+
+
+def judge_tab(h: Handlers) -> dict:
+    """One pair, streamed: its inputs, options and results, wired to the handlers. Returns the options (the
+    Model tab updates them)."""
+    judge0 = h.slot.judge
+    i, o = _judge_inputs(judge0), _judge_options(judge0)
+    r = _judge_results(judge0)
+    inputs = [i["query"], i["response_a"], i["response_b"], i["media"], i["reference"], o["prompt_format"],
+              o["swap_check"], o["temperature"], o["top_p"], o["seed"], o["max_new_tokens"], o["video_fps"],
+              o["video_max_frames"], o["audio_max_seconds"], o["rubric_table"], o["prompt_template"],
+              o["video_audio"]]
+    shown = [r[k] for k in ("verdict", "criteria", "chart", "timing", "orders", "raw", "judgment_json")]
+    votes_shown = [*r["vote_btns"], r["undo_btn"], r["vote_status"]]
+    # Each new judgment starts from a clean card, panels and chart: an input error leaves nothing stale.
+    i["judge_btn"].click(h.cleared, o["rubric_table"], shown + votes_shown, queue=False, api_name=False).then(
+        h.judge_pair, inputs, shown, api_name="judge", concurrency_id="model").then(
+        h.after_judgment, None, [*votes_shown, r["history"]], queue=False, api_name=False)
+    _wire_votes(h, r, votes_shown)
+    # Stop only sets the request's cancel event, outside the queue: generation ends at the next token and the
+    # handler itself sends the "Stopped" card (cancelling Gradio's event instead left "Judging…" for good).
+    i["stop_btn"].click(h.stop, None, None, queue=False, api_name=False)
+    r["raw_fold"].expand(h.raw_opened, None, None, queue=False, api_name=False)
+    r["raw_fold"].collapse(h.raw_closed, None, None, queue=False, api_name=False)
+    pair = [i["response_a"], i["response_b"]]
+    i["swap_btn"].click(lambda a, b: (b, a), pair, pair, queue=False, api_name=False)
+    i["clear_btn"].click(h.cleared, o["rubric_table"], shown + votes_shown, queue=False, api_name=False).then(
+        lambda: ("", "", "", None, ""), None, [i["query"], i["response_a"], i["response_b"], i["media"],
+                                               i["reference"]], queue=False, api_name=False)
+    r["reopen"].click(h.reopened, r["history"], shown + votes_shown, queue=False, api_name=False)
+    r["export"].click(h.exported, None, r["history_file"], queue=False, api_name=False)
+    # Queued (a warning reaches the page only through the queue), beside the model's queue, not behind it.
+    i["media"].upload(h.checked_upload, i["media"], i["media"], api_name=False, concurrency_limit=4)
+    i["media"].change(h.show_media, i["media"], [i["gallery_preview"], i["audio_preview"], i["media_names"]],
+                      api_name=False, queue=False)
+    o["add_criterion"].click(lambda rows: [*table_rows(rows), ["", "", ""]], o["rubric_table"], o["rubric_table"],
+                             api_name=False, queue=False)
+    o["reset_rubric"].click(lambda: rubric_rows(h.slot.judge.rubric), None, o["rubric_table"], api_name=False,
+                            queue=False)
+    return {**o, "media_limits": i["media_limits"]}
+
+
+def _wire_votes(h: Handlers, r: dict, votes_shown: list) -> None:
+    for v, button in zip(VOTES, r["vote_btns"]):
+        button.click(h.voter(v), None, votes_shown, queue=False, api_name=False)
+    r["undo_btn"].click(h.undo_vote, None, votes_shown, queue=False, api_name=False)
+    # The API's vote (the page's buttons call cast_vote): a hidden choice, so that its input and output are named.
+    vote_pick = gr.Radio(list(VOTES), label="Vote", visible=False)
+    vote_pick.change(h.vote_api, vote_pick, r["vote_status"], api_name="vote", queue=False)
+
+
+def batch_tab(h: Handlers) -> None:
+    """A file of pairs (and a zip of their media), judged with progress, into a table and files."""
+    gr.Markdown("A JSONL file of pairs, as for `python -m rrm judge --pairs`; media paths are relative "
+                "to the root of the zip.")
+    with gr.Row():
+        pairs_file = gr.File(label="Pairs (.jsonl)", file_types=[".jsonl"], type="filepath", elem_id="batch-pairs")
+        media_zip = gr.File(label="Media (.zip, optional)", file_types=[".zip"], type="filepath", elem_id="batch-zip")
+    with gr.Row():
+        batch_swap = gr.Checkbox(value=True, label="Swap check")
+        batch_size = gr.Slider(1, 32, value=4, step=1, label="Batch size")
+        batch_btn = gr.Button("Judge all", variant="primary")
+    batch_summary = gr.Markdown(label="Summary")
+    # Widths for overview()'s columns: left to itself, the table squeezed "verdict" into a letter per line.
+    batch_table = gr.Dataframe(label="Results", wrap=True, interactive=False, column_widths=[
+        "9%", "17%", "19%", "19%", "8%", "5%", "5%", "8%", "10%"])
+    batch_files = gr.File(label="Download", file_count="multiple")
+    batch_json = gr.JSON(label="Summary (JSON)", visible=False)
+    batch_btn.click(h.judge_file, [pairs_file, media_zip, batch_swap, batch_size],
+                    [batch_summary, batch_table, batch_files, batch_json], api_name="judge_batch",
+                    concurrency_id="model")
+
+
+def best_of_n_tab(h: Handlers) -> None:
+    """2 to 8 responses ranked by knockout, each match explained."""
+    with gr.Row():
+        bon_query = gr.Textbox(value="", label="Query", lines=2, scale=3)
+        bon_media = gr.File(label="Media (optional, several kept in order)", file_types=MEDIA_TYPES,
+                            file_count="multiple", type="filepath", scale=2)
+    # The first two have no value, so the API lists them as required; the other six as optional.
+    bon_responses = [gr.Textbox(value=None if i < 2 else "", label=f"Response {i + 1}", lines=2,
+                                visible=i < 2, elem_id=f"bon-response-{i + 1}") for i in range(MAX_RESPONSES)]
+    bon_count = gr.State(2)
+    with gr.Row():
+        bon_add = gr.Button(f"Add a response (up to {MAX_RESPONSES})", size="sm")
+        bon_swap = gr.Checkbox(value=True, label="Swap check")
+        bon_btn = gr.Button("Rank", variant="primary")
+    bon_ranking = gr.HTML(label="Ranking", elem_id="bon-ranking")
+    bon_matches = gr.Dataframe(headers=["match", "response A", "response B", "verdict", "score A", "score B",
+                                        "orders agree"], label="Matches", interactive=False)
+    bon_rationales = gr.HTML(label="Rationales", elem_id="bon-rationales")
+    bon_json = gr.JSON(visible=False, label="Result")
+    bon_media.upload(h.checked_upload, bon_media, bon_media, api_name=False, concurrency_limit=4)
+    bon_add.click(more_responses, bon_count, [bon_count, *bon_responses, bon_add], api_name=False, queue=False)
+    bon_btn.click(h.best_of, [bon_query, *bon_responses, bon_media, bon_swap],
+                  [bon_ranking, bon_matches, bon_rationales, bon_json], api_name="best_of_n",
+                  concurrency_id="model")
+
+
+def votes_tab(h: Handlers, tab: gr.Tab) -> None:
+    """How far the judge agrees with the votes cast, refreshed when the tab opens."""
+    votes_summary = gr.Markdown(label="Votes")
+    votes_chart = gr.HTML(label="The judge's agreement with you, per modality")
+    with gr.Row():
+        votes_by_modality = gr.Dataframe(label="Agreement per modality", interactive=False)
+        votes_by_swap = gr.Dataframe(label="Agreement against the swap check", interactive=False)
+    votes_confusion = gr.Dataframe(label="Your votes (rows) against the judge's verdicts (columns)",
+                                   interactive=False)
+    with gr.Row():
+        votes_refresh = gr.Button("Refresh", size="sm")
+        votes_file = gr.File(label="Download the votes (train/ pairs format)", interactive=False)
+    votes_out = [votes_summary, votes_by_modality, votes_by_swap, votes_confusion, votes_chart, votes_file]
+    tab.select(h.votes_view, None, votes_out, api_name=False, queue=False)
+    votes_refresh.click(h.votes_view, None, votes_out, api_name="votes", queue=False)
+
+
+def model_tab(h: Handlers, demo: gr.Blocks, judge_options: list) -> None:
+    """The loaded judge, and another checkpoint or adapter loaded in its place (updating `judge_options`: the
+    Judge tab's rubric, prompt format and media limits)."""
+    info = gr.Markdown(h.model_info(), label="Model")
+    with gr.Row():
+        choice = gr.Dropdown(list(h.slot.checkpoints()), label="Checkpoint or adapter under the models folders",
+                             allow_custom_value=True)  # the list changes; load_other checks it
+        quantization = gr.Dropdown(list(QUANTIZATIONS), value="auto", label="Quantization")
+    with gr.Row():
+        rescan = gr.Button("Rescan", size="sm")
+        load_btn = gr.Button("Load", variant="primary")
+    rescan.click(lambda: gr.update(choices=list(h.slot.checkpoints())), None, choice, api_name=False, queue=False)
+    load_btn.click(h.load_other, [choice, quantization], [info, *judge_options], api_name="load_model",
+                   concurrency_id="model")
+    demo.load(h.model_info, None, info, api_name=False, queue=False)
 
 
 def _examples() -> list[list]:
@@ -1066,7 +1122,10 @@ def _batch_pairs(pairs_file: Path, media_zip: Path | None, work: Path,
                        f"(--max-batch-pairs). Split the file.")
     named = {Path(m.path).relative_to(media_root).as_posix() for s in samples for m in s.media}
     if media_zip is not None:
-        _extract_zip(media_zip, media_root, named)
+        try:
+            extract_named(media_zip, media_root, named)
+        except RRMError as e:
+            raise gr.Error(str(e)) from None
     ready, missing = [], []
     for sample in samples:
         absent = next((m for m in sample.media if not Path(m.path).is_file()), None)
@@ -1079,26 +1138,6 @@ def _batch_pairs(pairs_file: Path, media_zip: Path | None, work: Path,
         raise gr.Error(f"No pair has its media: {missing[0]}" + (f" (and {len(missing) - 1} more)"
                                                                if len(missing) > 1 else ""))
     return ready, problems, missing
-
-
-def _extract_zip(path: Path, root: Path, named: set[str], max_bytes: int = MAX_ZIP_BYTES) -> None:
-    """Unpack the members of an uploaded zip that the pairs name, under root; refuse zip bombs and members that
-    would land outside root. Nothing else is written: a folder of other files (a checkpoint) stays packed."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            members = z.infolist()
-            if len(members) > MAX_ZIP_FILES:
-                raise gr.Error(f"The zip holds {len(members):,} files; the limit is {MAX_ZIP_FILES:,}.")
-            wanted = [m for m in members if not m.is_dir() and posixpath.normpath(m.filename) in named]
-            if sum(m.file_size for m in wanted) > max_bytes:
-                raise gr.Error(f"The media the pairs name unpack to more than {max_bytes / 1024**3:g} GB.")
-            for m in wanted:
-                target = (root / m.filename).resolve()
-                if not target.is_relative_to(root.resolve()):
-                    raise gr.Error(f"The zip entry {m.filename!r} points outside the archive.")
-                z.extract(m, root)
-    except zipfile.BadZipFile:
-        raise gr.Error("The media file is not a valid zip archive.") from None
 
 
 def _summary_markdown(s: dict, problems: list[str], missing: list[str]) -> str:

@@ -20,6 +20,8 @@ MAX_RUBRIC_CHARS = 10_000  # every key, title, description, cue and facet of a r
 MAX_TEMPLATE_CHARS = 20_000  # a prompt template or a system prompt
 MAX_REQUEST_SECONDS = 600  # how long one app request may hold the queue (--max-request-seconds)
 MAX_MEDIA_ITEMS = 8  # images, videos and audio clips in one sample
+MAX_ZIP_FILES = 10_000  # members of an uploaded media zip
+MAX_ZIP_BYTES = 2 * 1024**3  # what the members a batch's pairs name may unpack to
 
 
 @dataclass(frozen=True)

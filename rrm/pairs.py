@@ -14,12 +14,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import posixpath
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RRMError
-from .limits import MAX_LINE_BYTES
+from .limits import MAX_LINE_BYTES, MAX_ZIP_BYTES, MAX_ZIP_FILES
 from .schema import MEDIA_KINDS, VERDICT_TIE, VERDICTS, CriterionResult, Judgment, MediaItem, ParseStatus, Sample
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,27 @@ def _media_path(root: Path, rel: str, confine: bool) -> str:
     if confine and not path.resolve().is_relative_to(root.resolve()):
         raise RRMError(f"media path {rel!r} leads outside the uploaded files")
     return str(path)
+
+
+def extract_named(archive: Path, root: Path, named: set[str], max_files: int = MAX_ZIP_FILES,
+                  max_bytes: int = MAX_ZIP_BYTES) -> None:
+    """Unpack the members of an uploaded zip that pairs name (paths relative to the archive's root), under root.
+    A zip bomb, a member that would land outside root and a file that is no zip are refused. Nothing else is
+    written: a folder of other files (a checkpoint) stays packed."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            members = z.infolist()
+            if len(members) > max_files:
+                raise RRMError(f"The zip holds {len(members):,} files; the limit is {max_files:,}.")
+            wanted = [m for m in members if not m.is_dir() and posixpath.normpath(m.filename) in named]
+            if sum(m.file_size for m in wanted) > max_bytes:
+                raise RRMError(f"The media the pairs name unpack to more than {max_bytes / 1024**3:g} GB.")
+            for m in wanted:
+                if not (root / m.filename).resolve().is_relative_to(root.resolve()):
+                    raise RRMError(f"The zip entry {m.filename!r} points outside the archive.")
+                z.extract(m, root)
+    except zipfile.BadZipFile:
+        raise RRMError("The media file is not a valid zip archive.") from None
 
 
 def jsonl_rows(path: Path, what: str = "data file",

@@ -396,7 +396,7 @@ def test_a_cancelled_batch_stops_within_a_second_and_leaves_nothing_behind(serve
 
 
 def test_a_batch_unpacks_only_the_media_its_pairs_name(tmp_path):
-    import app
+    from rrm.pairs import extract_named
 
     archive = tmp_path / "media.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
@@ -406,7 +406,7 @@ def test_a_batch_unpacks_only_the_media_its_pairs_name(tmp_path):
         z.writestr("../escape.png", b"x")
     root = tmp_path / "root"
     root.mkdir()
-    app._extract_zip(archive, root, {"ball.png"})
+    extract_named(archive, root, {"ball.png"})
     assert [p.relative_to(root).as_posix() for p in root.rglob("*")] == ["ball.png"]
 
 
