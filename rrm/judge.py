@@ -301,6 +301,24 @@ class Judge:
 
     def grade(self, sample: Sample, settings: GenerationSettings | None = None) -> Grade:
         """Pointwise: score `sample.response_a` alone, per criterion and overall."""
+        return self._graded(self._generate([self._grade_row(sample)], settings)[0])
+
+    def grade_batch(self, samples: Sequence[Sample], settings: GenerationSettings | None = None) -> list[Grade]:
+        """Pointwise grades of many responses in one backend call. A sample that cannot be graded gets a grade
+        with no score and the reason; the others go on."""
+        grades: list[Grade | None] = [None] * len(samples)
+        rows, owners = [], []
+        for i, sample in enumerate(samples):
+            try:
+                rows.append(self._grade_row(sample))
+                owners.append(i)
+            except RRMError as e:
+                grades[i] = Grade(None, [], "", ParseStatus(False, "none", [str(e)], False), model=self.description)
+        for i, output in zip(owners, self._generate(rows, settings) if rows else []):
+            grades[i] = self._graded(output)
+        return grades
+
+    def _grade_row(self, sample: Sample) -> Row:
         if not sample.response_a.strip():
             raise RRMError("the response to grade is empty")
         if len(sample.response_a) > self.input_limits.max_text_chars:
@@ -308,8 +326,9 @@ class Judge:
                                 flag="--max-text-chars"))
         media = self._decode_media(sample)
         sound_key(media)
-        output = self._generate([(build_grade_messages(sample, self.rubric, sound=has_sound(media)), media)],
-                                settings)[0]
+        return build_grade_messages(sample, self.rubric, sound=has_sound(media)), media
+
+    def _graded(self, output: Output) -> Grade:
         return dataclasses.replace(parse_grade(output.text, self.rubric), timing=output.timing,
                                    model=self.description)
 

@@ -183,6 +183,19 @@ def test_grade_and_best_of_n(judge, media_dir):
         judge.best_of_n("q", ["only one"])
 
 
+def test_grade_batch_grades_many_in_one_call_and_records_the_one_it_cannot(judge, media_dir, monkeypatch):
+    disc = Sample("What is shown?", "a red disc", "", media=[MediaItem("image", str(media_dir / "red.png"))])
+    alone = judge.grade(disc)
+    calls = []
+    real = judge.backend.generate
+    monkeypatch.setattr(judge.backend, "generate", lambda rows, *a: calls.append(len(rows)) or real(rows, *a))
+    together, empty, text = judge.grade_batch([disc, Sample("q", "  ", ""), Sample("Say hi", "hello", "")])
+    assert calls == [2]  # the two gradeable ones, one backend call
+    assert together.raw == alone.raw and together.score == alone.score
+    assert empty.score is None and empty.status.errors == ["the response to grade is empty"]
+    assert text.timing.generated_tokens == TOKENS
+
+
 @pytest.mark.parametrize("sample,message", [
     (Sample("q", "", "b"), "response_a is empty"),
     (Sample("q", "a", "   "), "response_b is empty"),
