@@ -234,6 +234,32 @@ def test_two_step_sft_per_modality_then_the_judge_loads_the_adapter(data_dir, ti
 
     j = judge.judge(Sample.from_dict(json.loads(sample["sample"])), swap_check=True)
     assert j.timing.generated_tokens >= 1 and j.swap is not None
+    card = (out / "README.md").read_text()  # ours, not peft's generic card
+    assert "fine-tuned version of" not in card and f"on the local checkpoint `{tiny_dir}`" in card
+    assert f'Judge.from_pretrained("{out}")' in card and "prompt format: `rubric-v2`" in card
+    assert f"- per modality: {modality} 1" in card and "video_max_frames 4" in card and "| max_steps | 2 |" in card
+
+
+def test_a_cards_base_model_is_the_hub_id_a_local_copy_records(tmp_path):
+    from train.card import base_model_id
+
+    assert base_model_id("Qwen/Qwen2.5-Omni-7B") == "Qwen/Qwen2.5-Omni-7B"
+    assert base_model_id(str(tmp_path / "nowhere")) is None
+    full = tmp_path / "omni"  # a downloaded copy: its config remembers where it came from
+    full.mkdir()
+    (full / "config.json").write_text(json.dumps({"_name_or_path": "Qwen/Qwen2.5-Omni-3B"}))
+    adapter = tmp_path / "sft"  # an adapter on that copy: followed to its base
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(full)}))
+    assert base_model_id(str(full)) == base_model_id(str(adapter)) == "Qwen/Qwen2.5-Omni-3B"
+    carded = tmp_path / "carded"  # a folder whose own card names its base
+    carded.mkdir()
+    (carded / "README.md").write_text("---\nbase_model: Omni-RRM/Omni-RRM-7B\nlicense: apache-2.0\n---\n# x\n")
+    assert base_model_id(str(carded)) == "Omni-RRM/Omni-RRM-7B"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text("{}")
+    assert base_model_id(str(bare)) is None
 
 
 def test_sft_resumes_from_its_checkpoint_and_can_merge(data_dir, tiny_dir, tmp_path):
@@ -321,6 +347,10 @@ def test_two_step_grpo_feeds_the_media_to_the_loss_forward(data_dir, tiny_dir, t
         assert key in logged[0], key
     judge = Judge.from_pretrained(str(tmp_path / "grpo"))
     assert judge.format.name == "rubric-v2" and judge.loaded.adapter
+    card = (tmp_path / "grpo" / "README.md").read_text()
+    assert "# An Omni-RRM judge (GRPO)" in card and "| num_generations | 2 |" in card
+    assert "| reward_funcs | ['format', 'preference', 'rubric'] |" in card
+    assert "| reward_weights | [0.4, 0.4, 0.2, 0.0, 0.0] |" in card
 
 
 def test_grpo_rollouts_end_where_the_judge_ends_its_turn(data_dir, tiny_dir, tmp_path):

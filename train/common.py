@@ -211,10 +211,14 @@ def parse_recipe(arguments_class, config_class, argv: list[str] | None):
 def train_and_save(trainer, processor, args: JudgeTrainingArguments, config) -> int:
     """Train (resuming when asked), then save the adapter as a judge checkpoint, with every logged step
     (TRAIN_LOG: the loss, and for GRPO each reward, KL, completion length and the zero-spread share)."""
+    from .card import write_card
+
     trainer.train(resume_from_checkpoint=resume_checkpoint(config, trainer.accelerator.is_main_process))
     if trainer.accelerator.is_main_process:
-        save_judge(trainer.model, processor, Path(config.output_dir), args.model, args)
-        (Path(config.output_dir) / TRAIN_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
+        out = Path(config.output_dir)
+        save_judge(trainer.model, processor, out, args.model, args)
+        (out / TRAIN_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
+        write_card(out, args, config, trainer.train_dataset, "GRPO" if hasattr(config, "num_generations") else "SFT")
     return 0
 
 
