@@ -137,39 +137,50 @@ class _Recording(JudgeReward):
 
 
 def test_trls_grpo_trainer_logs_the_rewards_the_judge_gave(parrot, tiny_text_dir, tmp_path):
-    """Two judges as TRL rewards for a tiny text policy: the parrot in process (it reads no verdict in the
-    policy's junk: None, which TRL logs as no number) and a teacher over HTTP (an OpenAI-compatible server on
-    loopback, through the endpoint backend), whose verdicts are numbers. An `image` column would be the
+    """Three judges as TRL rewards for a tiny text policy: the parrot in process and the same parrot behind
+    `rrm serve` (it reads no verdict in the policy's junk: None, which TRL logs as no number), and a teacher
+    behind an OpenAI-compatible server on loopback, whose verdicts are numbers. An `image` column would be the
     policy's own input to TRL, and a text policy takes none: media in rewards are tested above."""
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from rrm.serve import JudgeServer, running
 
     egg = next(s for s, _ in examples() if not s.media)
     server = ScriptedServer()
     try:
-        teacher = Judge.from_endpoint(server.url, "teacher-1", prompt_format="rubric-v2")
-        rewards = [_Recording(parrot, swap_check=False, name="parrot"),
-                   _Recording(teacher, swap_check=False, name="teacher")]
-        for r in rewards:
-            r.calls = []
-        dataset = Dataset.from_list([{"prompt": egg.query, "reference": egg.response_b} for _ in range(4)])
-        config = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=2,
-                            num_generations=2, max_completion_length=8, max_steps=2, logging_steps=1,
-                            report_to="none", save_strategy="no", seed=0)
-        trainer = GRPOTrainer(model=str(tiny_text_dir), reward_funcs=rewards, args=config, train_dataset=dataset)
-        trainer.train()
-        for r in rewards:
-            key = f"rewards/{r.__name__}/mean"
-            logged = [e[key] for e in trainer.state.log_history if key in e]
-            assert len(logged) == len(r.calls) == 2, key
-            for (prompts, completions, references, returned), mean in zip(r.calls, logged):
-                # What the judge returns for those very completions, asked again outside the trainer.
-                assert JudgeReward.__call__(r, prompts, completions, reference=references) == returned
-                numbers = [x for x in returned if x is not None]
-                if numbers:
-                    assert mean == pytest.approx(sum(numbers) / len(numbers))
-                else:  # no number at all: TRL's NaN mean, logged as None
-                    assert mean is None or math.isnan(mean)
-        assert any(x is not None for *_, returned in rewards[1].calls for x in returned)
+        with running(JudgeServer(parrot, "parrot")) as url:
+            _train_with_judges(tiny_text_dir, tmp_path, egg, [
+                _Recording(parrot, swap_check=False, name="parrot"),
+                _Recording(Judge.from_endpoint(f"{url}/v1", "parrot"), swap_check=False, name="parrot_served"),
+                _Recording(Judge.from_endpoint(server.url, "teacher-1", prompt_format="rubric-v2"),
+                           swap_check=False, name="teacher")])
     finally:
         server.close()
+
+
+def _train_with_judges(tiny_text_dir, tmp_path, egg, rewards):
+    """Two GRPO steps with these rewards; each logged mean is the mean of what its judge returned, and the judge
+    returns the same for those completions when asked again."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    for r in rewards:
+        r.calls = []
+    dataset = Dataset.from_list([{"prompt": egg.query, "reference": egg.response_b} for _ in range(4)])
+    config = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=2,
+                        num_generations=2, max_completion_length=8, max_steps=2, logging_steps=1, report_to="none",
+                        save_strategy="no", seed=0)
+    trainer = GRPOTrainer(model=str(tiny_text_dir), reward_funcs=rewards, args=config, train_dataset=dataset)
+    trainer.train()
+    for r in rewards:
+        key = f"rewards/{r.__name__}/mean"
+        logged = [e[key] for e in trainer.state.log_history if key in e]
+        assert len(logged) == len(r.calls) == 2, key
+        for (prompts, completions, references, returned), mean in zip(r.calls, logged):
+            assert JudgeReward.__call__(r, prompts, completions, reference=references) == returned
+            numbers = [x for x in returned if x is not None]
+            if numbers:
+                assert mean == pytest.approx(sum(numbers) / len(numbers))
+            else:  # no number at all: TRL's NaN mean, logged as None
+                assert mean is None or math.isnan(mean)
+    in_process, served, teacher = rewards
+    assert [c[3] for c in served.calls] == [c[3] for c in in_process.calls]  # rrm serve: the same judgments
+    assert any(x is not None for *_, returned in teacher.calls for x in returned)
