@@ -157,3 +157,65 @@ class AsyncJudgeReward(JudgeReward):
 
     async def __call__(self, prompts: Sequence, completions: Sequence, **columns) -> list[float | None]:
         return await asyncio.to_thread(JudgeReward.__call__, self, prompts, completions, **columns)
+
+
+# ------------------------------------------------------------------ other frameworks
+# ms-swift builds its rewards with no arguments, and verl passes only what its config's reward_kwargs hold: both
+# find the judge through these environment variables (or keywords of the same names, lower case, for verl).
+ENV_MODEL, ENV_ENDPOINT = "RRM_JUDGE_MODEL", "RRM_JUDGE_ENDPOINT"
+ENV_KEY, ENV_MODE = "RRM_JUDGE_KEY_ENV", "RRM_REWARD_MODE"
+_JUDGES: dict[tuple, object] = {}
+
+
+def judge_from(model: str | None = None, endpoint: str | None = None, key_env: str | None = None):
+    """The judge these settings name (default: the environment's), loaded once per process: a checkpoint in
+    process, or with `endpoint` a served one (`rrm serve`, vLLM) whose key is in the variable `key_env`."""
+    import os
+
+    model = model or os.environ.get(ENV_MODEL)
+    endpoint = endpoint or os.environ.get(ENV_ENDPOINT)
+    key_env = key_env or os.environ.get(ENV_KEY)
+    if not model:
+        raise RRMError(f"no judge: set {ENV_MODEL} (a checkpoint, or the served model's name with {ENV_ENDPOINT})")
+    settings = (model, endpoint, key_env)
+    if settings not in _JUDGES:
+        from .judge import Judge
+
+        _JUDGES[settings] = (Judge.from_endpoint(endpoint, model, api_key_env=key_env) if endpoint
+                             else Judge.from_pretrained(model))
+    return _JUDGES[settings]
+
+
+def _floats(rewards: list[float | None]) -> list[float]:
+    """For frameworks that take floats only: no verdict is NaN, never a made-up score."""
+    return [float("nan") if r is None else r for r in rewards]
+
+
+def swift_rewards(completions: Sequence[str], messages=None, solution=None, **columns) -> list[float]:
+    """ms-swift's ORM call: completions, then the dataset's columns (`messages`: each row's conversation, whose
+    last user turn is the query; `solution`: the reference). The mode is $RRM_REWARD_MODE (default reference);
+    no verdict is NaN."""
+    import os
+
+    if messages is None:
+        raise RRMError("ms-swift passed no messages column: the query comes from each row's last user turn")
+    reward = JudgeReward(judge_from(), mode=os.environ.get(ENV_MODE, "reference"), reference_column="solution")
+    return _floats(reward(list(messages), list(completions), solution=solution, **columns))
+
+
+def compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos=None, model: str | None = None,
+                        endpoint: str | None = None, key_env: str | None = None, mode: str = "reference",
+                        scoring: str = "outcome", swap_check: bool = True) -> list[float]:
+    """verl's batched custom reward function: each response judged against its ground truth (the reference);
+    the query and the media are the row's extra_info ("question" or "prompt"; "image", "images", ...). verl
+    takes floats: a judgment with no verdict is NaN, never a made-up score."""
+    infos = list(extra_infos or [{}] * len(solution_strs))
+    queries = [str((i or {}).get("question") or (i or {}).get("prompt") or "") for i in infos]
+    columns = {c: [(i or {}).get(c) for i in infos] for c in MEDIA_COLUMNS}
+    reward = JudgeReward(judge_from(model, endpoint, key_env), mode=mode, scoring=scoring, swap_check=swap_check)
+    return _floats(reward(queries, list(solution_strs), reference=list(ground_truths), **columns))
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **settings) -> float:
+    """verl's per-sample custom reward function (one judgment: prefer compute_score_batch for throughput)."""
+    return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info], **settings)[0]

@@ -184,3 +184,29 @@ def _train_with_judges(tiny_text_dir, tmp_path, egg, rewards):
     in_process, served, teacher = rewards
     assert [c[3] for c in served.calls] == [c[3] for c in in_process.calls]  # rrm serve: the same judgments
     assert any(x is not None for *_, returned in teacher.calls for x in returned)
+
+
+def test_verls_compute_score_single_and_batched(parrot_dir, ball):
+    from rrm.reward import compute_score, compute_score_batch
+
+    info = {"question": ball.query, "image": ball.media[0].path}
+    got = compute_score_batch(["omni"] * 3, [ball.response_b, ball.response_a, ""],
+                              [ball.response_a, ball.response_b, ball.response_a], [info] * 3, model=str(parrot_dir))
+    assert got[:2] == [1.0, -1.0] and math.isnan(got[2])  # an empty response: no verdict, NaN (verl takes floats)
+    assert compute_score("omni", ball.response_b, ball.response_a, info, model=str(parrot_dir)) == 1.0
+
+
+def test_the_ms_swift_reward_reads_the_judge_from_the_environment(parrot_dir, ball, monkeypatch):
+    from rrm.reward import judge_from, swift_rewards
+
+    monkeypatch.delenv("RRM_JUDGE_MODEL", raising=False)
+    with pytest.raises(RRMError, match="no judge: set RRM_JUDGE_MODEL"):
+        swift_rewards(["x"], messages=[[{"role": "user", "content": "q"}]], solution=["y"])
+    monkeypatch.setenv("RRM_JUDGE_MODEL", str(parrot_dir))
+    assert judge_from() is judge_from()  # loaded once per process
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ball.query}]}]
+    got = swift_rewards([ball.response_b, ball.response_a], messages=[conversation] * 2,
+                        solution=[ball.response_a, ball.response_b], images=[[ball.media[0].path]] * 2)
+    assert got == [1.0, -1.0]
+    with pytest.raises(RRMError, match="no messages column"):
+        swift_rewards(["x"], solution=["y"])
