@@ -210,3 +210,17 @@ def test_the_ms_swift_reward_reads_the_judge_from_the_environment(parrot_dir, ba
     assert got == [1.0, -1.0]
     with pytest.raises(RRMError, match="no messages column"):
         swift_rewards(["x"], solution=["y"])
+
+
+def test_verl_loads_its_reward_file_by_path_as_verl_does(parrot_dir, ball):
+    import importlib.util
+    from pathlib import Path
+
+    import rrm
+
+    path = Path(rrm.__file__).parent / "verl_reward.py"
+    spec = importlib.util.spec_from_file_location("custom_module", path)  # verl's own way to load it
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    info = {"question": ball.query, "image": ball.media[0].path}
+    assert module.compute_score("omni", ball.response_b, ball.response_a, info, model=str(parrot_dir)) == 1.0
