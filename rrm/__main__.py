@@ -28,6 +28,7 @@ from pathlib import Path
 from . import serve as serving
 from .cli import add_judge_arguments, build_judge, limits_from, run_command
 from .errors import RRMError
+from .formats import PAIRS_FORMATS
 from .limits import InputLimits
 from .media import load_media
 from .pairs import done_ids, read_pairs, scan_records, shown
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="lines of {id, query, response_a, response_b, image|video|audio: path, reference}")
     many.add_argument("--out", metavar="OUT.jsonl")
     many.add_argument("--media-root", help="media paths are relative to this (default: the folder of IN)")
+    many.add_argument("--pairs-format", choices=PAIRS_FORMATS, default="preference",
+                      help="preference: ours; trl, swift (ms-swift RM/DPO rows), llamafactory (sharegpt preference)")
     s = sub.add_parser("serve", help="serve the judge over HTTP (JSON API, OpenAI-compatible chat, batching)",
                        description=serving.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_judge_arguments(s)
@@ -106,7 +109,7 @@ def _many(args) -> int:
 
     pairs = Path(args.pairs)
     media_root = Path(args.media_root) if args.media_root else pairs.parent
-    samples, problems = read_pairs(pairs, media_root)
+    samples, problems = read_pairs(pairs, media_root, fmt=args.pairs_format)
     for p in shown(problems):
         print(f"warning: {p}", file=sys.stderr)
     out = Path(args.out)

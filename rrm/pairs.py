@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RRMError
+from .formats import foreign_record
 from .limits import MAX_LINE_BYTES, MAX_ZIP_BYTES, MAX_ZIP_FILES
 from .schema import MEDIA_KINDS, VERDICT_TIE, VERDICTS, CriterionResult, Judgment, MediaItem, ParseStatus, Sample
 
@@ -173,14 +174,17 @@ def _parse_line(raw: bytes) -> tuple[object, str | None]:
         return None, "not valid JSON (nested too deeply)"
 
 
-def read_pairs(path: Path, media_root: Path, confine: bool = False,
-               defaults: dict | None = None, what: str = "pairs file") -> tuple[list[Sample], list[str]]:
-    """Samples, and a message for each line that could not be read (`defaults` fill fields a line lacks)."""
+def read_pairs(path: Path, media_root: Path, confine: bool = False, defaults: dict | None = None,
+               what: str = "pairs file", fmt: str = "preference") -> tuple[list[Sample], list[str]]:
+    """Samples, and a message for each line that could not be read (`defaults` fill fields a line lacks). `fmt`:
+    our own lines, or another project's preference rows (rrm.formats)."""
     samples, problems, seen = [], [], set()
     for n, record, problem in jsonl_rows(path, what):
         try:
             if problem:
                 raise RRMError(problem)
+            if fmt != "preference":
+                record = foreign_record(record, fmt, n)
             if defaults and isinstance(record, dict):
                 record = {**defaults, **record}
             sample = sample_from_record(record, media_root, confine)

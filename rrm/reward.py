@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import RRMError
+from .formats import text_of
 from .schema import SCORE_MAX, SCORE_MIN, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, MediaItem, Sample
 
 MODES = ("reference", "group", "pointwise")
@@ -37,22 +38,6 @@ WIN_SHARE = {VERDICT_A: 1.0, VERDICT_TIE: 0.5, VERDICT_B: 0.0}
 MEDIA_COLUMNS = {"image": "image", "images": "image", "video": "video", "videos": "video", "audio": "audio",
                  "audios": "audio"}
 PIVOT_ABOVE = 8  # groups larger than this are judged against a pivot, not round robin
-
-
-def text_of(value) -> str:
-    """The text of a TRL prompt or completion: a string, or a conversation (the last user turn of a prompt, the
-    assistant turn of a completion), its content a string or a list of parts."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        value = [value]
-    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        users = [m for m in value if m.get("role") == "user"] or value
-        content = users[-1].get("content", "")
-        if isinstance(content, list):
-            return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-        return str(content)
-    raise RRMError(f"a prompt or completion must be text or a list of chat messages, got {type(value).__name__}")
 
 
 def media_of(columns: dict, i: int) -> list[MediaItem]:

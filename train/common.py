@@ -30,7 +30,8 @@ class JudgeTrainingArguments:
                        metadata={"help": "base: hub id or local Qwen2.5-Omni checkpoint (full or thinker-only)"})
     data: str = field(default="", metadata={"help": "preference JSONL (or a benchmark file with --data-format)"})
     data_format: str = field(default="preference", metadata={
-        "help": "preference, omni-preference (the released rows), or an rrm.eval benchmark name"})
+        "help": "preference, omni-preference (the released rows), trl, swift or llamafactory (other projects' "
+                "preference rows: labels for GRPO), or an rrm.eval benchmark name"})
     media_root: str | None = field(default=None, metadata={"help": "media paths are relative to this"})
     prompt_format: str = field(default="rubric-v2", metadata={
         "help": "rubric-v2, or omni-rrm-release to continue a released Omni-RRM as it was trained (or omni-rrm)"})

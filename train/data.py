@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rrm.errors import RRMError
+from rrm.formats import FOREIGN_FORMATS, foreign_record
 from rrm.eval.loaders import LOADERS, load_benchmark
 from rrm.pairs import content_id, jsonl_rows, labelled_judgment, read_criteria, read_label, sample_from_record
 from rrm.parse import parse_judgment
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("sft", "rl")
 OMNI_PREFERENCE = "omni-preference"
-FORMATS = (OMNI_PREFERENCE, *LOADERS)  # LOADERS has "preference"
+FORMATS = (OMNI_PREFERENCE, *FOREIGN_FORMATS, *LOADERS)  # LOADERS has "preference"
 
 
 @dataclass
@@ -206,10 +207,9 @@ def load_pairs(path: str | Path, media_root: str | Path | None = None, fmt: str 
     report = LoadReport()
     if fmt not in FORMATS:
         raise RRMError(f"unknown data format {fmt!r}; known: {', '.join(FORMATS)}")
-    if fmt not in ("preference", OMNI_PREFERENCE):
+    if fmt not in ("preference", OMNI_PREFERENCE, *FOREIGN_FORMATS):
         candidates = [PreferencePair(i.sample, i.label) for i in load_benchmark(fmt, str(path), str(root))]
     else:
-        read = omni_preference_pair if fmt == OMNI_PREFERENCE else _preference_pair
         candidates = []
         for n, row, problem in jsonl_rows(path):
             if problem:
@@ -217,7 +217,11 @@ def load_pairs(path: str | Path, media_root: str | Path | None = None, fmt: str 
                 log.debug("%s line %d: %s", path, n, problem)
                 continue
             try:
-                candidates.append(read(row, root))
+                if fmt == OMNI_PREFERENCE:
+                    candidates.append(omni_preference_pair(row, root))
+                else:
+                    candidates.append(_preference_pair(row if fmt == "preference" else foreign_record(row, fmt, n),
+                                                       root))
             except (RRMError, KeyError, TypeError, ValueError) as e:
                 reason = "bad labels" if "label" in str(e) else "malformed records"
                 report.skipped[reason] += 1
