@@ -81,14 +81,14 @@ def test_trls_implicit_prompt_is_the_shared_beginning():
         foreign_record({"prompt": "q", "chosen": "a", "rejected": "b", "images": [[1, 2]]}, "trl", 1)
 
 
-def test_rrm_judge_reads_a_swift_file(tmp_path, tiny_dir):
-    from .test_cli import run
+def test_rrm_judge_reads_a_swift_file(tmp_path, tiny_dir, capsys):
+    from rrm.__main__ import main
 
     out = tmp_path / "judged.jsonl"
-    result = run("rrm", "judge", "--model", str(tiny_dir), "--pairs", str(_file(tmp_path, "swift", _rows("swift"))),
-                 "--pairs-format", "swift", "--out", str(out), "--max-new-tokens", "8")
-    assert result.returncode == 1, result.stderr  # done, with two input lines skipped
-    assert "2 input lines skipped" in result.stderr
+    code = main(["judge", "--model", str(tiny_dir), "--pairs", str(_file(tmp_path, "swift", _rows("swift"))),
+                 "--pairs-format", "swift", "--out", str(out), "--max-new-tokens", "8"])
+    assert code == 1  # done, with two input lines skipped
+    assert "2 input lines skipped" in capsys.readouterr().err
     assert [json.loads(x)["sample_id"] for x in out.read_text().splitlines()] == ["swift-1", "swift-2"]
 
 
