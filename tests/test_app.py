@@ -1,5 +1,6 @@
 """The app as its users reach it: a real Gradio server, driven by gradio_client and by headless Chromium."""
 
+import contextlib
 import json
 import shutil
 import socket
@@ -272,13 +273,9 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path, caplog
     ready (the server's log record, just before it hands the update to Gradio, against the page's clock)."""
     import logging
 
-    from playwright.sync_api import sync_playwright
-
     caplog.set_level(logging.INFO, logger="rrm.app")
 
-    with sync_playwright() as p:
-        browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    with _page() as page:
         _fill_the_ball_pair(page, server[0], tmp_path)
         page.evaluate("""() => { window.doneAt = null; new MutationObserver(() => {
             if (!window.doneAt && document.querySelector('#verdict .verdict-card[data-done="True"]'))
@@ -306,7 +303,6 @@ def test_browser_upload_judge_and_screenshot(server, media_dir, tmp_path, caplog
         page.locator('#verdict .verdict-card[data-done="False"]').wait_for(timeout=30_000)
         assert "No judgment yet" in page.locator("#verdict").inner_text()
         assert page.locator("#criteria .criterion.done").count() == 0 and "No scores yet." in page.content()
-        browser.close()
     assert shot.stat().st_size > 10_000
 
 
@@ -319,6 +315,22 @@ def _fill_the_ball_pair(page, url, folder):
     page.locator("#media input[type=file]").set_input_files(str(picture))
     page.locator("#response-a textarea").fill(PARROT_A)
     page.locator("#response-b textarea").fill(PARROT_B)
+
+
+@contextlib.contextmanager
+def _page(url: str | None = None, height: int = 1600):
+    """A page in headless Chromium (opened at `url` when given), closed however the test ends."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": height})
+            if url:
+                page.goto(url)
+            yield page
+        finally:
+            browser.close()
 
 
 def _browser(p):
@@ -334,8 +346,6 @@ def test_judge_stop_judge_twenty_times_in_the_browser(server, tiny_dir):
     """Each Stop ends its judgment at once and the card says so; the next Judge runs as if nothing happened."""
     import time
 
-    from playwright.sync_api import sync_playwright
-
     from rrm.judge import GenerationSettings
 
     _, slot = server
@@ -343,10 +353,7 @@ def test_judge_stop_judge_twenty_times_in_the_browser(server, tiny_dir):
     slot.judge = Judge.from_pretrained(str(tiny_dir), generation=GenerationSettings(min_new_tokens=1024,
                                                                                    judgment_start_tokens=None))
     try:
-        with sync_playwright() as p:
-            browser = _browser(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(server[0])
+        with _page(server[0], height=1400) as page:
             page.get_by_label("Query").first.fill("Tell a joke")
             page.locator("#response-a textarea").fill("a red ball")
             page.locator("#response-b textarea").fill("a cat")
@@ -370,7 +377,6 @@ def test_judge_stop_judge_twenty_times_in_the_browser(server, tiny_dir):
                 waits.append(time.perf_counter() - clicked)
                 text = card.inner_text()
                 assert text.startswith("Stopped after ") and int(text.split()[2]) < 1024, text
-            browser.close()
     finally:
         slot.judge = before
     print(f"Stop to 'Stopped' card: median {sorted(waits)[10]:.2f} s, slowest {max(waits):.2f} s over 20")
@@ -407,16 +413,12 @@ def test_a_vote_goes_to_the_votes_file_once_and_is_about_the_last_judgment(clien
 
 def test_votes_in_the_browser_train_an_adapter_that_the_model_tab_loads(server, app_data, tiny_dir, tmp_path):
     """Judge, vote, undo, vote again, read the Votes tab; train.sft on the file; load the adapter in the Model tab."""
-    from playwright.sync_api import sync_playwright
-
     from train.sft import main as sft_main
 
     url, slot = server
     before = slot.judge
     try:
-        with sync_playwright() as p:
-            browser = _browser(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        with _page() as page:
             _fill_the_ball_pair(page, url, tmp_path)
             assert page.locator("#vote-B").is_disabled()  # nothing to vote on yet
             page.locator("#judge-button").click()
@@ -447,7 +449,6 @@ def test_votes_in_the_browser_train_an_adapter_that_the_model_tab_loads(server, 
             choice.press("Enter")
             page.get_by_role("button", name="Load").click()
             page.get_by_text(f"{out}").first.wait_for(timeout=60_000)
-            browser.close()
         assert slot.judge.loaded.adapter == str(out)
     finally:
         slot.judge = before
@@ -466,14 +467,9 @@ def test_reference_top_p_seed_and_a_template_reach_the_judge_and_a_bad_template_
 
 
 def test_the_page_controls_upload_check_swap_clear_history_and_more_boxes(server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     corrupt = tmp_path / "photo.png"
     corrupt.write_text("not an image at all")
-    with sync_playwright() as p:
-        browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.goto(server[0])
+    with _page(server[0]) as page:
         page.locator("#media input[type=file]").set_input_files(str(corrupt))
         page.get_by_text("image file photo.png cannot be decoded").first.wait_for(timeout=30_000)
         assert "The upload was removed." in page.content()
@@ -509,20 +505,14 @@ def test_the_page_controls_upload_check_swap_clear_history_and_more_boxes(server
         page.get_by_role("button", name="Add a response (up to 8)").click()
         page.locator("#bon-response-3").wait_for(state="visible", timeout=10_000)
         assert not page.locator("#bon-response-4").is_visible()
-        browser.close()
 
 
 def test_several_uploads_show_in_order_with_previews_and_the_limits_and_a_bad_one_alone_is_removed(server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     picture, clip, sound = make_image(tmp_path / "before.png"), make_av_video(tmp_path / "talk.mp4"), \
         make_audio(tmp_path / "narration.wav")
     corrupt = tmp_path / "broken.png"
     corrupt.write_text("not an image at all")
-    with sync_playwright() as p:
-        browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.goto(server[0])
+    with _page(server[0]) as page:
         assert "Up to 8 files per sample" in page.locator("#media-limits").inner_text()
         page.locator("#media input[type=file]").set_input_files([str(picture), str(corrupt), str(clip), str(sound)])
         page.get_by_text("broken.png: image file broken.png cannot be decoded").first.wait_for(timeout=30_000)
@@ -534,7 +524,6 @@ def test_several_uploads_show_in_order_with_previews_and_the_limits_and_a_bad_on
         page.locator("#media-gallery img").first.wait_for(timeout=10_000)
         assert page.locator("#media-gallery video").count() >= 1  # the video previews beside the image
         assert page.locator("audio").count() >= 1
-        browser.close()
 
 
 def test_every_endpoint_names_its_parameters_and_outputs_and_marks_the_optional_ones(client):
