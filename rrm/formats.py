@@ -24,7 +24,8 @@ from .schema import VERDICT_A, VERDICT_B
 FOREIGN_FORMATS = ("trl", "swift", "llamafactory")
 PAIRS_FORMATS = ("preference", *FOREIGN_FORMATS)
 _TAGS = re.compile(r"<(?:image|video|audio)>")
-_MEDIA_COLUMNS = {"image": ("images", "image"), "video": ("videos", "video"), "audio": ("audios", "audio")}
+# The dataset columns that hold each kind of media, in these projects and in TRL's reward calls.
+MEDIA_COLUMNS = {"image": ("images", "image"), "video": ("videos", "video"), "audio": ("audios", "audio")}
 
 
 def text_of(value) -> str:
@@ -45,7 +46,7 @@ def text_of(value) -> str:
 
 def _media(row: dict) -> dict[str, list[str]]:
     out = {}
-    for kind, columns in _MEDIA_COLUMNS.items():
+    for kind, columns in MEDIA_COLUMNS.items():
         value = next((row[c] for c in columns if row.get(c)), None)
         values = [value] if isinstance(value, (str, dict)) else list(value or [])
         paths = [v.get("path") if isinstance(v, dict) else v for v in values]

@@ -28,22 +28,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import RRMError
-from .formats import text_of
+from .formats import MEDIA_COLUMNS, text_of
 from .schema import SCORE_MAX, SCORE_MIN, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, MediaItem, Sample
 
 MODES = ("reference", "group", "pointwise")
 SCORINGS = ("outcome", "margin")
 OUTCOME = {VERDICT_A: 1.0, VERDICT_TIE: 0.0, VERDICT_B: -1.0}  # the completion is A
 WIN_SHARE = {VERDICT_A: 1.0, VERDICT_TIE: 0.5, VERDICT_B: 0.0}
-MEDIA_COLUMNS = {"image": "image", "images": "image", "video": "video", "videos": "video", "audio": "audio",
-                 "audios": "audio"}
 PIVOT_ABOVE = 8  # groups larger than this are judged against a pivot, not round robin
 
 
 def media_of(columns: dict, i: int) -> list[MediaItem]:
     """Row i's media, from the dataset columns TRL passes to a reward function."""
     media = []
-    for column, kind in MEDIA_COLUMNS.items():
+    for kind, column in ((k, c) for k, names in MEDIA_COLUMNS.items() for c in names):
         values = columns.get(column)
         value = None if values is None else values[i]
         for v in value if isinstance(value, (list, tuple)) else [value]:
@@ -196,7 +194,7 @@ def compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos=
     takes floats: a judgment with no verdict is NaN, never a made-up score."""
     infos = list(extra_infos or [{}] * len(solution_strs))
     queries = [str((i or {}).get("question") or (i or {}).get("prompt") or "") for i in infos]
-    columns = {c: [(i or {}).get(c) for i in infos] for c in MEDIA_COLUMNS}
+    columns = {c: [(i or {}).get(c) for i in infos] for names in MEDIA_COLUMNS.values() for c in names}
     reward = JudgeReward(judge_from(model, endpoint, key_env), mode=mode, scoring=scoring, swap_check=swap_check)
     return _floats(reward(queries, list(solution_strs), reference=list(ground_truths), **columns))
 
