@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RRMError
+from .errors import RRMError, first_line
 from .formats import foreign_record
 from .limits import MAX_LINE_BYTES, MAX_ZIP_BYTES, MAX_ZIP_FILES
 from .schema import MEDIA_KINDS, VERDICT_TIE, VERDICTS, CriterionResult, Judgment, MediaItem, ParseStatus, Sample
@@ -163,6 +163,39 @@ def jsonl_rows(path: Path, what: str = "data file",
                 yield n, *_parse_line(raw)
 
 
+def table_rows(source, what: str = "data file") -> Iterator[tuple[int, object, str | None]]:
+    """The rows of a data file as `jsonl_rows` gives them, from JSON Lines, a JSON array (.json), parquet
+    (.parquet), or rows already in memory: a `datasets.Dataset` or a list of dicts (numbered from 1)."""
+    if not isinstance(source, (str, Path)):
+        yield from ((n, row, None) for n, row in enumerate(source, 1))
+        return
+    path = Path(source)
+    if path.suffix == ".parquet" and path.is_file():
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow's errors share no base class but Exception
+            raise RRMError(f"{what} {path} is not a readable parquet file: {first_line(e)}") from None
+        yield from ((n, row, None) for n, row in enumerate(rows, 1))
+        return
+    if path.suffix == ".json" and path.is_file() and _starts_array(path):
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RRMError(f"{what} {path} is not a JSON array: {first_line(e)}") from None
+        yield from ((n, row, None) for n, row in enumerate(rows, 1))
+        return
+    yield from jsonl_rows(path, what)
+
+
+def _starts_array(path: Path) -> bool:
+    """Whether a .json file holds one array (else it is read as JSON Lines, as `datasets` does)."""
+    with open(path, "rb") as f:
+        head = f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return head.startswith(b"[")
+
+
 def _parse_line(raw: bytes) -> tuple[object, str | None]:
     try:
         return json.loads(raw.decode("utf-8")), None
@@ -179,7 +212,7 @@ def read_pairs(path: Path, media_root: Path, confine: bool = False, defaults: di
     """Samples, and a message for each line that could not be read (`defaults` fill fields a line lacks). `fmt`:
     our own lines, or another project's preference rows (rrm.formats)."""
     samples, problems, seen = [], [], set()
-    for n, record, problem in jsonl_rows(path, what):
+    for n, record, problem in table_rows(path, what):
         try:
             if problem:
                 raise RRMError(problem)

@@ -104,3 +104,34 @@ def test_grpo_trains_two_steps_on_a_llamafactory_file(tmp_path, tiny_dir):
     assert grpo_main(_grpo_argv(data, tiny_dir, tmp_path / "grpo", "--data_format", "llamafactory",
                                 "--reward_set", "rubric-v2")) == 0
     assert (tmp_path / "grpo" / "adapter_model.safetensors").exists()
+
+
+def test_a_trl_dataset_reads_alike_from_jsonl_a_json_array_parquet_and_a_datasets_dataset(tmp_path):
+    import datasets
+
+    from train.data import load_pairs
+
+    shutil.copy(BALL, tmp_path / "ball.png")
+    image_row = _rows("trl")[1]
+    rows = [{**image_row, "id": f"row-{i}"} for i in range(6)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "d.json").write_text(json.dumps(rows, indent=1))
+    dataset = datasets.Dataset.from_list(rows)
+    dataset.to_parquet(str(tmp_path / "d.parquet"))
+
+    def read(source):
+        pairs, report = load_pairs(source, tmp_path, "trl", splits=("rl",))
+        assert report.kept == 6
+        return [(p.sample.id, p.sample.response_a, p.label, [m.path for m in p.sample.media]) for p in pairs]
+
+    expected = read(tmp_path / "d.jsonl")
+    assert {label for *_, label, _ in expected} == {"A", "B"}
+    assert read(tmp_path / "d.json") == expected
+    assert read(tmp_path / "d.parquet") == expected
+    assert read(dataset) == expected
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(RRMError, match="bad.parquet is not a readable parquet file"):
+        load_pairs(tmp_path / "bad.parquet", tmp_path, "trl")
+    (tmp_path / "bad.json").write_text(json.dumps(rows)[:-40])
+    with pytest.raises(RRMError, match="bad.json is not a JSON array"):
+        load_pairs(tmp_path / "bad.json", tmp_path, "trl")

@@ -27,7 +27,7 @@ from pathlib import Path
 from rrm.errors import RRMError
 from rrm.formats import FOREIGN_FORMATS, foreign_record
 from rrm.eval.loaders import LOADERS, load_benchmark
-from rrm.pairs import content_id, jsonl_rows, labelled_judgment, read_criteria, read_label, sample_from_record
+from rrm.pairs import content_id, table_rows, labelled_judgment, read_criteria, read_label, sample_from_record
 from rrm.parse import parse_judgment
 from rrm.release import MEDIA_FOLDERS
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
@@ -199,19 +199,25 @@ def omni_preference_pair(row: dict, root: Path, rubric: Rubric = DEFAULT_RUBRIC)
                           solution.get(KEY_SCORE_A), solution.get(KEY_SCORE_B))
 
 
-def load_pairs(path: str | Path, media_root: str | Path | None = None, fmt: str = "preference",
+def load_pairs(source, media_root: str | Path | None = None, fmt: str = "preference",
                splits: tuple[str, ...] = SPLITS) -> tuple[list[PreferencePair], LoadReport]:
-    """Pairs from a preference JSONL, released Omni-Preference rows, or a benchmark file, with a report of skips."""
-    path = Path(path)
-    root = Path(media_root) if media_root else path.parent
+    """Pairs from a preference file, released Omni-Preference rows, another project's preference rows, or a
+    benchmark file, with a report of skips. `source`: a path (JSON Lines, a JSON array or parquet), or rows in
+    memory (a `datasets.Dataset`, a list of dicts) whose media paths are relative to `media_root` (default: the
+    file's folder, or the working directory)."""
+    in_memory = not isinstance(source, (str, Path))
+    path = Path("." if in_memory else source)
+    root = Path(media_root) if media_root else (path if in_memory else path.parent)
     report = LoadReport()
     if fmt not in FORMATS:
         raise RRMError(f"unknown data format {fmt!r}; known: {', '.join(FORMATS)}")
     if fmt not in ("preference", OMNI_PREFERENCE, *FOREIGN_FORMATS):
+        if in_memory:
+            raise RRMError(f"format {fmt!r} is read from its files: pass the path, not rows in memory")
         candidates = [PreferencePair(i.sample, i.label) for i in load_benchmark(fmt, str(path), str(root))]
     else:
         candidates = []
-        for n, row, problem in jsonl_rows(path):
+        for n, row, problem in table_rows(source):
             if problem:
                 report.skipped["unreadable lines"] += 1
                 log.debug("%s line %d: %s", path, n, problem)
