@@ -5,6 +5,7 @@
     python -m rrm judge --model M --pairs IN.jsonl --out OUT.jsonl [--batch-size 4]
     python -m rrm judge --backend endpoint --endpoint http://127.0.0.1:8000/v1 --model M ...
     python -m rrm serve --model M [--port 8000] [--api-key-env NAME]
+    python -m rrm export --judged OUT.jsonl --pairs IN.jsonl --format trl|swift|llamafactory|preference --out DIR
 
 Media flags repeat (an image and an audio clip; two images), kept in the order
 given. A video's own sound track is heard with its frames (--video-audio,
@@ -25,6 +26,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import export as exporting
 from . import serve as serving
 from .cli import add_judge_arguments, build_judge, limits_from, run_command
 from .errors import RRMError
@@ -65,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                        description=serving.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_judge_arguments(s)
     serving.add_serve_arguments(s)
+    e = sub.add_parser("export", help="judged pairs out as DPO / reward-model data (TRL, ms-swift, LLaMA-Factory)",
+                       description=exporting.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    exporting.add_export_arguments(e)
     return parser
 
 
@@ -150,7 +155,8 @@ def _serve_command(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return run_command(_serve_command if args.command == "serve" else _judge_command, args)
+    commands = {"judge": _judge_command, "serve": _serve_command, "export": exporting.export_command}
+    return run_command(commands[args.command], args)
 
 
 if __name__ == "__main__":

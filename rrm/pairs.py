@@ -211,7 +211,15 @@ def read_pairs(path: Path, media_root: Path, confine: bool = False, defaults: di
                what: str = "pairs file", fmt: str = "preference") -> tuple[list[Sample], list[str]]:
     """Samples, and a message for each line that could not be read (`defaults` fill fields a line lacks). `fmt`:
     our own lines, or another project's preference rows (rrm.formats)."""
-    samples, problems, seen = [], [], set()
+    pairs, problems = read_pair_records(path, media_root, confine, defaults, what, fmt)
+    return [sample for sample, _ in pairs], problems
+
+
+def read_pair_records(path, media_root: Path, confine: bool = False, defaults: dict | None = None,
+                      what: str = "pairs file", fmt: str = "preference") -> tuple[list[tuple[Sample, dict]], list[str]]:
+    """`read_pairs`, each sample with the record it came from (our own line: a foreign row converted, its
+    label included)."""
+    pairs, problems, seen = [], [], set()
     for n, record, problem in table_rows(path, what):
         try:
             if problem:
@@ -228,8 +236,8 @@ def read_pairs(path: Path, media_root: Path, confine: bool = False, defaults: di
             problems.append(f"{path} line {n}: duplicate id {sample.id}; skipped")
             continue
         seen.add(sample.id)
-        samples.append(sample)
-    return samples, problems
+        pairs.append((sample, record))
+    return pairs, problems
 
 
 def shown(problems: list[str], limit: int = 10) -> list[str]:
