@@ -9,6 +9,8 @@ Routes:
     POST /v1/grade             {"query", "response", "media"} -> a Grade
     POST /v1/best_of_n         {"query", "responses", "media"} -> the winner, wins and every match
     POST /v1/chat/completions  the OpenAI-compatible chat API over the same model (what --backend endpoint calls)
+    POST /get_reward           OpenRLHF's remote reward model: {"query", "prompts", "labels"} -> {"rewards"}
+                               (rrm.openrlhf; media paths in labels are read only under --reward-media-root)
     GET  /v1/models            the model, adapter, prompt format, rubric, media bounds and backend
     GET  /health
 Media arrive as base64 in the JSON body or as multipart uploads (rrm.api_inputs). The server listens on
@@ -41,6 +43,8 @@ from .errors import RRMError, first_line
 from .generation import BackendUnavailable, GenerationSettings, OutOfMemory
 from .judge import Judge
 from .media import MediaLimits
+from .openrlhf import RewardSettings, get_reward
+from .reward import SCORINGS
 from .redact import redact, register_secret
 from .schema import Sample
 
@@ -123,8 +127,8 @@ class JudgeServer:
     """The routes over one judge. Blocking judge calls run in worker threads; each request has its own folder."""
 
     def __init__(self, judge: Judge, served_name: str, api_key: str | None = None,
-                 limits: ServeLimits = ServeLimits()):
-        self.judge, self.served_name, self.limits = judge, served_name, limits
+                 limits: ServeLimits = ServeLimits(), reward: RewardSettings = RewardSettings()):
+        self.judge, self.served_name, self.limits, self.reward = judge, served_name, limits, reward
         self._key = api_key
         register_secret(api_key)
         self.started = time.time()
@@ -310,6 +314,11 @@ class JudgeServer:
             return _json({"best": result.best, "wins": result.wins,
                           "matches": [{"a": a, "b": b, "judgment": j.to_dict()} for a, b, j in result.matches]})
 
+    async def reward_route(self, request):
+        with self.uploads() as uploads:  # OpenRLHF sends JSON; media come from --reward-media-root, not uploads
+            body = await self.body(request, uploads)
+        return _json(await self.call(get_reward, self.judge, body, self.reward, self.limits.max_pairs))
+
     def model_card(self) -> dict:
         judge = self.judge
         return {"id": self.served_name, "object": "model", "created": int(self.started), "owned_by": "omni-rrm",
@@ -442,7 +451,8 @@ def create_app(server: JudgeServer):
     app = FastAPI(title="Omni-RRM judge", docs_url="/docs", redoc_url=None)
     routes = [("POST", "/v1/judge", server.judge_route), ("POST", "/v1/grade", server.grade_route),
               ("POST", "/v1/best_of_n", server.best_of_n_route), ("POST", "/v1/chat/completions", server.chat_route),
-              ("GET", "/v1/models", server.models_route), ("GET", "/health", server.health_route)]
+              ("POST", "/get_reward", server.reward_route), ("GET", "/v1/models", server.models_route),
+              ("GET", "/health", server.health_route)]
     for method, path, handler in routes:
         app.add_api_route(path, _guarded(server, handler, path != "/health"), methods=[method])
 
@@ -481,7 +491,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                      help="how long a request waits for others to batch with")
     web.add_argument("--no-batching", action="store_true", help="one request per generate call")
     web.add_argument("--max-body-mb", type=int, default=MAX_BODY_MB)
-    web.add_argument("--max-pairs", type=int, default=MAX_PAIRS, help="pairs in one request")
+    web.add_argument("--max-pairs", type=int, default=MAX_PAIRS, help="pairs (or /get_reward rows) in one request")
+    reward = parser.add_argument_group("POST /get_reward (OpenRLHF)")
+    reward.add_argument("--reward-media-root", metavar="DIR",
+                        help="read the media paths labels name under DIR, and nowhere else (default: read none)")
+    reward.add_argument("--reward-scoring", choices=SCORINGS, default="outcome",
+                        help="outcome: win 1, tie 0, loss -1 against the reference; margin: the score margin / 10")
+    reward.add_argument("--reward-if-unread", type=float, metavar="X",
+                        help="send X for a judgment with no verdict (default: null; OpenRLHF takes numbers only)")
 
 
 def server_from_args(args, judge: Judge) -> JudgeServer:
@@ -495,8 +512,12 @@ def server_from_args(args, judge: Judge) -> JudgeServer:
             raise RRMError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
     if not args.no_batching:
         judge.backend = DynamicBatcher(judge.backend, args.max_batch_rows, args.max_wait_ms)
+    root = Path(args.reward_media_root) if args.reward_media_root else None
+    if root is not None and not root.is_dir():
+        raise RRMError(f"--reward-media-root {root} is not a folder")
     return JudgeServer(judge, args.served_model_name or args.model, key,
-                       ServeLimits(max_body_bytes=args.max_body_mb * 1024**2, max_pairs=args.max_pairs))
+                       ServeLimits(max_body_bytes=args.max_body_mb * 1024**2, max_pairs=args.max_pairs),
+                       RewardSettings(root, args.reward_scoring, args.reward_if_unread))
 
 
 @contextmanager
