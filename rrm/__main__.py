@@ -28,12 +28,12 @@ from pathlib import Path
 
 from . import export as exporting
 from . import serve as serving
-from .cli import add_judge_arguments, build_judge, limits_from, run_command
+from .cli import add_judge_arguments, build_judge, limits_from, read_pairs_arg, run_command
 from .errors import RRMError
 from .formats import PAIRS_FORMATS
 from .limits import InputLimits
 from .media import load_media
-from .pairs import done_ids, read_pairs, scan_records, shown
+from .pairs import done_ids, scan_records
 from .results import judgment_text, summarize, summary_text
 from .schema import MEDIA_KINDS, Judgment, MediaItem, Sample
 
@@ -112,11 +112,8 @@ def _one(args) -> int:
 def _many(args) -> int:
     from tqdm.auto import tqdm
 
-    pairs = Path(args.pairs)
-    media_root = Path(args.media_root) if args.media_root else pairs.parent
-    samples, problems = read_pairs(pairs, media_root, fmt=args.pairs_format)
-    for p in shown(problems):
-        print(f"warning: {p}", file=sys.stderr)
+    pairs, problems, _ = read_pairs_arg(args)
+    samples = [sample for sample, _ in pairs]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = done_ids(out)

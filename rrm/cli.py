@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from .endpoint import MEDIA_MODES
 from .errors import RRMError
@@ -117,6 +118,19 @@ def build_judge(args):
                                       **options)
     judge.limits = limits_from(args, judge.limits)  # flags override what the checkpoint records
     return judge
+
+
+def read_pairs_arg(args) -> tuple[list, list[str], Path]:
+    """The --pairs file (read as --pairs-format, its media under --media-root, default its folder): (sample,
+    record) pairs, a message per line skipped (each warned about on stderr), and the media root."""
+    from .pairs import read_pair_records, shown
+
+    path = Path(args.pairs)
+    media_root = Path(args.media_root) if args.media_root else path.parent
+    pairs, problems = read_pair_records(path, media_root, fmt=args.pairs_format)
+    for p in shown(problems):
+        print(f"warning: {p}", file=sys.stderr)
+    return pairs, problems, media_root
 
 
 def run_command(command, args) -> int:

@@ -35,9 +35,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cli import read_pairs_arg
 from .errors import RRMError
 from .formats import MEDIA_COLUMNS, PAIRS_FORMATS
-from .pairs import read_pair_records, scan_records, shown
+from .pairs import scan_records
 from .schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, Sample
 
 EXPORT_FORMATS = ("trl", "swift", "llamafactory", "preference")
@@ -227,11 +228,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export_command(args) -> int:
-    pairs_path = Path(args.pairs)
-    media_root = Path(args.media_root) if args.media_root else pairs_path.parent
-    pairs, problems = read_pair_records(pairs_path, media_root, fmt=args.pairs_format)
-    for p in shown(problems):
-        print(f"warning: {p}", file=sys.stderr)
+    pairs, problems, media_root = read_pairs_arg(args)
     filters = Filters(args.require_swap_agree, args.min_score_gap, args.drop_ties, args.agree_with_label)
     judged, bad = read_judged(Path(args.judged))
     if bad:
