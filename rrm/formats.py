@@ -23,24 +23,29 @@ from .schema import VERDICT_A, VERDICT_B
 
 FOREIGN_FORMATS = ("trl", "swift", "llamafactory")
 PAIRS_FORMATS = ("preference", *FOREIGN_FORMATS)
-_TAGS = re.compile(r"<(?:image|video|audio)>")
+MEDIA_TAG = re.compile(r"<(?:image|video|audio)>")  # where a chat row's text places each medium
 # The dataset columns that hold each kind of media, in these projects and in TRL's reward calls.
 MEDIA_COLUMNS = {"image": ("images", "image"), "video": ("videos", "video"), "audio": ("audios", "audio")}
 
 
+def turn_text(message: dict) -> str:
+    """The text of one chat turn: its content, a string or a list of OpenAI-style parts (the text parts)."""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    if not isinstance(content, str):
+        raise RRMError("a message has no text content")
+    return content
+
+
 def text_of(value) -> str:
-    """The text of a prompt or a response: a string, or a conversation (its last user turn, else its last turn),
-    a turn's content a string or a list of parts."""
+    """The text of a prompt or a response: a string, or a conversation (its last user turn, else its last turn)."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        users = [m for m in value if m.get("role") == "user"] or value
-        content = users[-1].get("content", "")
-        if isinstance(content, list):
-            return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-        return str(content)
+        return turn_text(([m for m in value if m.get("role") == "user"] or value)[-1])
     raise RRMError(f"a prompt or response must be text or a list of chat messages, got {type(value).__name__}")
 
 
@@ -95,7 +100,7 @@ def foreign_record(row, fmt: str, n: int, seed: int = 0) -> dict:
     if not isinstance(row, dict):
         raise RRMError(f"a {fmt} row must be a JSON object")
     try:
-        query, chosen, rejected = (_TAGS.sub("", t).strip() for t in READERS[fmt](row))
+        query, chosen, rejected = (MEDIA_TAG.sub("", t).strip() for t in READERS[fmt](row))
     except KeyError as e:
         raise RRMError(f"a {fmt} row needs {e}") from None
     rid = str(row.get("id", f"{fmt}-{n}"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .api_inputs import BadRequest
 from .errors import RRMError
-from .formats import MEDIA_COLUMNS
+from .formats import MEDIA_COLUMNS, MEDIA_TAG
 from .pairs import sample_from_record
 from .reward import JudgeReward
 
@@ -34,7 +34,7 @@ _HEADERS = ("<|im_start|>assistant\n", "<|start_header_id|>assistant<|end_header
 _USER_TURNS = (re.compile(r"<\|im_start\|>user\n(.*?)(?:<\|im_end\|>|$)", re.S),
                re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\n\n(.*?)(?:<\|eot_id\|>|$)", re.S))
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
-_TAGS = re.compile(r"<(?:image|video|audio)>|<\|vision_start\|>.*?<\|vision_end\|>", re.S)
+_TAGS = re.compile(rf"{MEDIA_TAG.pattern}|<\|vision_start\|>.*?<\|vision_end\|>", re.S)
 
 
 @dataclass(frozen=True)

@@ -166,27 +166,25 @@ def jsonl_rows(path: Path, what: str = "data file",
 def table_rows(source, what: str = "data file") -> Iterator[tuple[int, object, str | None]]:
     """The rows of a data file as `jsonl_rows` gives them, from JSON Lines, a JSON array (.json), parquet
     (.parquet), or rows already in memory: a `datasets.Dataset` or a list of dicts (numbered from 1)."""
-    if not isinstance(source, (str, Path)):
-        yield from ((n, row, None) for n, row in enumerate(source, 1))
-        return
-    path = Path(source)
-    if path.suffix == ".parquet" and path.is_file():
+    path = Path(source) if isinstance(source, (str, Path)) else None
+    if path is None:
+        rows = source
+    elif path.suffix == ".parquet" and path.is_file():
         import pyarrow.parquet as pq
 
         try:
             rows = pq.read_table(path).to_pylist()
         except Exception as e:  # pyarrow's errors share no base class but Exception
             raise RRMError(f"{what} {path} is not a readable parquet file: {first_line(e)}") from None
-        yield from ((n, row, None) for n, row in enumerate(rows, 1))
-        return
-    if path.suffix == ".json" and path.is_file() and _starts_array(path):
+    elif path.suffix == ".json" and path.is_file() and _starts_array(path):
         try:
             rows = json.loads(path.read_text(encoding="utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RRMError(f"{what} {path} is not a JSON array: {first_line(e)}") from None
-        yield from ((n, row, None) for n, row in enumerate(rows, 1))
+    else:
+        yield from jsonl_rows(path, what)
         return
-    yield from jsonl_rows(path, what)
+    yield from ((n, row, None) for n, row in enumerate(rows, 1))
 
 
 def _starts_array(path: Path) -> bool:

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rrm.errors import RRMError
-from rrm.formats import FOREIGN_FORMATS, foreign_record
+from rrm.formats import FOREIGN_FORMATS, MEDIA_COLUMNS, MEDIA_TAG, foreign_record, turn_text
 from rrm.eval.loaders import LOADERS, load_benchmark
 from rrm.pairs import content_id, table_rows, labelled_judgment, read_criteria, read_label, sample_from_record
 from rrm.parse import parse_judgment
 from rrm.release import MEDIA_FOLDERS
 from rrm.rubric import DEFAULT_RUBRIC, Rubric
 from rrm.schema import (
-    AUDIO, IMAGE, KEY_BETTER, KEY_SCORE_A, KEY_SCORE_B, ORDER_AB, ORDER_BA, VIDEO, CriterionResult, Judgment,
+    KEY_BETTER, KEY_SCORE_A, KEY_SCORE_B, ORDER_AB, ORDER_BA, CriterionResult, Judgment,
     MediaItem, Sample, flip_verdict,
 )
 
@@ -97,19 +97,9 @@ _CONTEXT = re.compile(
     rf"###\s*Context\s*\n(?P<files>(?:[ \t]*(?:Image|Video|Audio) [Ff]ile:[^\n]*\n)*)\s*Question:\s*(?P<query>.*?)"
     rf"\s*\n\s*{_LABELS} A:\s*(?P<a>.*?)\s*\n\s*{_LABELS} B:\s*(?P<b>.*?)\s*$", re.S)
 _FILE_LINE = re.compile(r"(Image|Video|Audio) [Ff]ile:\s*(\S.*?)\s*$", re.M)
-_MEDIA_TAG = re.compile(r"<(?:image|video|audio)>")
-_MEDIA_KEYS = {"images": IMAGE, "image": IMAGE, "videos": VIDEO, "video": VIDEO, "audios": AUDIO, "audio": AUDIO}
+_MEDIA_KEYS = {column: kind for kind, columns in MEDIA_COLUMNS.items() for column in columns}
 # The release's scripts replace these in audio file names when they rewrite the paths of the SFT rows.
 _UNSAFE_IN_NAMES = re.compile(r"[ ,()]")
-
-
-def _turn_text(message: dict) -> str:
-    content = message.get("content")
-    if isinstance(content, list):  # OpenAI-style parts
-        content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    if not isinstance(content, str):
-        raise RRMError("a message has no text content")
-    return content
 
 
 def _released_path(raw, root: Path) -> str:
@@ -154,7 +144,7 @@ def _solution(row: dict) -> dict:
 
 def _released_pair_text(text: str) -> tuple[str, str, str, list[tuple[str, str]]]:
     """(query, answer A, answer B, [(kind, file named in the context)]) from a released user turn."""
-    text = _MEDIA_TAG.sub("", text)
+    text = MEDIA_TAG.sub("", text)
     found = _CONTEXT.search(text)
     if found:
         files = [(kind.lower(), name) for kind, name in _FILE_LINE.findall(found.group("files"))]
@@ -175,7 +165,7 @@ def omni_preference_pair(row: dict, root: Path, rubric: Rubric = DEFAULT_RUBRIC)
     assistant = [m for m in turns if m.get("role") == "assistant"]
     if not user:
         raise RRMError("no user turn")
-    query, a, b, named = _released_pair_text(_turn_text(user[-1]))
+    query, a, b, named = _released_pair_text(turn_text(user[-1]))
     media = []
     for key, kind in _MEDIA_KEYS.items():
         entries = row.get(key) or []
@@ -187,7 +177,7 @@ def omni_preference_pair(row: dict, root: Path, rubric: Rubric = DEFAULT_RUBRIC)
     sample_id = content_id(query, a, b, media) if sample_id is None else sample_id
     sample = Sample(query, a, b, media=media, id=str(sample_id))
     if assistant:  # SFT row: the teacher's judgment
-        judgment = parse_judgment(_turn_text(assistant[-1]), rubric)
+        judgment = parse_judgment(turn_text(assistant[-1]), rubric)
         if judgment.verdict is None:
             raise RRMError(f"bad label: the assistant turn is not a judgment ({judgment.status.errors[-1]})")
         # The rationales alone, as a labelled line without per-criterion scores holds them.
