@@ -38,7 +38,7 @@ from pathlib import Path
 from .cli import read_pairs_arg
 from .errors import RRMError
 from .formats import MEDIA_COLUMNS, PAIRS_FORMATS
-from .pairs import scan_records
+from .pairs import read_label, scan_records
 from .schema import MEDIA_KINDS, VERDICT_A, VERDICT_B, VERDICT_TIE, Judgment, Sample
 
 EXPORT_FORMATS = ("trl", "swift", "llamafactory", "preference")
@@ -52,8 +52,8 @@ class Filters:
     drop_ties: bool = False
     agree_with_label: bool = False
 
-    def reason_to_drop(self, j: Judgment, label: str | None) -> str | None:
-        """Why a judged pair is left out, or None to keep it."""
+    def reason_to_drop(self, j: Judgment, label) -> str | None:
+        """Why a judged pair is left out, or None to keep it (`label`: the input line's, as written)."""
         if j.verdict is None:
             return "no verdict"
         if self.require_swap_agree and not (j.swap and j.swap.agree):
@@ -63,8 +63,12 @@ class Filters:
                 return f"score gap under {self.min_score_gap:g}"
         if self.drop_ties and j.verdict == VERDICT_TIE:
             return "ties"
-        if self.agree_with_label and label is not None and j.verdict != label:
-            return "verdict differs from the label"
+        if self.agree_with_label and label is not None:
+            try:
+                if j.verdict != read_label(label):
+                    return "verdict differs from the label"
+            except RRMError:
+                return "unreadable label"
         return None
 
 
@@ -153,7 +157,7 @@ def llamafactory_info(kinds: list[str], name: str = "rrm_export") -> dict:
 class Kept:
     sample: Sample
     judgment: Judgment
-    chosen: str  # A or B
+    chosen: str  # A or B (preference: the verdict, a tie kept)
 
 
 def select(pairs: list[tuple[Sample, dict]], judged: dict[str, Judgment], filters: Filters,

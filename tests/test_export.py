@@ -27,7 +27,7 @@ def _judgment(pid: str, verdict, score_a=None, score_b=None, agree=None) -> dict
 def _pairs_and_judgments(tmp_path: Path) -> tuple[Path, Path]:
     shutil.copy(ASSETS / "ball.png", tmp_path / "ball.png")
     cases = {  # id: (label, judgment)
-        "win": ("A", _judgment("win", "A", 9, 2, agree=True)),
+        "win": ("a", _judgment("win", "A", 9, 2, agree=True)),  # a label as people write it: A all the same
         "picture": ("B", _judgment("picture", "B", 3, 8, agree=True)),
         "flip-flop": ("A", _judgment("flip-flop", "A", 7, 5, agree=False)),
         "close": ("A", _judgment("close", "A", 6, 5, agree=True)),
