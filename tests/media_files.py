@@ -96,3 +96,22 @@ def make_broken_sound_video(path: Path, seconds: float = 2.0, fps: float = 10, s
             packet.stream, packet.pts, packet.dts, packet.time_base = sound, i * 1024, i * 1024, Fraction(1, 16_000)
             out.mux(packet)
     return path
+
+
+def modality_samples(media_dir: Path) -> list:
+    """A text, an image, a video and an audio pair over conftest's `media_dir` files."""
+    from rrm.schema import MediaItem, Sample
+
+    return [Sample("Which answer is right?", "Two plus two is four.", "Two plus two is five.", id="t"),
+            Sample("What colour is it?", "Red.", "Blue.", [MediaItem("image", str(media_dir / "red.png"))], id="i"),
+            Sample("What moves?", "A bar.", "Nothing.", [MediaItem("video", str(media_dir / "clip.mp4"))], id="v"),
+            Sample("What is heard?", "A tone.", "Speech.", [MediaItem("audio", str(media_dir / "tone.wav"))], id="a")]
+
+
+def comparable(judgment) -> dict:
+    """A judgment without what differs from one model or backend to another (its timing, the model's name)."""
+    d = judgment.to_dict()
+    for x in (d, (d.get("swap") or {}).get("other") or {}):
+        x.pop("timing", None)
+        x.pop("model", None)
+    return d

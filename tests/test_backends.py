@@ -18,6 +18,7 @@ from rrm.schema import MediaItem, Sample
 from rrm.serve import JudgeServer, running
 
 from . import vllm_standin
+from .media_files import comparable, modality_samples
 
 SETTINGS = GenerationSettings(max_new_tokens=8, min_new_tokens=8)
 FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "benchmarks"
@@ -34,36 +35,20 @@ def endpoint(local):
         yield f"{url}/v1"
 
 
-def _samples(media_dir):
-    return [Sample("Which answer is right?", "Two plus two is four.", "Two plus two is five.", id="t"),
-            Sample("What colour is it?", "Red.", "Blue.", [MediaItem("image", str(media_dir / "red.png"))], id="i"),
-            Sample("What moves?", "A bar.", "Nothing.", [MediaItem("video", str(media_dir / "clip.mp4"))], id="v"),
-            Sample("What is heard?", "A tone.", "Speech.", [MediaItem("audio", str(media_dir / "tone.wav"))], id="a")]
-
-
-def _comparable(j) -> dict:
-    """A judgment without what differs by backend (its timing, the model's description)."""
-    d = j.to_dict()
-    for x in (d, (d.get("swap") or {}).get("other") or {}):
-        x.pop("timing", None)
-        x.pop("model", None)
-    return d
-
-
 def test_an_endpoint_judge_gives_the_transformers_judgments_for_every_modality(local, endpoint, media_dir):
     remote = Judge.from_endpoint(endpoint, "tiny-judge", generation=SETTINGS)
     assert remote.format.name == "rubric-v2"  # read from the server's model card, not guessed
     assert remote.limits == local.limits
-    samples = _samples(media_dir)
+    samples = modality_samples(media_dir)
     got = remote.judge_batch(samples, batch_size=4, swap_check=True, progress=False)
     want = local.judge_batch(samples, batch_size=1, swap_check=True, progress=False)
-    assert [_comparable(j) for j in got] == [_comparable(j) for j in want]
+    assert [comparable(j) for j in got] == [comparable(j) for j in want]
     assert all(j.timing.generated_tokens == 8 and j.timing.prompt_tokens > 100 for j in got)  # the server's usage
     assert "endpoint" in got[0].model and got[0].model.startswith("tiny-judge")
 
 
 def test_media_go_as_omni_parts_and_sampling_parameters_pass_through(local, endpoint, media_dir):
-    samples = _samples(media_dir)
+    samples = modality_samples(media_dir)
     media = [(m.kind, load_media(m, local.limits)) for s in samples for m in s.media]
     parts = [p for m in openai_messages([{"role": "user", "content": [{"type": k} for k, _ in media]}], media)
              for p in m["content"]]
@@ -80,20 +65,20 @@ def test_media_go_as_omni_parts_and_sampling_parameters_pass_through(local, endp
 
 def test_an_endpoint_judge_streams_with_the_endpoints_stream(local, endpoint, media_dir):
     remote = Judge.from_endpoint(endpoint, "tiny-judge", generation=SETTINGS)
-    sample = _samples(media_dir)[2]
+    sample = modality_samples(media_dir)[2]
     updates = list(remote.stream(sample, swap_check=True))
     assert len(updates) > 2 and updates[-1].judgment is not None
     assert all(a.text == b.text[:len(a.text)] for a, b in zip(updates, updates[1:]))
     want = local.judge(sample, swap_check=True)
-    assert _comparable(updates[-1].judgment) == _comparable(want)
+    assert comparable(updates[-1].judgment) == comparable(want)
 
 
 def test_three_backends_one_procedure_identical_judgments(local, endpoint, tiny_dir, media_dir, monkeypatch):
     vllm_standin.install(monkeypatch)
     engine = Judge.from_pretrained(str(tiny_dir), backend="vllm", prompt_format="rubric-v2", generation=SETTINGS)
     remote = Judge.from_endpoint(endpoint, "tiny-judge", generation=SETTINGS)
-    samples = _samples(media_dir)
-    results = {name: [_comparable(j) for j in judge.judge_batch(samples, batch_size=4, swap_check=True,
+    samples = modality_samples(media_dir)
+    results = {name: [comparable(j) for j in judge.judge_batch(samples, batch_size=4, swap_check=True,
                                                                  progress=False)]
                for name, judge in (("transformers", local), ("vllm", engine), ("endpoint", remote))}
     assert results["transformers"] == results["vllm"] == results["endpoint"]
@@ -106,7 +91,7 @@ def test_the_cli_and_eval_judge_through_an_endpoint(endpoint, media_dir, tmp_pat
             "Blue.", "--swap-check", "--max-new-tokens", "8"]
     assert rrm_main(args) == 0
     printed = json.loads(capsys.readouterr().out)
-    want = local.judge(_samples(media_dir)[1], swap_check=True, settings=GenerationSettings(max_new_tokens=8))
+    want = local.judge(modality_samples(media_dir)[1], swap_check=True, settings=GenerationSettings(max_new_tokens=8))
     assert printed["raw"] == want.raw
     assert rrm_main(["judge", "--backend", "endpoint", "--model", "m", "--query", "q", "--response-a", "a",
                      "--response-b", "b"]) == 2
@@ -165,8 +150,8 @@ def test_an_endpoint_key_comes_from_the_named_variable_only(local, media_dir, mo
     with running(JudgeServer(local, "tiny-judge", api_key=key)) as url:
         keyless = Judge.from_endpoint(f"{url}/v1", "tiny-judge", prompt_format="rubric-v2", generation=SETTINGS)
         with pytest.raises(EndpointError, match=r"refused the API key \(no key\): HTTP 401") as refused:
-            keyless.judge(_samples(media_dir)[0])
+            keyless.judge(modality_samples(media_dir)[0])
         assert "sk-" not in str(refused.value)
         keyed = Judge.from_endpoint(f"{url}/v1", "tiny-judge", api_key_env="RRM_TEST_ENDPOINT_KEY", generation=SETTINGS)
         assert keyed.format.name == "rubric-v2"  # the model card, read with the key
-        assert keyed.judge(_samples(media_dir)[0]).raw == local.judge(_samples(media_dir)[0]).raw
+        assert keyed.judge(modality_samples(media_dir)[0]).raw == local.judge(modality_samples(media_dir)[0]).raw
