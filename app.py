@@ -37,7 +37,8 @@ from rrm.generation import NO_JUDGMENT_BEGUN
 from rrm.judge import Judge, OutOfMemory
 from rrm.limits import MAX_BATCH_PAIRS, MAX_REQUEST_SECONDS, MAX_TEXT_CHARS, InputLimits
 from rrm.media import EXTENSIONS, VIDEO_AUDIO_MODES, load_media, media_kind
-from rrm.model import QUANTIZATIONS, locate
+from rrm.model import locate
+from rrm.quantization import QUANTIZATIONS
 from rrm.pairs import extract_named, read_pairs
 from rrm.prompts import PROMPT_FORMATS, TemplateFormat, get_format
 from rrm.redact import redact

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RRMError
+from .quantization import QUANTIZATIONS
 
 CLIENTS = (1, 4, 16)
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", nargs="+", type=int, default=list(CLIENTS))
     parser.add_argument("--requests", type=int, default=4, help="pairs each client sends")
     parser.add_argument("--tokens", type=int, default=128 if gpu else 64, help="generated tokens per judgment")
-    parser.add_argument("--quantization", default="none", choices=("none", "4bit", "8bit"))
+    parser.add_argument("--quantization", default="none", choices=[q for q in QUANTIZATIONS if q != "auto"])
     parser.add_argument("--max-batch-rows", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--out", default="bench-serve.json", help="JSON results (rewritten after every row)")

@@ -17,7 +17,8 @@ from .errors import RRMError
 from .judge import BACKENDS, DECODINGS, GenerationSettings
 from .limits import MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, InputLimits
 from .media import VIDEO_AUDIO_MODES, MediaLimits
-from .model import DEFAULT_MODEL, QUANTIZATIONS
+from .model import DEFAULT_MODEL
+from .quantization import QUANTIZATIONS
 from .prompts import PROMPT_FORMATS
 from .redact import install_log_redaction, redact
 
@@ -38,7 +39,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
     served.add_argument("--endpoint-media", default="omni", choices=MEDIA_MODES,
                         help="omni: video as video, audio as audio (vLLM's Qwen2.5-Omni API); frames: for chat APIs")
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
-                        help="auto: 4-bit NF4 on CUDA, full precision on CPU")
+                        help="auto: 4-bit NF4 on CUDA, full precision on CPU; int4: torchao int4 weights, int8 head")
     parser.add_argument("--device", help="cuda:0, cpu ... (default: cuda:0 when available)")
     parser.add_argument("--decoding", default="auto", choices=DECODINGS,
                         help="auto: a static KV cache and a compiled decode step where they work, else plain generate")

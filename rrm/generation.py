@@ -240,9 +240,9 @@ class TransformersBackend:
             return requested, "as asked"
         if not self.loaded.device.startswith("cuda"):
             return "plain", f"no GPU ({self.loaded.device})"
-        if self.loaded.quantization != "none":
+        if self.loaded.quantization in ("4bit", "8bit"):
             return "plain", f"transformers does not compile {self.loaded.quantization} bitsandbytes weights"
-        return "static", "static KV cache, compiled decode step"
+        return "static", "static KV cache, compiled decode step"  # full precision, or torchao int4
 
     def warm_up(self) -> None:
         """Run the static path on short rows (batch 1 and 2) and check it against plain generate.

@@ -26,16 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelLoadError, first_line
+from .quantization import load_kwargs, pick
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Omni-RRM/Omni-RRM-7B"
 JUDGE_CONFIG_FILE = "rrm_judge.json"
-QUANTIZATIONS = ("auto", "4bit", "8bit", "none")
-# Left in full precision under 4/8-bit: the encoders are small and sensitive to
-# quantization, and the output head decides every token.
-UNQUANTIZED_MODULES = ["model.audio_tower", "model.visual", "lm_head"]
-
 _FULL, _THINKER = "qwen2_5_omni", "qwen2_5_omni_thinker"
 
 
@@ -90,38 +86,6 @@ def _read_json(path: Path) -> dict:
         raise ModelLoadError(f"cannot read {path}: {e}") from None
 
 
-def _pick_quantization(quantization: str, device: str) -> str:
-    if quantization not in QUANTIZATIONS:
-        raise ModelLoadError(f"unknown quantization {quantization!r}; known: {', '.join(QUANTIZATIONS)}")
-    if quantization == "auto":
-        return "4bit" if device.startswith("cuda") else "none"
-    return quantization
-
-
-def _load_kwargs(quantization: str, device: str) -> dict:
-    import torch
-
-    compute = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    kwargs = {"dtype": compute, "device_map": {"": device}}
-    if quantization == "none":
-        return kwargs
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ModelLoadError(f"--quantization {quantization} needs bitsandbytes: pip install bitsandbytes") from None
-    from transformers import BitsAndBytesConfig
-
-    if quantization == "4bit":
-        config = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-            bnb_4bit_use_double_quant=True, llm_int8_skip_modules=UNQUANTIZED_MODULES,
-        )
-    else:
-        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
-    kwargs["quantization_config"] = config
-    return kwargs
-
-
 def load_thinker(path: Path, quantization: str, device: str):
     from transformers import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
@@ -139,7 +103,7 @@ def load_thinker(path: Path, quantization: str, device: str):
         raise ModelLoadError(f"{path} holds a {model_type!r} model; the judge needs a Qwen2.5-Omni checkpoint")
     try:
         model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-            path, config=config, **_load_kwargs(quantization, device)
+            path, config=config, **load_kwargs(quantization, device, config)
         )
     except ModelLoadError:
         raise
@@ -244,7 +208,7 @@ def load_model(source: str = DEFAULT_MODEL, quantization: str = "auto", device: 
                merge_adapter: bool = False, allow_base: BaseCheck | None = None) -> LoadedModel:
     """Load a judge: full checkpoint, thinker checkpoint or LoRA adapter; see the module doc."""
     device = device or default_device()
-    quantization = _pick_quantization(quantization, device)
+    quantization = pick(quantization, device)
     checkpoint = locate(source, allow_base)
     model = with_adapters(load_thinker(checkpoint.weights, quantization, device), checkpoint, quantization,
                            merge_adapter)
@@ -277,11 +241,12 @@ def load_chat_model(source: str, quantization: str = "auto", device: str | None 
 
     The processor of a VLM, or the tokenizer of a text model, is LoadedModel.processor.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
+                              AutoTokenizer)
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     device = device or default_device()
-    quantization = _pick_quantization(quantization, device)
+    quantization = pick(quantization, device)
     path = resolve(source)
     if not (path / "config.json").exists():
         raise ModelLoadError(f"{path} has no config.json: not a model checkpoint")
@@ -289,7 +254,8 @@ def load_chat_model(source: str, quantization: str = "auto", device: str | None 
     try:
         model_class, processor_class = ((AutoModelForImageTextToText, AutoProcessor) if vision
                                         else (AutoModelForCausalLM, AutoTokenizer))
-        model = model_class.from_pretrained(path, **_load_kwargs(quantization, device))
+        config = AutoConfig.from_pretrained(path) if quantization == "int4" else None
+        model = model_class.from_pretrained(path, **load_kwargs(quantization, device, config))
         processor = processor_class.from_pretrained(path)
     except ModelLoadError:
         raise

@@ -57,8 +57,9 @@ class VLLMBackend:
         vllm = import_vllm()
         if merge_adapter:
             raise RRMError("--merge-adapter is for the transformers backend; vLLM serves the adapter on its base")
-        if quantization == "8bit":
-            raise RRMError("--backend vllm quantizes to 4bit (bitsandbytes) or not at all; 8bit is not supported")
+        if quantization in ("8bit", "int4"):
+            raise RRMError(f"--backend vllm quantizes to 4bit (bitsandbytes) or not at all; {quantization} is not "
+                           "supported")
         checkpoint = locate(model)
         kwargs = {"model": str(checkpoint.weights), "seed": seed, "limit_mm_per_prompt": MEDIA_PER_PROMPT,
                   **engine_kwargs}
