@@ -47,8 +47,8 @@ from .errors import RRMError
 from .media import MediaLimits, write_video
 from .schema import AUDIO, IMAGE, VIDEO, MediaItem, Sample
 
-# --quantization name -> weights; 4-bit first, as it matters most
-MODES = {"4bit": "NF4", "none": "bf16", "8bit": "int8"}
+# --quantization name -> weights; 4-bit first, as it matters most (torchao int4, then bitsandbytes NF4)
+MODES = {"int4": "int4", "4bit": "NF4", "none": "bf16", "8bit": "int8"}
 PATHS = ("plain", "static")
 MODALITIES = ("text", "image", "video8", "video16", "audio10", "audio30", "av10", "av30")
 # Media bounds that keep every test input whole: 448x448 pixels, 2 frames per second, 16 frames.
@@ -132,7 +132,10 @@ def make_media(folder: Path) -> dict[str, list[MediaItem]]:
 
 
 def build_checkpoint(size: str, folder: Path, device: str) -> Path:
-    """A thinker checkpoint with random weights, built on `device`: a released size, or the tiny fixture's shape."""
+    """A thinker checkpoint with random weights, built on `device`: a released size, or the tiny fixture's shape.
+    One already in `folder` (a --workdir kept from an earlier run) is used as it is."""
+    if (folder / "config.json").exists() and (folder / "processor_config.json").exists():
+        return folder
     import torch
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
@@ -244,13 +247,13 @@ def table(rows: list[Row], tokens: int, batch: int) -> str:
 
 
 def target_check(rows: list[Row]) -> list[str]:
-    """The 7B 4-bit targets against the fastest 7B NF4 path measured."""
-    nf4 = [r for r in rows if r.size == "7b" and r.weights == "NF4"]
-    if not nf4:
+    """The 7B 4-bit targets against the fastest 7B 4-bit (int4 or NF4) weights and path measured."""
+    four_bit = [r for r in rows if r.size == "7b" and r.weights in ("int4", "NF4")]
+    if not four_bit:
         return []
-    by_path: dict[str, dict[str, Row]] = {}
-    for r in nf4:
-        by_path.setdefault(r.path, {})[r.modality] = r
+    by_path: dict[tuple[str, str], dict[str, Row]] = {}
+    for r in four_bit:
+        by_path.setdefault((r.weights, r.path), {})[r.modality] = r
     best = max(by_path.values(), key=lambda m: (m.get("image") or next(iter(m.values()))).decode_tps or 0)
     image, video = best.get("image"), best.get("video16")
     found = {
@@ -358,9 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         return bench_serve.main(argv[1:])
     gpu = torch.cuda.is_available()
     parser = argparse.ArgumentParser(prog="python -m rrm.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", choices=("7b", "3b", "tiny"), default=["7b", "3b"] if gpu else ["tiny"])
+    parser.add_argument("--sizes", nargs="+", choices=("7b", "3b", "0.5b", "tiny"),
+                        default=["7b", "3b"] if gpu else ["tiny"], help="0.5b: a small LM on the tiny towers, for CPU")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES) if gpu else ["none"],
-                        help="weights: none (bf16 on a GPU), 4bit (NF4), 8bit (LLM.int8)")
+                        help="weights: none (bf16 on a GPU), int4 (torchao), 4bit (NF4), 8bit (LLM.int8)")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="decoding paths")
     parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES))
     parser.add_argument("--tokens", type=int, default=64 if gpu else 8, help="generated tokens per judgment")

@@ -144,18 +144,25 @@ _TINY = {
     "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "fullatt_block_indexes": [1]},
     "audio": {"encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "d_model": 32},
 }
+# A language model of Qwen2.5-0.5B's shape on the tiny towers: big enough on CPU for quantized kernels to matter
+# (rrm.bench --sizes 0.5b), small enough to build there. Not a released size.
+BENCH_SIZES = {**FULL_SIZES, "0.5b": {
+    "text": {"vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+             "num_attention_heads": 14, "num_key_value_heads": 2},
+    "vision": _TINY["vision"], "audio": _TINY["audio"]}}
 
 
 def thinker_config(tokenizer, size: str = "tiny"):
-    """The thinker's config: tiny (the test fixture), or a released size ('7b', '3b') with this tokenizer's
-    special ids."""
+    """The thinker's config: tiny (the test fixture), a released size ('7b', '3b') or a bench size ('0.5b'),
+    with this tokenizer's special ids."""
     from transformers import Qwen2_5OmniThinkerConfig
 
     ids = _token_ids(tokenizer)
-    shape = _TINY if size == "tiny" else FULL_SIZES[size]
+    shape = _TINY if size == "tiny" else BENCH_SIZES[size]
     hidden = shape["text"]["hidden_size"]
     head_dim = hidden // shape["text"]["num_attention_heads"]
-    mrope = [2, 3, 3] if size == "tiny" else [16, 24, 24]  # temporal, height, width halves of the head
+    # Temporal, height and width halves of the head: Qwen2.5-Omni's 16/24/24 of 128, in proportion elsewhere.
+    mrope = [head_dim // 8, head_dim * 3 // 16, head_dim * 3 // 16]
     assert sum(mrope) * 2 == head_dim
     return Qwen2_5OmniThinkerConfig(
         text_config={

@@ -55,3 +55,26 @@ def test_serve_bench_smoke_run_measures_both_settings_over_real_http(tmp_path, c
     assert rows[1]["rows_per_call"] == 2.0 and rows[3]["rows_per_call"] >= 2.0  # both orders of a pair, at least
     printed = capsys.readouterr().out
     assert "| on | 4 | 8 |" in printed and "batched / unbatched throughput at 4 clients:" in printed
+
+
+def test_the_prepared_gpu_run_runs_end_to_end_on_cpu_on_the_tiny_model(tmp_path):
+    """tools/gpu_bench.sh as the GPU machine runs it, on the tiny model: every configuration measured in turn
+    (int4 first), the ones rrm cannot run said to be skipped, JSON per configuration."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "tools" / "gpu_bench.sh"
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_BENCH_SIZE": "tiny",
+           "GPU_BENCH_TOKENS": "4", "GPU_BENCH_MODALITIES": "image"}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = ("int4", "nf4-plain", "nf4-static", "bf16-static")
+    rows = {n: json.loads((tmp_path / f"{n}.json").read_text())["rows"] for n in names}
+    assert [(r["weights"], r["path"]) for n in names for r in rows[n]] == [
+        ("int4", "static"), ("NF4", "plain"), ("NF4", "static"), ("fp32", "static")]
+    assert all(r["decode_tps"] > 0 and r["swap_ratio"] > 0 and r["batch_jpm"] > 0 for n in names for r in rows[n])
+    assert "skipped int4-gemlite" in done.stdout and "torchao" in (tmp_path / "versions.txt").read_text()
+    assert done.stdout.index("== int4") < done.stdout.index("== nf4-plain") < done.stdout.index("== bf16-static")
+    assert not (tmp_path / "work").exists()
