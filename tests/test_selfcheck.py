@@ -9,7 +9,7 @@ import math
 import pytest
 
 from train.graded import HARD, make_split
-from train.selfcheck import STAGES, Setting, held_out, markdown, mean_se, plot, run, withheld_media
+from train.selfcheck import STAGES, Setting, balanced, held_out, markdown, mean_se, plot, run, withheld_media
 
 
 SILENT_STAGES = [s for s in STAGES if "sound" not in s]  # the stages of a unit whose task is not av
@@ -23,6 +23,22 @@ def test_the_control_gives_each_item_another_items_media(tmp_path):
     assert {label for _, label in held_out(make_split(tmp_path, "audio", "t", 12, HARD, 0), 0)} == {"A", "B"}
     with pytest.raises(ValueError, match="two held-out items"):
         withheld_media(test[:1])
+
+
+def test_the_rl_pairs_hold_both_answers_alike_topped_up_hardest_first():
+    def row(i, answer, contrast):
+        return {"id": f"p{i}", "response_a": answer, "contrast": contrast, "split": "sft"}
+
+    pool = [row(0, "red", 0.1), row(1, "red", 0.1), row(2, "red", 1.0), row(3, "blue", 1.0), row(4, "blue", 0.1),
+            row(5, "blue", 1.0), row(6, "blue", 0.1)]
+    mined = [{**pool[i], "split": "rl"} for i in (0, 1, 2)]  # a judge that leans to "blue" wavers on red pairs
+    rl = balanced(mined, pool)
+    assert rl[:3] == mined and [r["id"] for r in rl[3:]] == ["p4", "p6", "p3"]  # the hard blue pairs first
+    assert all(r["split"] == "rl" for r in rl)
+    assert sum(r["response_a"] == "red" for r in rl) == sum(r["response_a"] == "blue" for r in rl) == 3
+    assert balanced(mined + [{**pool[4], "split": "rl"}], pool)[4:] == [{**pool[6], "split": "rl"},
+                                                                        {**pool[3], "split": "rl"}]
+    assert len(balanced([{**r, "split": "rl"} for r in pool[:3]], pool[:3])) == 3  # a pool of one answer: as mined
 
 
 def test_mean_and_standard_error():
@@ -63,6 +79,10 @@ def test_a_short_slice_of_the_whole_pipeline_runs_and_logs_what_grpo_did(tmp_pat
     mined = [json.loads(line) for line in (unit / "mined.jsonl").read_text().splitlines()]
     assert mined and len(mined) == result["mined"]["pairs"] and all(r["split"] == "rl" for r in mined)
     assert all(len(r["hardness"]["judge"]["verdicts"]) == 2 for r in mined)
+    rl = [json.loads(line) for line in (unit / "rl.jsonl").read_text().splitlines()]  # what GRPO trained on
+    assert rl[:len(mined)] == mined and len(rl) == len(mined) + result["mined"]["added"]
+    answers = [r["response_a"] for r in rl]
+    assert len(set(answers)) == 2 and answers.count(answers[0]) * 2 == len(answers)
     steps = [e for e in result["grpo_log"] if "loss" in e]
     assert len(steps) == 2 and all("frac_reward_zero_std" in e and "rewards/preference_reward/mean" in e for e in steps)
     control = [e for e in json.loads((unit / "sft-continued" / "train_log.json").read_text()) if "loss" in e]

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = pstats.Stats(profiler)
     print("| phase | seconds | share of the run |\n|---|---|---|")
     for name, seconds in phases(stats).items():
-        print(f"| {name} | {seconds:.3f} | {100 * seconds / stats.total_tt:.1f} % |")
+        print(f"| {name} | {seconds:.4f} | {100 * seconds / stats.total_tt:.1f} % |")
     print(f"| whole run (model loading included) | {stats.total_tt:.1f} | 100 % |")
     return code
 

@@ -7,10 +7,12 @@ right or left; `--modalities av`: the tone as the sound track of a video whose f
 also with the sound off and with the track muted), easy and hard (low-contrast) pairs come from one generator.
 For each modality and seed,
 starting from the tiny fixture (one set of random weights for every seed, as a user has one base checkpoint):
-    1. SFT on pairs of every contrast, on a budget that leaves hard pairs below the ceiling;
+    1. SFT on clear pairs (contrast 0.3 to 1; hard pairs are at 0.1), on a budget that leaves hard pairs below
+       the ceiling;
     2. train.mine_hard on a pool of easy and hard pairs: those where the SFT judge's sampled verdicts waver,
        or its two orders disagree;
-    3. GRPO from the SFT adapter on the mined pairs, with the project's rewards;
+    3. GRPO from the SFT adapter on the mined pairs (topped up from the pool so that both answers are as common),
+       with the project's rewards;
     4. the control: as many extra optimizer steps of SFT, from the same adapter, on the same mined pairs;
     5. held-out accuracy on easy and on hard pairs: untrained, after SFT, after GRPO, after SFT-continued,
        and after GRPO with the media withheld (each item given another held-out item's media: chance).
@@ -46,7 +48,8 @@ STAGES = ("untrained", "after SFT", "after SFT, sound off", "after SFT, sound mu
 MAX_NEW_TOKENS = 128  # a judgment here is about 100 tokens
 # GRPO's rollouts sample at 0.7. At 1.0 the tiny judge's long tail of junk tokens breaks most of its ~100-token
 # judgments somewhere: rollouts then differ in format, not in what they say the media hold, and hard-pair accuracy
-# barely moves. Mining keeps mine_hard's 1.0, where the judge's verdicts spread the most.
+# barely moves. Mining samples at the same temperature: a pair whose verdicts waver only at 1.0 gives GRPO's groups
+# at 0.7 identical rewards, so no advantage.
 ROLLOUT_TEMPERATURE = 0.7
 # Adam makes GRPO's noisy steps as large as SFT's: at 1e-3 GRPO collapsed. The SFT-continued control takes GRPO's
 # rate too (same pairs, steps and rate): at SFT's 3e-3, 30 steps on a few dozen pairs undid much of what SFT learnt.
@@ -58,7 +61,7 @@ LOGGED = ("rewards/format_reward/mean", "rewards/preference_reward/mean", "rewar
 
 @dataclass(frozen=True)
 class Setting:
-    sft_items: int  # per modality, contrast drawn evenly between HARD and EASY
+    sft_items: int  # per modality, contrast drawn evenly between sft_contrast and EASY
     pool_items: int  # per modality, half easy and half hard: what mine_hard chooses from
     test_items: int  # per modality and difficulty, held out
     sft_steps: int
@@ -67,10 +70,14 @@ class Setting:
     generations: int
     draws: int  # mine_hard's sampled judgments per pair (both orders each)
     sft_batch: int = 8
+    # SFT's pairs are clear ones, as a teacher's rationales are surest on clear pairs: their contrast is drawn
+    # evenly between this and EASY. Hard pairs (HARD, below it) are left to mining and RL. With SFT on every
+    # contrast down to HARD, or down to 0.2, the SFT judge reached 91-100 on hard pairs: nothing left for RL.
+    sft_contrast: float = 0.3
 
 
 SETTINGS = {"small": Setting(sft_items=600, pool_items=48, test_items=32, sft_steps=800, rl_steps=30,
-                             rl_prompts=4, generations=4, draws=2),
+                             rl_prompts=2, generations=8, draws=4),
             "large": Setting(sft_items=4000, pool_items=400, test_items=200, sft_steps=3000, rl_steps=300,
                              rl_prompts=16, generations=8, draws=4, sft_batch=16)}
 
@@ -115,6 +122,22 @@ def accuracy(judge: Judge, test: list[tuple[Sample, str]], withheld: bool = Fals
     samples = [Sample(s.query, s.response_a, s.response_b, media=m, id=s.id) for (s, _), m in zip(test, media)]
     judgments = judge.judge_batch(samples, batch_size=16, progress=False)
     return sum(j.verdict == label for (_, label), j in zip(test, judgments)) / len(test)
+
+
+def balanced(mined: list[dict], pool: list[dict]) -> list[dict]:
+    """The mined pairs, with pool pairs of the answer mined less often added (the hardest first) until both answers
+    are as common. A judge that leans to one answer wavers on the other answer's pairs: mined alone (6 of 6 one
+    way in a run), they taught GRPO and more SFT to give that answer always, media or not."""
+    by_answer: dict[str, list[dict]] = {r["response_a"]: [] for r in pool}
+    for r in mined:
+        by_answer.setdefault(r["response_a"], []).append(r)
+    target, chosen = max(map(len, by_answer.values())), {r["id"] for r in mined}
+    added = []
+    for answer, rows in by_answer.items():
+        spare = sorted((r for r in pool if r["response_a"] == answer and r["id"] not in chosen),
+                       key=lambda r: r["contrast"])
+        added += [{**r, "split": "rl"} for r in spare[:target - len(rows)]]
+    return mined + added
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -169,7 +192,7 @@ class Unit:
 
     def data(self) -> None:
         media, s = self.dir / "media", self.setting
-        sft = make_split(media, self.modality, "train", s.sft_items, (HARD, EASY), self.seed)
+        sft = make_split(media, self.modality, "train", s.sft_items, (s.sft_contrast, EASY), self.seed)
         pool = [*make_split(media, self.modality, "pool-easy", s.pool_items // 2, EASY, self.seed),
                 *make_split(media, self.modality, "pool-hard", s.pool_items - s.pool_items // 2, HARD, self.seed)]
         _write(self.dir / "sft.jsonl", [record(i, "sft", self.dir) for i in sft])
@@ -199,15 +222,20 @@ class Unit:
         mined = self.dir / "mined.jsonl"
         self._timed("mining", mine_main, ["--data", str(self.dir / "pool.jsonl"), "--out", str(mined), "--model",
                                           str(sft_out), "--samples", str(s.draws), "--seed", str(self.seed),
-                                          "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "8"])
+                                          "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "8",
+                                          "--temperature", str(ROLLOUT_TEMPERATURE)])
         rows = [json.loads(line) for line in mined.read_text().splitlines()]
         result["mined"] = {"pairs": len(rows), "of": s.pool_items, "hard": sum(r["contrast"] < EASY for r in rows)}
         if not rows:  # nothing for RL to learn from: this unit ends here, the others go on
             result["skipped"] = "mine_hard found no pair the SFT judge wavers on: GRPO and SFT-continued not run"
             return result
+        pool = [json.loads(line) for line in (self.dir / "pool.jsonl").read_text().splitlines()]
+        rows = balanced(rows, pool)
+        result["mined"]["added"] = len(rows) - result["mined"]["pairs"]
+        rl = _write(self.dir / "rl.jsonl", rows)
         grpo_out, control_out = self.dir / "grpo", self.dir / "sft-continued"
         self._timed("GRPO", grpo_main, [
-            *self._args(self.tiny, mined, grpo_out, s.rl_steps, s.rl_prompts * s.generations),
+            *self._args(self.tiny, rl, grpo_out, s.rl_steps, s.rl_prompts * s.generations),
             "--init_adapter", str(sft_out), "--learning_rate", GRPO_RATE, "--num_generations", str(s.generations),
             "--max_completion_length", str(MAX_NEW_TOKENS), "--temperature", str(ROLLOUT_TEMPERATURE),
             "--beta", "0.04"])
@@ -294,7 +322,7 @@ def markdown(results: list[dict], setting_name: str, setting: Setting) -> str:
     if mined:
         lines += ["", "Mined for RL (pairs kept of the pool, of which hard): " + "; ".join(
             f"{r['modality']} seed {r['seed']}: {r['mined']['pairs']} of {r['mined']['of']} "
-            f"({r['mined']['hard']} hard)" for r in mined) + "."]
+            f"({r['mined']['hard']} hard), {r['mined'].get('added', 0)} added for balance" for r in mined) + "."]
     skipped = [r for r in results if "skipped" in r]
     if skipped:
         lines += ["", "Not run to the end: " + "; ".join(f"{r['modality']} seed {r['seed']}: {r['skipped']}"
@@ -365,10 +393,16 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"{AUDIO_VISUAL}: a video whose answer is in its sound only (not in the default run)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, each in its own process")
     parser.add_argument("--sft-steps", type=int, help="SFT's optimizer steps, in place of the setting's")
+    parser.add_argument("--sft-contrast", type=float,
+                        help=f"the lowest contrast of SFT's pairs, in place of the setting's (hard pairs: {HARD})")
     args = parser.parse_args(argv)
     setting, out = SETTINGS[args.setting], Path(args.out)
     if args.sft_steps:
         setting = replace(setting, sft_steps=args.sft_steps)
+    if args.sft_contrast is not None:
+        if not HARD <= args.sft_contrast <= EASY:
+            parser.error(f"--sft-contrast must be between {HARD} and {EASY}")
+        setting = replace(setting, sft_contrast=args.sft_contrast)
     start = time.perf_counter()
     results = run(out, setting, tuple(args.seeds), args.stage, max(1, args.jobs), tuple(args.modalities))
     text = markdown(results, args.setting, setting) + "\n" + speed(results, setting)
