@@ -52,7 +52,7 @@ def judges(exact_dir):
     """The int4 judge, and the full-precision one whose head and embedding hold what int4 stores at int8 (int8's
     symmetric grid, 255 / 2 steps of the largest value, has no weights it stores exactly)."""
     loaded = {q: load_model(str(exact_dir), quantization=q, device="cpu") for q in ("none", "int4")}
-    full, int4 = loaded["none"].model, loaded["int4"].model
+    full, int4 = loaded["none"].model.to(torch.bfloat16), loaded["int4"].model  # int4 computes in bf16
     with torch.no_grad():
         full.lm_head.weight.copy_(int4.lm_head.weight.dequantize())
         full.model.language_model.embed_tokens.weight.copy_(int4.model.language_model.embed_tokens.weight.dequantize())
@@ -68,7 +68,7 @@ def test_int4_quantizes_the_language_model_and_leaves_the_encoders(judges):
     assert kinds["lm_head"] == kinds["model.language_model.embed_tokens"] == "Int8Tensor"
     towers = {n: m.weight for n, m in model.named_modules() if n.startswith(("model.visual.", "model.audio_tower."))
               and isinstance(getattr(m, "weight", None), torch.Tensor)}
-    assert towers and all(type(w) is torch.nn.Parameter and w.dtype == torch.float32 for w in towers.values())
+    assert towers and all(type(w) is torch.nn.Parameter and w.dtype == torch.bfloat16 for w in towers.values())
     # The q/k/v biases stay plain tensors (an int4 config handed a bias fails to load).
     assert type(model.model.language_model.layers[0].self_attn.q_proj.bias) is torch.nn.Parameter
 
@@ -112,13 +112,15 @@ def test_the_static_path_gives_plain_generates_tokens_on_int4(judges, media_dir)
         assert [comparable(j) for j in fast] == [comparable(j) for j in plain]
 
 
-def test_a_lora_adapter_loads_on_int4(exact_dir, tmp_path, media_dir):
+def test_a_lora_adapter_loads_on_int4_and_changes_its_judgments(exact_dir, tmp_path, media_dir, judges):
     adapter = make_adapter(tmp_path / "lora", exact_dir)
     sample = modality_samples(media_dir)[1]
-    on = {q: Judge.from_pretrained(str(adapter), quantization=q, device="cpu", prompt_format="rubric-v2",
-                                   generation=SETTINGS) for q in ("none", "int4")}
-    assert on["int4"].backend.loaded.adapter == str(adapter)
-    assert comparable(on["int4"].judge(sample)) == comparable(on["none"].judge(sample))
+    on = Judge.from_pretrained(str(adapter), quantization="int4", device="cpu", prompt_format="rubric-v2",
+                               generation=SETTINGS)
+    assert on.backend.loaded.adapter == str(adapter) and on.backend.loaded.quantization == "int4"
+    q_proj = on.backend.model.get_base_model().model.language_model.layers[0].self_attn.q_proj
+    assert type(q_proj.base_layer.weight).__name__ == "Int4OpaqueTensor" and q_proj.lora_A  # LoRA over int4
+    assert on.judge(sample).raw != judges["int4"].judge(sample).raw  # the adapter is applied
     with pytest.raises(ModelLoadError, match="--quantization none"):
         load_model(str(adapter), quantization="int4", merge_adapter=True)
 
