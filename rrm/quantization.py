@@ -3,9 +3,10 @@
     kwargs = load_kwargs("int4", "cuda:0", thinker_config)   # -> Qwen2_5OmniThinker....from_pretrained(path, **kwargs)
 
 `int4` is torchao's weight-only int4 for the language model's linear layers (groups of 128 values, HQQ scales),
-int8 weight-only for the output head and the input embedding, and the vision and audio encoders left as they are.
-Its layout suits the device: the tile-packed layout of the tinygemm kernel on a CUDA GPU, torchao's CPU layout on
-CPU. The 4bit and 8bit formats are bitsandbytes', as before; both leave the encoders and the output head alone.
+int8 weight-only for the output head and the input embedding, and the vision and audio encoders left in bf16 (it
+computes in bf16 on CPU too). Its layout suits the device: the tile-packed layout of the tinygemm kernel on a CUDA
+GPU, torchao's CPU layout on CPU. The 4bit and 8bit formats are bitsandbytes', as before; both leave the
+encoders and the output head alone.
 """
 
 from __future__ import annotations
