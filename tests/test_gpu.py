@@ -47,9 +47,8 @@ def test_out_of_memory_becomes_a_message_and_the_judge_keeps_serving(tiny_dir, m
     assert judge.judge(sample).timing.generated_tokens == 8  # serving again
 
 
-def test_the_default_fast_path_writes_the_same_greedy_tokens_as_plain_generate(tiny_dir, media_dir):
-    settings = GenerationSettings(max_new_tokens=64, min_new_tokens=64)
-    fast = Judge.from_pretrained(str(tiny_dir), quantization="none", generation=settings)  # decoding auto
+def _check_static_matches_plain(fast, settings, media_dir):
+    """`fast` took the static path (warmed up) and writes plain generate's greedy tokens for every modality."""
     assert fast.decoding == "static" and "warm-up" in fast.decoding_note, fast.decoding_note
     plain = Judge(fast.loaded, decoding="plain", generation=settings)
     for media in ([], [MediaItem("image", str(media_dir / "red.png"))],
@@ -57,6 +56,12 @@ def test_the_default_fast_path_writes_the_same_greedy_tokens_as_plain_generate(t
         sample = Sample("Which answer is right?", "the first", "the second", media=media)
         a, b = fast.judge(sample, swap_check=True), plain.judge(sample, swap_check=True)
         assert (a.raw, a.swap.other.raw) == (b.raw, b.swap.other.raw)
+
+
+def test_the_default_fast_path_writes_the_same_greedy_tokens_as_plain_generate(tiny_dir, media_dir):
+    settings = GenerationSettings(max_new_tokens=64, min_new_tokens=64)
+    fast = Judge.from_pretrained(str(tiny_dir), quantization="none", generation=settings)  # decoding auto
+    _check_static_matches_plain(fast, settings, media_dir)
     # bitsandbytes weights stay on plain generate, and say why.
     nf4 = Judge.from_pretrained(str(tiny_dir), quantization="4bit")
     assert nf4.decoding == "plain" and "bitsandbytes" in nf4.decoding_note
@@ -68,10 +73,4 @@ def test_int4_takes_the_tinygemm_layout_and_its_compiled_path_writes_plain_gener
     kinds = {n: type(m.weight).__name__ for n, m in fast.backend.model.named_modules() if hasattr(m, "weight")}
     assert kinds["model.language_model.layers.0.mlp.up_proj"] == "Int4TilePackedTo4dTensor"
     assert kinds["lm_head"] == "Int8Tensor" and kinds["model.visual.blocks.0.attn.q"] == "Parameter"
-    assert fast.decoding == "static" and "warm-up" in fast.decoding_note, fast.decoding_note
-    plain = Judge(fast.loaded, decoding="plain", generation=settings)
-    for media in ([], [MediaItem("image", str(media_dir / "red.png"))],
-                  [MediaItem("video", str(media_dir / "clip.mp4"))], [MediaItem("audio", str(media_dir / "tone.wav"))]):
-        sample = Sample("Which answer is right?", "the first", "the second", media=media)
-        a, b = fast.judge(sample, swap_check=True), plain.judge(sample, swap_check=True)
-        assert (a.raw, a.swap.other.raw) == (b.raw, b.swap.other.raw)
+    _check_static_matches_plain(fast, settings, media_dir)
