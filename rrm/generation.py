@@ -37,6 +37,7 @@ from .inputs import END_OF_TURN, Row, encode, sound_groups, to_device
 from .limits import MAX_PROMPT_TOKENS, over
 from .media import MediaLimits
 from .model import LoadedModel
+from .quantization import BITSANDBYTES
 from .schema import Timing
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class TransformersBackend:
             return requested, "as asked"
         if not self.loaded.device.startswith("cuda"):
             return "plain", f"no GPU ({self.loaded.device})"
-        if self.loaded.quantization in ("4bit", "8bit"):
+        if self.loaded.quantization in BITSANDBYTES:
             return "plain", f"transformers does not compile {self.loaded.quantization} bitsandbytes weights"
         return "static", "static KV cache, compiled decode step"  # full precision, or torchao int4
 

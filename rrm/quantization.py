@@ -16,6 +16,7 @@ from collections import OrderedDict
 from .errors import ModelLoadError
 
 QUANTIZATIONS = ("auto", "int4", "4bit", "8bit", "none")
+BITSANDBYTES = ("4bit", "8bit")  # the formats bitsandbytes loads (NF4, LLM.int8)
 # The encoders are small and sensitive to quantization, and the output head decides every token. transformers 5.17
 # names the towers `audio_tower` and `visual`, 5.24 `model.audio_tower` and `model.visual`: both are listed.
 TOWERS = ["audio_tower", "model.audio_tower", "visual", "model.visual"]
@@ -96,10 +97,10 @@ def load_kwargs(quantization: str, device: str, config=None) -> dict:
         if text is None:
             raise ModelLoadError("--quantization int4 needs the model's config to choose its group size")
         kwargs["quantization_config"] = torchao_config(text, device)
-    elif quantization != "none":
+    elif quantization in BITSANDBYTES:
         kwargs["quantization_config"] = bitsandbytes_config(quantization, compute)
     return kwargs
 
 
-__all__ = ["QUANTIZATIONS", "TOWERS", "UNQUANTIZED_MODULES", "pick", "int4_group_size", "torchao_config",
-           "load_kwargs"]
+__all__ = ["QUANTIZATIONS", "BITSANDBYTES", "TOWERS", "UNQUANTIZED_MODULES", "pick", "int4_group_size",
+           "torchao_config", "load_kwargs"]
