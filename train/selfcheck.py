@@ -196,7 +196,8 @@ class Unit:
         pool = [*make_split(media, self.modality, "pool-easy", s.pool_items // 2, EASY, self.seed),
                 *make_split(media, self.modality, "pool-hard", s.pool_items - s.pool_items // 2, HARD, self.seed)]
         _write(self.dir / "sft.jsonl", [record(i, "sft", self.dir) for i in sft])
-        _write(self.dir / "pool.jsonl", [record(i, "sft", self.dir) for i in pool])
+        self.pool = [record(i, "sft", self.dir) for i in pool]  # what mine_hard reads, and balance draws from
+        _write(self.dir / "pool.jsonl", self.pool)
         self.test = {d: held_out(make_split(media, self.modality, f"test-{d}", s.test_items, c, self.seed),
                                  self.seed) for d, c in DIFFICULTIES.items()}
 
@@ -229,8 +230,7 @@ class Unit:
         if not rows:  # nothing for RL to learn from: this unit ends here, the others go on
             result["skipped"] = "mine_hard found no pair the SFT judge wavers on: GRPO and SFT-continued not run"
             return result
-        pool = [json.loads(line) for line in (self.dir / "pool.jsonl").read_text().splitlines()]
-        rows = balanced(rows, pool)
+        rows = balanced(rows, self.pool)
         result["mined"]["added"] = len(rows) - result["mined"]["pairs"]
         rl = _write(self.dir / "rl.jsonl", rows)
         grpo_out, control_out = self.dir / "grpo", self.dir / "sft-continued"
