@@ -1,6 +1,6 @@
 """Speed and memory of the judge, per model size, weights, decoding path and modality.
 
-    python -m rrm.bench                          # on a GPU: 7B and 3B, bf16 / NF4 / int8, plain and static
+    python -m rrm.bench                          # on a GPU: 7B and 3B, bf16 / NF4 / int8, plain, static and deferred
     python -m rrm.bench --sizes 7b --modes 4bit --out bench-7b.json
     python -m rrm.bench                          # on CPU: the same code on the tiny fixture (a smoke run)
     python -m rrm.bench serve                    # rrm serve's throughput, with and without batching
@@ -49,7 +49,7 @@ from .schema import AUDIO, IMAGE, VIDEO, MediaItem, Sample
 
 # --quantization name -> weights; 4-bit first, as it matters most (torchao int4, then bitsandbytes NF4)
 MODES = {"int4": "int4", "4bit": "NF4", "none": "bf16", "8bit": "int8"}
-PATHS = ("plain", "static")
+PATHS = ("plain", "static", "deferred")  # rrm.generation.DECODINGS but auto
 MODALITIES = ("text", "image", "video8", "video16", "audio10", "audio30", "av10", "av30")
 # Media bounds that keep every test input whole: 448x448 pixels, 2 frames per second, 16 frames.
 LIMITS = MediaLimits(image_max_pixels=448 * 448, video_fps=2.0, video_max_frames=16, video_max_pixels=448 * 448,

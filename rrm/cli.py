@@ -42,7 +42,8 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
                         help="auto: 4-bit NF4 on CUDA, full precision on CPU; int4: torchao int4 weights, int8 head")
     parser.add_argument("--device", help="cuda:0, cpu ... (default: cuda:0 when available)")
     parser.add_argument("--decoding", default="auto", choices=DECODINGS,
-                        help="auto: a static KV cache and a compiled decode step where they work, else plain generate")
+                        help="auto: a static KV cache and a compiled decode step where they work, else plain generate; "
+                             "deferred: static, reading the stop flag a step late (no host sync per token)")
     parser.add_argument("--merge-adapter", action="store_true", help="merge a LoRA adapter into its base")
     parser.add_argument("--prompt-format", choices=list(PROMPT_FORMATS),
                         help="default: what the checkpoint records, else (a released checkpoint) omni-rrm-release")

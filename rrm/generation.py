@@ -13,14 +13,18 @@ Backends (`Judge.from_pretrained(..., backend=)`, `Judge.from_endpoint`):
 rrm.batching wraps any of them to gather the rows of concurrent callers.
 
 The transformers backend's decoding paths (`decoding=`): `plain` is
-transformers' `generate` with its dynamic KV cache; `static` preallocates the
+transformers' `generate` with its dynamic KV cache. `static` preallocates the
 KV cache (STATIC_CACHE_TOKENS, grown in steps of that size when a call needs
-more), which lets transformers compile the decode step with torch.compile and
-CUDA graphs where it can. `auto`, the default, takes `static` on a GPU when the
-weights are not bitsandbytes-quantized (transformers does not compile those),
-else `plain`. The static path is warmed up at load and checked: if it fails, or
-its greedy tokens differ from plain `generate`'s on the warm-up pair, the
-backend falls back to `plain` and says why (`decoding_note`).
+more) and runs the judge's own decode loop (rrm.decode_loop), which on a GPU
+compiles the decode step with torch.compile and CUDA graphs, for every weight
+format (transformers itself will not compile bitsandbytes weights). `deferred`
+is `static` with the stop flag read one step late, so the host never waits on
+the device between tokens. `auto`, the default, takes `static` on a GPU (but
+for 8-bit bitsandbytes weights, never checked there) and `plain` elsewhere.
+A static path is warmed up at load on a GPU and checked: if it fails, or its
+greedy tokens differ from plain `generate`'s on the warm-up pair, the backend
+falls back (`deferred` to `static`, `static` to `plain`) and says why
+(`decoding_note`).
 """
 
 from __future__ import annotations
@@ -32,17 +36,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from .decode_loop import decoding_loop
 from .errors import RRMError, first_line
 from .inputs import END_OF_TURN, Row, encode, sound_groups, to_device
 from .limits import MAX_PROMPT_TOKENS, over
 from .media import MediaLimits
 from .model import LoadedModel
-from .quantization import BITSANDBYTES
 from .schema import Timing
 
 log = logging.getLogger(__name__)
 
-DECODINGS = ("auto", "plain", "static")
+DECODINGS = ("auto", "plain", "static", "deferred")
+_STATIC = ("static", "deferred")  # the paths through rrm.decode_loop
 STATIC_CACHE_TOKENS = 4096  # a judgment with its prompt fits (an image or 16 video frames, 2K new tokens)
 WARM_UP_TOKENS = 24
 _WARM_UP_ROWS = [
@@ -221,7 +226,7 @@ class TransformersBackend:
         self._opening = [i for token, i in self.tokenizer.get_vocab().items() if "{" in token]
         self._lock = threading.Lock()  # one generation at a time per model
         self.decoding, self.decoding_note = self._pick_decoding(decoding)
-        if self.decoding == "static" and loaded.device.startswith("cuda"):
+        if self.decoding in _STATIC and loaded.device.startswith("cuda"):
             self.warm_up()
 
     @property
@@ -241,37 +246,44 @@ class TransformersBackend:
             return requested, "as asked"
         if not self.loaded.device.startswith("cuda"):
             return "plain", f"no GPU ({self.loaded.device})"
-        if self.loaded.quantization in BITSANDBYTES:
-            return "plain", f"transformers does not compile {self.loaded.quantization} bitsandbytes weights"
-        return "static", "static KV cache, compiled decode step"  # full precision, or torchao int4
+        if self.loaded.quantization == "8bit":
+            return "plain", "8-bit bitsandbytes weights are not compiled (never checked)"
+        return "static", "static KV cache, compiled decode step"  # full precision, torchao int4 or NF4
 
     def warm_up(self) -> None:
-        """Run the static path on short rows (batch 1 and 2) and check it against plain generate.
+        """Run the chosen static path on short rows (batch 1 and 2) and check it against plain generate.
 
-        Any failure, or greedy tokens that differ from plain generate's, switches this backend to plain.
+        Any failure, or greedy tokens that differ from plain generate's, switches this backend to the next path
+        down (`deferred` to `static`, `static` to `plain`), checked the same way, and says why.
         """
+        started, reasons = time.perf_counter(), []
+        while self.decoding in _STATIC:
+            reason = self._check_against_plain(self.decoding)
+            if reason is None:
+                self.decoding_note += f" (warm-up {time.perf_counter() - started:.1f} s)"
+                log.info("decoding: %s (%s)", self.decoding, self.decoding_note)
+                return
+            reasons.append(f"{self.decoding} off: {reason}")
+            self.decoding = "static" if self.decoding == "deferred" else "plain"
+            self.decoding_note = "; ".join(reasons)
+            log.warning("decoding falls back to %s: %s", self.decoding, reasons[-1])
+
+    def _check_against_plain(self, decoding: str) -> str | None:
+        """Why `decoding` cannot be used, or None when its greedy tokens equal plain generate's."""
         settings = GenerationSettings(max_new_tokens=WARM_UP_TOKENS, min_new_tokens=WARM_UP_TOKENS)
-        started = time.perf_counter()
         try:
             for rows in (1, 2):
                 inputs = self.inputs([(m, []) for m in _WARM_UP_ROWS[:rows]], MediaLimits())
-                fast = self._generate_ids(inputs, rows, settings, "static")
-                fast_again = self._generate_ids(inputs, rows, settings, "static")  # after compilation
+                fast = self._generate_ids(inputs, rows, settings, decoding)
+                fast_again = self._generate_ids(inputs, rows, settings, decoding)  # after compilation
                 plain = self._generate_ids(inputs, rows, settings, "plain")
                 if fast != plain or fast_again != plain:
-                    self._fall_back(f"its greedy tokens differed from plain generate's at batch {rows}")
-                    return
+                    return f"its greedy tokens differed from plain generate's at batch {rows}"
         except OutOfMemory:
             raise
-        except Exception as e:  # a compiler or cache error: judge on the plain path
-            self._fall_back(f"{type(e).__name__}: {first_line(e, 160)}")
-            return
-        self.decoding_note += f" (warm-up {time.perf_counter() - started:.1f} s)"
-        log.info("decoding: static (%s)", self.decoding_note)
-
-    def _fall_back(self, reason: str) -> None:
-        self.decoding, self.decoding_note = "plain", f"static path off: {reason}"
-        log.warning("decoding falls back to plain generate: %s", reason)
+        except Exception as e:  # a compiler or cache error: judge on the next path down
+            return f"{type(e).__name__}: {first_line(e, 160)}"
+        return None
 
     def _generate_ids(self, inputs: dict, rows: int, settings: GenerationSettings, decoding: str) -> list[list[int]]:
         streamer = _TokenStreamer(rows)
@@ -294,13 +306,16 @@ class TransformersBackend:
 
     # -------------------------------------------------------------- generation
 
-    def generate_kwargs(self, settings: GenerationSettings, prompt_tokens: int = 0, decoding: str = "plain") -> dict:
+    def generate_kwargs(self, settings: GenerationSettings, prompt_tokens: int = 0, decoding: str = "plain",
+                        streamer: _TokenStreamer | None = None) -> dict:
         kwargs = generate_kwargs(settings, self._eos, self.tokenizer.pad_token_id, self._suppress)
-        if decoding == "static":
+        if decoding in _STATIC:
             # One cache size for most calls: a new size means a new compilation.
             need = prompt_tokens + settings.max_new_tokens  # rounded up to a multiple: -(-a // b) is ceil(a / b)
             kwargs.update(cache_implementation="static",
-                          max_cache_len=-(-need // STATIC_CACHE_TOKENS) * STATIC_CACHE_TOKENS)
+                          max_cache_len=-(-need // STATIC_CACHE_TOKENS) * STATIC_CACHE_TOKENS,
+                          custom_generate=decoding_loop(compile_step=self.loaded.device.startswith("cuda"),
+                                                        defer_stop=decoding == "deferred", streamer=streamer))
         return kwargs
 
     def _run_generate(self, inputs: dict, streamer: _TokenStreamer, cancel: threading.Event,
@@ -312,7 +327,7 @@ class TransformersBackend:
         if settings.sampling:
             torch.manual_seed(settings.seed)
         prompt_tokens = inputs["input_ids"].shape[1]
-        kwargs = self.generate_kwargs(settings, prompt_tokens, decoding or self.decoding)
+        kwargs = self.generate_kwargs(settings, prompt_tokens, decoding or self.decoding, streamer)
         criteria = [_Cancelled(cancel)]
         limit = settings.judgment_start_tokens
         if limit and not (settings.min_new_tokens and settings.min_new_tokens >= limit):  # a bench asks for length

@@ -11,7 +11,8 @@ def test_bench_smoke_run_on_the_tiny_fixture(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["environment"]["device"] == "cpu" and report["tokens"] == 6
     rows = report["rows"]
-    assert [(r["path"], r["modality"]) for r in rows] == [(p, m) for p in ("plain", "static") for m in MODALITIES]
+    assert [(r["path"], r["modality"]) for r in rows] == [(p, m) for p in ("plain", "static", "deferred")
+                                                                for m in MODALITIES]
     tokens = {r["modality"]: r["prompt_tokens"] for r in rows if r["path"] == "plain"}
     # Media add their own tokens: 8 frames of 448x448 are 1,024 more than none, 16 frames twice that.
     assert tokens["video16"] - tokens["video8"] == 1024 and tokens["video8"] > tokens["image"] > tokens["text"]
@@ -73,7 +74,7 @@ def test_the_prepared_gpu_run_runs_end_to_end_on_cpu_on_the_tiny_model(tmp_path)
     names = ("int4", "nf4-plain", "nf4-static", "bf16-static")
     rows = {n: json.loads((tmp_path / f"{n}.json").read_text())["rows"] for n in names}
     assert [(r["weights"], r["path"]) for n in names for r in rows[n]] == [
-        ("int4", "static"), ("NF4", "plain"), ("NF4", "static"), ("fp32", "static")]
+        ("int4", "static"), ("int4", "deferred"), ("NF4", "plain"), ("NF4", "static"), ("fp32", "static")]
     assert all(r["decode_tps"] > 0 and r["swap_ratio"] > 0 and r["batch_jpm"] > 0 for n in names for r in rows[n])
     assert "skipped int4-gemlite" in done.stdout and "torchao" in (tmp_path / "versions.txt").read_text()
     assert done.stdout.index("== int4") < done.stdout.index("== nf4-plain") < done.stdout.index("== bf16-static")

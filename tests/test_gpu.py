@@ -47,9 +47,9 @@ def test_out_of_memory_becomes_a_message_and_the_judge_keeps_serving(tiny_dir, m
     assert judge.judge(sample).timing.generated_tokens == 8  # serving again
 
 
-def _check_static_matches_plain(fast, settings, media_dir):
-    """`fast` took the static path (warmed up) and writes plain generate's greedy tokens for every modality."""
-    assert fast.decoding == "static" and "warm-up" in fast.decoding_note, fast.decoding_note
+def _check_static_matches_plain(fast, settings, media_dir, path="static"):
+    """`fast` took `path` (warmed up) and writes plain generate's greedy tokens for every modality."""
+    assert fast.decoding == path and "warm-up" in fast.decoding_note, fast.decoding_note
     plain = Judge(fast.loaded, decoding="plain", generation=settings)
     for media in ([], [MediaItem("image", str(media_dir / "red.png"))],
                   [MediaItem("video", str(media_dir / "clip.mp4"))], [MediaItem("audio", str(media_dir / "tone.wav"))]):
@@ -62,9 +62,14 @@ def test_the_default_fast_path_writes_the_same_greedy_tokens_as_plain_generate(t
     settings = GenerationSettings(max_new_tokens=64, min_new_tokens=64)
     fast = Judge.from_pretrained(str(tiny_dir), quantization="none", generation=settings)  # decoding auto
     _check_static_matches_plain(fast, settings, media_dir)
-    # bitsandbytes weights stay on plain generate, and say why.
-    nf4 = Judge.from_pretrained(str(tiny_dir), quantization="4bit")
-    assert nf4.decoding == "plain" and "bitsandbytes" in nf4.decoding_note
+    _check_static_matches_plain(Judge(fast.loaded, decoding="deferred", generation=settings), settings, media_dir,
+                                "deferred")
+
+
+def test_nf4_weights_compile_under_auto_and_write_plain_generates_tokens(tiny_dir, media_dir):
+    settings = GenerationSettings(max_new_tokens=32, min_new_tokens=32)
+    nf4 = Judge.from_pretrained(str(tiny_dir), quantization="4bit", generation=settings)  # decoding auto
+    _check_static_matches_plain(nf4, settings, media_dir)
 
 
 def test_int4_takes_the_tinygemm_layout_and_its_compiled_path_writes_plain_generates_tokens(tiny_dir, media_dir):
@@ -74,3 +79,5 @@ def test_int4_takes_the_tinygemm_layout_and_its_compiled_path_writes_plain_gener
     assert kinds["model.language_model.layers.0.mlp.up_proj"] == "Int4TilePackedTo4dTensor"
     assert kinds["lm_head"] == "Int8Tensor" and kinds["model.visual.blocks.0.attn.q"] == "Parameter"
     _check_static_matches_plain(fast, settings, media_dir)
+    _check_static_matches_plain(Judge(fast.loaded, decoding="deferred", generation=settings), settings, media_dir,
+                                "deferred")

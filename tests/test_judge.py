@@ -361,14 +361,15 @@ def test_a_system_prompt_file_replaces_the_system_turn(tiny_dir, tmp_path):
 
 def test_auto_decoding_is_plain_on_cpu_and_unknown_names_are_refused(judge, tiny_dir):
     assert judge.decoding == "plain" and judge.decoding_note == "no GPU (cpu)"
-    with pytest.raises(RRMError, match="unknown decoding 'fast'; known: auto, plain, static"):
+    with pytest.raises(RRMError, match="unknown decoding 'fast'; known: auto, plain, static, deferred"):
         Judge(judge.loaded, decoding="fast")
 
 
+@pytest.mark.parametrize("decoding", ["static", "deferred"])
 @pytest.mark.parametrize("modality", ["text", "image", "video", "audio"])
-def test_static_cache_decoding_writes_the_same_tokens_as_plain_generate(judge, media_dir, modality):
+def test_static_cache_decoding_writes_the_same_tokens_as_plain_generate(judge, media_dir, modality, decoding):
     settings = GenerationSettings(max_new_tokens=40, min_new_tokens=40)
-    static = Judge(judge.loaded, decoding="static", generation=settings)
+    static = Judge(judge.loaded, decoding=decoding, generation=settings)
     plain = Judge(judge.loaded, decoding="plain", generation=settings)
     sample = _samples(media_dir)[modality]
     a, b = static.judge(sample, swap_check=True), plain.judge(sample, swap_check=True)
@@ -376,25 +377,61 @@ def test_static_cache_decoding_writes_the_same_tokens_as_plain_generate(judge, m
     assert a.timing.generated_tokens == 40
 
 
-def test_static_decoding_in_batches_and_on_a_trained_judge(judge, parrot, media_dir):
+@pytest.mark.parametrize("decoding", ["static", "deferred"])
+def test_static_decoding_in_batches_and_on_a_trained_judge(judge, parrot, media_dir, decoding):
     from rrm.testing import parrot_sample
 
     samples = list(_samples(media_dir).values())
-    static = Judge(judge.loaded, decoding="static")
+    static = Judge(judge.loaded, decoding=decoding)
     settings = GenerationSettings(max_new_tokens=24, min_new_tokens=24)
     assert [j.raw for j in static.judge_batch(samples, batch_size=3, swap_check=True, progress=False,
                                               settings=settings)] == \
         [j.raw for j in judge.judge_batch(samples, batch_size=3, swap_check=True, progress=False, settings=settings)]
-    # The parrot writes a whole valid judgment, hundreds of tokens long, through the static cache.
-    fast = Judge(parrot.loaded, decoding="static")
+    # The parrot writes a whole valid judgment, hundreds of tokens long, and stops at its end of turn: the
+    # deferred stop drops the step it ran past the end.
+    fast, plain = Judge(parrot.loaded, decoding=decoding), parrot.judge(parrot_sample(), swap_check=True)
     j = fast.judge(parrot_sample(), swap_check=True)
-    assert j.status.ok and j.verdict == "B" and j.raw == parrot.judge(parrot_sample(), swap_check=True).raw
+    assert j.status.ok and j.verdict == "B" and j.raw == plain.raw
+    assert j.timing.generated_tokens == plain.timing.generated_tokens
 
 
-def test_warm_up_checks_the_static_path_against_plain_generate(judge):
-    static = Judge(judge.loaded, decoding="static")
+def test_deferred_stop_streams_every_token_samples_like_plain_and_ends_rows_apart(judge, parrot, media_dir):
+    from rrm.testing import parrot_sample
+
+    deferred = Judge(parrot.loaded, decoding="deferred")
+    updates = list(deferred.stream(parrot_sample(), swap_check=True))
+    texts = [u.text for u in updates]
+    assert all(a == b[:len(a)] for a, b in zip(texts, texts[1:]))
+    assert updates[-1].judgment.raw == parrot.judge(parrot_sample()).raw  # streamed one step behind, none lost
+    # Sampling draws the same tokens as plain generate from the same seed.
+    sampled = GenerationSettings(max_new_tokens=32, temperature=1.0, seed=7)
+    sample = _samples(media_dir)["image"]
+    assert Judge(judge.loaded, decoding="deferred", generation=sampled).judge(sample, swap_check=True).raw == \
+        Judge(judge.loaded, decoding="plain", generation=sampled).judge(sample, swap_check=True).raw
+    # Rows of one batch that end apart: each stops at its own end of turn, the other padded meanwhile.
+    pair = [parrot_sample(), Sample("Which is a prime number?", "Nine.", "Seven.")]
+    settings = GenerationSettings(max_new_tokens=256)
+    lagged, plain = (j.judge_batch(pair, batch_size=2, progress=False, settings=settings) for j in (deferred, parrot))
+    assert [j.raw for j in lagged] == [j.raw for j in plain]
+    lengths = [j.timing.generated_tokens for j in lagged]
+    assert lengths == [j.timing.generated_tokens for j in plain] and len(set(lengths)) == 2 and max(lengths) < 256
+
+
+@pytest.mark.parametrize("decoding", ["static", "deferred"])
+def test_warm_up_checks_the_static_path_against_plain_generate(judge, decoding):
+    static = Judge(judge.loaded, decoding=decoding)
     static.backend.warm_up()  # on a GPU this runs at load; here it runs the same check without compiling
-    assert static.decoding == "static" and "warm-up" in static.decoding_note
+    assert static.decoding == decoding and "warm-up" in static.decoding_note
+
+
+def test_a_failed_warm_up_falls_back_one_path_at_a_time_and_says_why(judge):
+    from rrm.generation import TransformersBackend
+
+    backend = TransformersBackend(judge.loaded, "deferred", max_prompt_tokens=8)  # the warm-up rows are longer
+    backend.warm_up()
+    assert backend.decoding == "plain"
+    assert backend.decoding_note.startswith("deferred off: RRMError: the prompt")
+    assert "; static off: RRMError: the prompt" in backend.decoding_note
 
 
 def test_best_of_n_ranks_the_winner_first_then_by_wins_then_by_mean_score():

@@ -5,10 +5,11 @@
 #
 # It installs the wheels placed in .whl/ (README lists them), builds the 7B-size random-weight thinker once,
 # then measures, in this order, each in its own `rrm.bench` run, skipping what would overrun the budget:
-#   1. int4 (torchao) with the int8 head and embedding, static path (compiled on a GPU);
+#   1. int4 (torchao) with the int8 head and embedding, static path (compiled on a GPU), then the same with the
+#      deferred stop check (the compiled step is reused);
 #   2. NF4 (bitsandbytes), plain generate;
 #   3. the int4 gemlite variant: skipped, saying so, until rrm offers it;
-#   4. NF4 with a static cache (transformers does not compile bitsandbytes weights);
+#   4. NF4, static path (rrm's decode loop compiles it; transformers' would not);
 #   5. bf16, static path (compiled on a GPU).
 # Each run prints its table as it finishes and writes $OUT/<name>.json. GPU_BENCH_SIZE (7b; tiny on CPU, as the
 # test does), GPU_BENCH_BUDGET_S (540 s), GPU_BENCH_TOKENS (128) and GPU_BENCH_MODALITIES (image video16) change it.
@@ -44,7 +45,7 @@ measure() {  # name, then rrm.bench's --modes and --paths
         || echo "$name: rrm.bench ended with status $? (see above)" | tee -a "$OUT/skipped.txt"
 }
 
-measure int4 --modes int4 --paths static
+measure int4 --modes int4 --paths static deferred
 measure nf4-plain --modes 4bit --paths plain
 echo "skipped int4-gemlite: rrm has no gemlite variant yet" | tee -a "$OUT/skipped.txt"
 measure nf4-static --modes 4bit --paths static
