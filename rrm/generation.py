@@ -210,12 +210,17 @@ class _NoJudgmentBegun:
 
 
 class TransformersBackend:
-    """A model loaded in this process (rrm.model.load_model): transformers' `generate`, one call at a time."""
+    """A model loaded in this process (rrm.model.load_model): transformers' `generate`, one call at a time.
+
+    `compile_step`: whether the static paths compile their decode step; None (the default) on a GPU only, where
+    CUDA graphs pay for the compilation."""
 
     name = "transformers"
 
-    def __init__(self, loaded: LoadedModel, decoding: str = "auto", max_prompt_tokens: int = MAX_PROMPT_TOKENS):
+    def __init__(self, loaded: LoadedModel, decoding: str = "auto", max_prompt_tokens: int = MAX_PROMPT_TOKENS,
+                 compile_step: bool | None = None):
         self.loaded = loaded
+        self.compile_step = loaded.device.startswith("cuda") if compile_step is None else compile_step
         self.model, self.processor = loaded.model, loaded.processor
         self.tokenizer = self.processor.tokenizer
         self.judge_config = loaded.judge_config or {}
@@ -314,7 +319,7 @@ class TransformersBackend:
             need = prompt_tokens + settings.max_new_tokens  # rounded up to a multiple: -(-a // b) is ceil(a / b)
             kwargs.update(cache_implementation="static",
                           max_cache_len=-(-need // STATIC_CACHE_TOKENS) * STATIC_CACHE_TOKENS,
-                          custom_generate=decoding_loop(compile_step=self.loaded.device.startswith("cuda"),
+                          custom_generate=decoding_loop(compile_step=self.compile_step,
                                                         defer_stop=decoding == "deferred", streamer=streamer))
         return kwargs
 

@@ -1,5 +1,6 @@
 """`--quantization int4` (torchao) on CPU, on the tiny fixture: what it quantizes and what it leaves alone, its
-judgments against full precision, its static path against plain generate, a LoRA adapter on it, and training."""
+judgments against full precision, its static path against plain generate (the compiled one: tests/test_judge.py),
+a LoRA adapter on it, and training."""
 
 from __future__ import annotations
 
@@ -130,3 +131,4 @@ def test_training_on_an_int4_base_is_refused_naming_what_to_use(tiny_dir):
 
     with pytest.raises(ModelLoadError, match="--quantization 4bit for QLoRA"):
         load_base(str(tiny_dir), "int4")
+

@@ -417,6 +417,25 @@ def test_deferred_stop_streams_every_token_samples_like_plain_and_ends_rows_apar
     assert lengths == [j.timing.generated_tokens for j in plain] and len(set(lengths)) == 2 and max(lengths) < 256
 
 
+@pytest.mark.parametrize("quantization", ["int4", "4bit"])
+def test_the_compiled_decode_step_writes_plain_generates_tokens_on_4bit_weights(parrot_dir, quantization):
+    """The decode step compiled as on a GPU (torch.compile; here with inductor's CPU kernels), on torchao int4 and
+    bitsandbytes NF4 weights. A trained judge, so that no greedy choice is a near tie that a fused kernel's
+    rounding could flip; the step after the prompt is the same for every modality (media enter at the prefill,
+    which is not compiled)."""
+    from rrm.generation import TransformersBackend
+    from rrm.model import load_model
+    from rrm.testing import parrot_sample
+
+    loaded = load_model(str(parrot_dir), quantization=quantization, device="cpu")
+    plain = Judge(loaded, decoding="plain").judge(parrot_sample(), swap_check=True)
+    for decoding in ("static", "deferred", "deferred"):  # compiling, then compiled
+        j = Judge(TransformersBackend(loaded, decoding, compile_step=True)).judge(parrot_sample(), swap_check=True)
+        assert (j.raw, j.swap.other.raw) == (plain.raw, plain.swap.other.raw)
+        assert j.timing.generated_tokens == plain.timing.generated_tokens > 100
+    assert hasattr(loaded.model, "_compiled_call")  # where transformers keeps the step torch.compile made
+
+
 @pytest.mark.parametrize("decoding", ["static", "deferred"])
 def test_warm_up_checks_the_static_path_against_plain_generate(judge, decoding):
     static = Judge(judge.loaded, decoding=decoding)
