@@ -48,7 +48,8 @@ from .media import MediaLimits, write_video
 from .schema import AUDIO, IMAGE, VIDEO, MediaItem, Sample
 
 # --quantization name -> weights; 4-bit first, as it matters most (torchao int4, then bitsandbytes NF4)
-MODES = {"int4": "int4", "4bit": "NF4", "none": "bf16", "8bit": "int8"}
+MODES = {"int4": "int4", "int4-gemlite": "int4 gemlite", "4bit": "NF4", "none": "bf16", "8bit": "int8"}
+GPU_MODES = ["int4", "4bit", "none", "8bit"]  # the default on a GPU: int4-gemlite needs the gemlite package
 PATHS = ("plain", "static", "deferred")  # rrm.generation.DECODINGS but auto
 MODALITIES = ("text", "image", "video8", "video16", "audio10", "audio30", "av10", "av30")
 # Media bounds that keep every test input whole: 448x448 pixels, 2 frames per second, 16 frames.
@@ -247,8 +248,8 @@ def table(rows: list[Row], tokens: int, batch: int) -> str:
 
 
 def target_check(rows: list[Row]) -> list[str]:
-    """The 7B 4-bit targets against the fastest 7B 4-bit (int4 or NF4) weights and path measured."""
-    four_bit = [r for r in rows if r.size == "7b" and r.weights in ("int4", "NF4")]
+    """The 7B 4-bit targets against the fastest 7B 4-bit (int4, int4 gemlite or NF4) weights and path measured."""
+    four_bit = [r for r in rows if r.size == "7b" and r.weights in ("int4", "int4 gemlite", "NF4")]
     if not four_bit:
         return []
     by_path: dict[tuple[str, str], dict[str, Row]] = {}
@@ -363,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rrm.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=("7b", "3b", "0.5b", "tiny"),
                         default=["7b", "3b"] if gpu else ["tiny"], help="0.5b: a small LM on the tiny towers, for CPU")
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES) if gpu else ["none"],
-                        help="weights: none (bf16 on a GPU), int4 (torchao), 4bit (NF4), 8bit (LLM.int8)")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=GPU_MODES if gpu else ["none"],
+                        help="weights: none (bf16 on a GPU), int4 (torchao), int4-gemlite (torchao with gemlite's "
+                             "kernels, GPU only), 4bit (NF4), 8bit (LLM.int8)")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="decoding paths")
     parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES))
     parser.add_argument("--tokens", type=int, default=64 if gpu else 8, help="generated tokens per judgment")

@@ -39,7 +39,8 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
     served.add_argument("--endpoint-media", default="omni", choices=MEDIA_MODES,
                         help="omni: video as video, audio as audio (vLLM's Qwen2.5-Omni API); frames: for chat APIs")
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
-                        help="auto: 4-bit NF4 on CUDA, full precision on CPU; int4: torchao int4 weights, int8 head")
+                        help="auto: 4-bit NF4 on CUDA, full precision on CPU; int4: torchao int4 weights, int8 head; "
+                             "int4-gemlite: the same with gemlite's kernels (CUDA only)")
     parser.add_argument("--device", help="cuda:0, cpu ... (default: cuda:0 when available)")
     parser.add_argument("--decoding", default="auto", choices=DECODINGS,
                         help="auto: a static KV cache and a compiled decode step where they work, else plain generate; "

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelLoadError, first_line
-from .quantization import load_kwargs, pick
+from .quantization import TORCHAO, load_kwargs, pick
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def load_chat_model(source: str, quantization: str = "auto", device: str | None 
     try:
         model_class, processor_class = ((AutoModelForImageTextToText, AutoProcessor) if vision
                                         else (AutoModelForCausalLM, AutoTokenizer))
-        config = AutoConfig.from_pretrained(path) if quantization == "int4" else None
+        config = AutoConfig.from_pretrained(path) if quantization in TORCHAO else None
         model = model_class.from_pretrained(path, **load_kwargs(quantization, device, config))
         processor = processor_class.from_pretrained(path)
     except ModelLoadError:

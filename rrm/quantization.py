@@ -5,8 +5,10 @@
 `int4` is torchao's weight-only int4 for the language model's linear layers (groups of 128 values, HQQ scales),
 int8 weight-only for the output head and the input embedding, and the vision and audio encoders left in bf16 (it
 computes in bf16 on CPU too). Its layout suits the device: the tile-packed layout of the tinygemm kernel on a CUDA
-GPU, torchao's CPU layout on CPU. The 4bit and 8bit formats are bitsandbytes', as before; both leave the
-encoders and the output head alone.
+GPU, torchao's CPU layout on CPU. `int4-gemlite` is the same split with gemlite's Triton kernels for the int4
+linears (through torchao; a CUDA GPU and the gemlite package only): faster prefill than tinygemm, by gemlite's
+own account, with its own min-max scales. The 4bit and 8bit formats are bitsandbytes', as before; both leave
+the encoders and the output head alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections import OrderedDict
 
 from .errors import ModelLoadError
 
-QUANTIZATIONS = ("auto", "int4", "4bit", "8bit", "none")
+QUANTIZATIONS = ("auto", "int4", "int4-gemlite", "4bit", "8bit", "none")
+TORCHAO = ("int4", "int4-gemlite")  # the formats torchao loads
 BITSANDBYTES = ("4bit", "8bit")  # the formats bitsandbytes loads (NF4, LLM.int8)
 # The encoders are small and sensitive to quantization, and the output head decides every token. transformers 5.17
 # names the towers `audio_tower` and `visual`, 5.24 `model.audio_tower` and `model.visual`: both are listed.
@@ -50,22 +53,39 @@ def int4_group_size(text_config) -> int:
                          f"multiples of {INT4_GROUP_SIZES[-1]}")
 
 
-def torchao_config(text_config, device: str):
-    """transformers' TorchAoConfig for `int4`: int4 linears in the device's layout, int8 head and embedding."""
+def _int4_config(quantization: str, group: int, device: str):
+    """torchao's config for the int4 linears: gemlite's, tinygemm's tile-packed layout on CUDA, or the CPU one."""
+    if quantization == "int4-gemlite":
+        if not device.startswith("cuda"):
+            raise ModelLoadError(f"--quantization int4-gemlite needs a CUDA GPU (gemlite's kernels are Triton), not "
+                                 f"{device}: use --quantization int4")
+        try:
+            import gemlite  # noqa: F401
+        except ImportError:
+            raise ModelLoadError("--quantization int4-gemlite needs gemlite: pip install gemlite") from None
+        from torchao.prototype.quantization.quant_api import UIntxWeightOnlyConfig
+
+        # Inductor's settings stay rrm's own, so that every format compiles alike.
+        return UIntxWeightOnlyConfig(group_size=group, bit_width=4, set_inductor_config=False)
+    if device.startswith("cuda"):
+        from torchao.quantization import Int4WeightOnlyConfig
+
+        return Int4WeightOnlyConfig(group_size=group, int4_packing_format="tile_packed_to_4d",
+                                    int4_choose_qparams_algorithm="hqq")
+    from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+
+    return PrototypeInt4WeightOnlyConfig(group_size=group, int4_choose_qparams_algorithm="hqq")
+
+
+def torchao_config(text_config, device: str, quantization: str = "int4"):
+    """transformers' TorchAoConfig for `int4` or `int4-gemlite`: int4 linears, int8 head and embedding."""
     try:
-        from torchao.quantization import FqnToConfig, Int4WeightOnlyConfig, Int8WeightOnlyConfig
+        from torchao.quantization import FqnToConfig, Int8WeightOnlyConfig
     except ImportError:
-        raise ModelLoadError("--quantization int4 needs torchao: pip install torchao") from None
+        raise ModelLoadError(f"--quantization {quantization} needs torchao: pip install torchao") from None
     from transformers import TorchAoConfig
 
-    group = int4_group_size(text_config)
-    if device.startswith("cuda"):
-        int4 = Int4WeightOnlyConfig(group_size=group, int4_packing_format="tile_packed_to_4d",
-                                    int4_choose_qparams_algorithm="hqq")
-    else:
-        from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
-
-        int4 = PrototypeInt4WeightOnlyConfig(group_size=group, int4_choose_qparams_algorithm="hqq")
+    int4 = _int4_config(quantization, int4_group_size(text_config), device)
     rules = FqnToConfig(OrderedDict([(INT4_LINEARS, int4), (INT8_HEAD, Int8WeightOnlyConfig()),
                                      (INT8_EMBEDDING, Int8WeightOnlyConfig())]))
     return TorchAoConfig(rules, modules_to_not_convert=TOWERS, include_input_output_embeddings=True)
@@ -90,17 +110,17 @@ def load_kwargs(quantization: str, device: str, config=None) -> dict:
 
     # int4 computes in bf16 on CPU too: torchao's CPU int4 kernel, handed fp32 activations, took 12x a dense
     # layer's time for one token and 180x for 256 (a 896x4864 layer); in bf16, a fifth of bf16's for one token.
-    compute = torch.bfloat16 if device.startswith("cuda") or quantization == "int4" else torch.float32
+    compute = torch.bfloat16 if device.startswith("cuda") or quantization in TORCHAO else torch.float32
     kwargs = {"dtype": compute, "device_map": {"": device}}
-    if quantization == "int4":
+    if quantization in TORCHAO:
         text = config.get_text_config() if config is not None else None
         if text is None:
-            raise ModelLoadError("--quantization int4 needs the model's config to choose its group size")
-        kwargs["quantization_config"] = torchao_config(text, device)
+            raise ModelLoadError(f"--quantization {quantization} needs the model's config to choose its group size")
+        kwargs["quantization_config"] = torchao_config(text, device, quantization)
     elif quantization in BITSANDBYTES:
         kwargs["quantization_config"] = bitsandbytes_config(quantization, compute)
     return kwargs
 
 
-__all__ = ["QUANTIZATIONS", "BITSANDBYTES", "TOWERS", "UNQUANTIZED_MODULES", "pick", "int4_group_size",
+__all__ = ["QUANTIZATIONS", "TORCHAO", "BITSANDBYTES", "TOWERS", "UNQUANTIZED_MODULES", "pick", "int4_group_size",
            "torchao_config", "load_kwargs"]

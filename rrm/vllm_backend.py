@@ -19,6 +19,7 @@ from .generation import GenerationSettings, Output, Progress, end_ids, multimoda
 from .inputs import Row, has_sound
 from .media import MediaLimits
 from .model import DEFAULT_MODEL, _read_json, load_processor, locate
+from .quantization import TORCHAO
 from .schema import AUDIO, IMAGE, VIDEO, Timing
 
 # Media per prompt the engine must make room for (a pair prompt carries the query's media once).
@@ -57,7 +58,7 @@ class VLLMBackend:
         vllm = import_vllm()
         if merge_adapter:
             raise RRMError("--merge-adapter is for the transformers backend; vLLM serves the adapter on its base")
-        if quantization in ("8bit", "int4"):
+        if quantization in ("8bit", *TORCHAO):
             raise RRMError(f"--backend vllm quantizes to 4bit (bitsandbytes) or not at all; {quantization} is not "
                            "supported")
         checkpoint = locate(model)

@@ -81,3 +81,13 @@ def test_int4_takes_the_tinygemm_layout_and_its_compiled_path_writes_plain_gener
     _check_static_matches_plain(fast, settings, media_dir)
     _check_static_matches_plain(Judge(fast.loaded, decoding="deferred", generation=settings), settings, media_dir,
                                 "deferred")
+
+
+def test_int4_gemlite_loads_gemlites_layout_and_its_compiled_path_writes_plain_generates_tokens(tiny_dir, media_dir):
+    pytest.importorskip("gemlite", reason="int4-gemlite needs the gemlite package (README: the GPU run's wheels)")
+    settings = GenerationSettings(max_new_tokens=32, min_new_tokens=32)
+    fast = Judge.from_pretrained(str(tiny_dir), quantization="int4-gemlite", generation=settings)
+    kinds = {n: type(m.weight).__name__ for n, m in fast.backend.model.named_modules() if hasattr(m, "weight")}
+    assert kinds["model.language_model.layers.0.mlp.up_proj"] == "UIntxBitPackedTensor"
+    assert kinds["lm_head"] == "Int8Tensor" and kinds["model.visual.blocks.0.attn.q"] == "Parameter"
+    _check_static_matches_plain(fast, settings, media_dir)

@@ -129,6 +129,19 @@ def test_a_lora_adapter_loads_on_int4_and_changes_its_judgments(exact_dir, tmp_p
 def test_training_on_an_int4_base_is_refused_naming_what_to_use(tiny_dir):
     from train.common import load_base
 
-    with pytest.raises(ModelLoadError, match="--quantization 4bit for QLoRA"):
-        load_base(str(tiny_dir), "int4")
+    for quantization in ("int4", "int4-gemlite"):
+        with pytest.raises(ModelLoadError, match=f"training on an {quantization} .* --quantization 4bit for QLoRA"):
+            load_base(str(tiny_dir), quantization)
+
+
+def test_int4_gemlite_is_refused_off_a_gpu_and_without_gemlite(tiny_dir):
+    from transformers import AutoConfig
+
+    from rrm.quantization import load_kwargs
+
+    with pytest.raises(ModelLoadError, match="int4-gemlite needs a CUDA GPU .* not cpu: use --quantization int4"):
+        load_model(str(tiny_dir), quantization="int4-gemlite", device="cpu")
+    # On a GPU it needs the gemlite package, which requirements.txt leaves out (it imports CUDA at once).
+    with pytest.raises(ModelLoadError, match="int4-gemlite needs gemlite: pip install gemlite"):
+        load_kwargs("int4-gemlite", "cuda:0", AutoConfig.from_pretrained(tiny_dir))
 

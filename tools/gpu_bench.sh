@@ -8,7 +8,8 @@
 #   1. int4 (torchao) with the int8 head and embedding, static path (compiled on a GPU), then the same with the
 #      deferred stop check (the compiled step is reused);
 #   2. NF4 (bitsandbytes), plain generate;
-#   3. the int4 gemlite variant: skipped, saying so, until rrm offers it;
+#   3. int4 with gemlite's kernels (--quantization int4-gemlite), static path; skipped, saying why, without a
+#      CUDA GPU or without gemlite (its wheel in .whl/: README says how to build it);
 #   4. NF4, static path (rrm's decode loop compiles it; transformers' would not);
 #   5. bf16, static path (compiled on a GPU).
 # Each run prints its table as it finishes and writes $OUT/<name>.json. GPU_BENCH_SIZE (7b; tiny on CPU, as the
@@ -47,7 +48,11 @@ measure() {  # name, then rrm.bench's --modes and --paths
 
 measure int4 --modes int4 --paths static deferred
 measure nf4-plain --modes 4bit --paths plain
-echo "skipped int4-gemlite: rrm has no gemlite variant yet" | tee -a "$OUT/skipped.txt"
+if "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" && "$PYTHON" -c "import gemlite" 2>/dev/null; then
+    measure int4-gemlite --modes int4-gemlite --paths static
+else
+    echo "skipped int4-gemlite: needs a CUDA GPU and the gemlite package" | tee -a "$OUT/skipped.txt"
+fi
 measure nf4-static --modes 4bit --paths static
 measure bf16-static --modes none --paths static
 rm -rf "$work"

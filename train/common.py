@@ -14,6 +14,7 @@ from rrm.media import MediaLimits
 from rrm.model import (ADAPTER_WEIGHTS, JUDGE_CONFIG_FILE, attach_adapter, load_processor, load_thinker, locate,
                        resolve, with_adapters)
 from rrm.prompts import TemplateFormat, get_format, read_text_file
+from rrm.quantization import TORCHAO
 from rrm.redact import install_log_redaction
 from rrm.release import RELEASE_PROFILE
 from rrm.rubric import load_rubric
@@ -86,9 +87,9 @@ def load_base(source: str, quantization: str):
     """
     from accelerate import PartialState
 
-    if quantization == "int4":  # transformers trains torchao weights at 8 bits only (its quantizer says so)
-        raise ModelLoadError("training on an int4 (torchao) base is not supported: use --quantization 4bit for "
-                             "QLoRA on an NF4 base, and judge with the trained adapter on int4")
+    if quantization in TORCHAO:  # transformers trains torchao weights at 8 bits only (its quantizer says so)
+        raise ModelLoadError(f"training on an {quantization} (torchao) base is not supported: use --quantization "
+                             "4bit for QLoRA on an NF4 base, and judge with the trained adapter on int4")
     device = str(PartialState().device)
     checkpoint = locate(source)
     model = with_adapters(load_thinker(checkpoint.weights, quantization, device), checkpoint, quantization,
