@@ -25,7 +25,10 @@ Each row is one (size, weights, decoding path, modality):
   memory (weights included: compare rows, not the number alone);
 - swap: wall time of a judgment with the swap check (both orders, one batch of two)
   over one without (the image row);
-- batch: judgments per minute at `--batch` pairs per call, `--tokens` tokens each (the image row).
+- batch: judgments per minute at `--batch` pairs per call, `--tokens` tokens each, and each row's decode
+  tokens/s in those calls (the image row);
+- weights GiB: what the loaded weights and buffers hold, packed 4-bit formats as stored (the first row of
+  a mode only).
 It prints a table (and the targets of a 7B 4-bit judge, when measured) and writes
 JSON after every row, so a run cut short keeps what it measured.
 """
@@ -85,6 +88,8 @@ class Row:
     warm_up_s: float | None = None
     swap_ratio: float | None = None
     batch_jpm: float | None = None
+    batch_tps: float | None = None  # decode tokens/s of each row at `--batch` pairs per call
+    weights_gib: float | None = None  # what the loaded weights hold (the first row of a mode only)
     note: str = ""
 
 
@@ -214,16 +219,33 @@ def measure(judge, size: str, weights: str, modality: str, sample: Sample, token
                run.timing.tokens_per_s, _peak_gib())
 
 
-def measure_pairs(judge, sample: Sample, tokens: int, batch: int) -> tuple[float, float]:
-    """(swap check over one judgment, judgments per minute at `batch` pairs per call)."""
+def measure_pairs(judge, sample: Sample, tokens: int, batch: int) -> tuple[float, float, float | None]:
+    """(swap check over one judgment, judgments per minute and each row's decode tokens/s at `batch` pairs per
+    call)."""
     from .judge import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens)
     judge.judge_batch([sample] * batch, batch_size=batch, progress=False, settings=settings)  # this batch size's
     one, _ = _wall(judge.judge, sample, settings=settings)                                  # first call
     both, _ = _wall(judge.judge, sample, swap_check=True, settings=settings)
-    many, _ = _wall(judge.judge_batch, [sample] * batch, batch_size=batch, progress=False, settings=settings)
-    return both / one, batch * 60 / many
+    many, judged = _wall(judge.judge_batch, [sample] * batch, batch_size=batch, progress=False, settings=settings)
+    rates = [j.timing.tokens_per_s for j in judged if j.timing.tokens_per_s]
+    return both / one, batch * 60 / many, sum(rates) / len(rates) if rates else None
+
+
+def weights_gib(model) -> float:
+    """The bytes the model's weights and buffers hold, packed formats counted as stored (torchao's tensor
+    subclasses by their inner tensors, bitsandbytes' by its packed bytes)."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    def nbytes(t) -> int:
+        if is_traceable_wrapper_subclass(t):
+            names, _ = t.__tensor_flatten__()
+            return sum(nbytes(getattr(t, n)) for n in names)
+        return t.numel() * t.element_size()
+
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}  # tied weights once
+    return sum(nbytes(t) for t in tensors.values()) / 1024**3
 
 
 # ------------------------------------------------------------------------ report
@@ -234,13 +256,14 @@ def _f(value, digits: int = 2) -> str:
 
 
 def table(rows: list[Row], tokens: int, batch: int) -> str:
-    head = ["size", "weights", "decoding", "modality", "prompt tokens", "load s", "warm-up s", "TTFT s",
-            "decode tok/s", "peak GiB", "swap x", f"batch {batch} j/min"]
+    head = ["size", "weights", "decoding", "modality", "prompt tokens", "weights GiB", "load s", "warm-up s",
+            "TTFT s", "decode tok/s", "peak GiB", "swap x", f"batch {batch} j/min", f"batch {batch} tok/s/row"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
-            r.size, r.weights, r.path, r.modality, _f(r.prompt_tokens, 0), _f(r.load_s, 1), _f(r.warm_up_s, 1),
-            _f(r.ttft_s), _f(r.decode_tps, 1), _f(r.peak_gib), _f(r.swap_ratio), _f(r.batch_jpm, 1)]) + " |")
+            r.size, r.weights, r.path, r.modality, _f(r.prompt_tokens, 0), _f(r.weights_gib), _f(r.load_s, 1),
+            _f(r.warm_up_s, 1), _f(r.ttft_s), _f(r.decode_tps, 1), _f(r.peak_gib), _f(r.swap_ratio),
+            _f(r.batch_jpm, 1), _f(r.batch_tps, 1)]) + " |")
     notes = sorted({f"{r.weights} {r.path}: {r.note}" for r in rows if r.note})
     lines += ["", f"decode: {tokens} greedy tokens at batch 1; swap and batch: image pairs of {tokens} tokens"]
     lines += [f"- {n}" for n in notes]
@@ -316,6 +339,7 @@ def run(sizes, modes, paths, modalities, tokens: int, batch: int, out: Path, wor
         for mode in modes:
             weights = MODES[mode] if device.startswith("cuda") or mode != "none" else "fp32"
             load_s, loaded = _wall(load_model, str(checkpoint), quantization=mode, device=device)
+            stored = weights_gib(loaded.model)
             for n, path in enumerate(paths):
                 warm_s, judge = _wall(Judge, loaded, prompt_format="rubric-v2", limits=LIMITS, decoding=path)
                 note = "" if judge.decoding_note == "as asked" else judge.decoding_note
@@ -328,10 +352,10 @@ def run(sizes, modes, paths, modalities, tokens: int, batch: int, out: Path, wor
                         row = Row(size, weights, judge.decoding, modality, None, None, None, _peak_gib(), note=str(e))
                         _free(device)
                     if m == 0:
-                        row.load_s = load_s if n == 0 else None
+                        row.load_s, row.weights_gib = (load_s, stored) if n == 0 else (None, None)
                         row.warm_up_s = warm_s
                     if row.ttft_s is not None and modality == ("image" if "image" in modalities else modalities[0]):
-                        row.swap_ratio, row.batch_jpm = measure_pairs(judge, sample, tokens, batch)
+                        row.swap_ratio, row.batch_jpm, row.batch_tps = measure_pairs(judge, sample, tokens, batch)
                     rows.append(row)
                     save()
                     steps.update()

@@ -21,9 +21,10 @@ def test_bench_smoke_run_on_the_tiny_fixture(tmp_path, capsys):
     assert tokens["av30"] - tokens["av10"] == 500 and tokens["av10"] - tokens["video16"] >= 250
     assert all(r["ttft_s"] > 0 and r["decode_tps"] > 0 and r["peak_gib"] > 0.01 for r in rows)  # the process's RSS
     image = [r for r in rows if r["modality"] == "image"]
-    assert all(r["swap_ratio"] > 0 and r["batch_jpm"] > 0 for r in image)
+    assert all(r["swap_ratio"] > 0 and r["batch_jpm"] > 0 and r["batch_tps"] > 0 for r in image)
     second_path = rows[len(MODALITIES)]
     assert rows[0]["load_s"] > 0 and second_path["load_s"] is None and second_path["warm_up_s"] is not None
+    assert 0.001 < rows[0]["weights_gib"] < 0.05 and second_path["weights_gib"] is None  # the tiny model: ~5 MiB
     printed = capsys.readouterr().out
     assert "| tiny | fp32 | static | video16 |" in printed and "batch 2 j/min" in printed
     assert (tmp_path / "w" / "media" / "video16.mp4").exists() and not (tmp_path / "w" / "tiny").exists()
@@ -75,7 +76,9 @@ def test_the_prepared_gpu_run_runs_end_to_end_on_cpu_on_the_tiny_model(tmp_path)
     rows = {n: json.loads((tmp_path / f"{n}.json").read_text())["rows"] for n in names}
     assert [(r["weights"], r["path"]) for n in names for r in rows[n]] == [
         ("int4", "static"), ("int4", "deferred"), ("NF4", "plain"), ("NF4", "static"), ("fp32", "static")]
-    assert all(r["decode_tps"] > 0 and r["swap_ratio"] > 0 and r["batch_jpm"] > 0 for n in names for r in rows[n])
+    assert all(r["decode_tps"] > 0 and r["swap_ratio"] > 0 and r["batch_tps"] > 0 for n in names for r in rows[n])
+    stored = {n: rows[n][0]["weights_gib"] for n in names}
+    assert stored["int4"] < stored["nf4-plain"] < stored["bf16-static"]  # int4 with int8 head and embedding
     assert "skipped int4-gemlite" in done.stdout and "torchao" in (tmp_path / "versions.txt").read_text()
     assert done.stdout.index("== int4") < done.stdout.index("== nf4-plain") < done.stdout.index("== bf16-static")
     assert not (tmp_path / "work").exists()
