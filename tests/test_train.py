@@ -378,6 +378,39 @@ def test_grpo_rollouts_end_where_the_judge_ends_its_turn(data_dir, tiny_dir, tmp
     assert trainer.reward_weights.tolist() == pytest.approx([0.4, 0.4, 0.2, 0.0, 0.0])
 
 
+def test_grpo_groups_in_both_orders_show_each_pair_both_ways_within_a_group(data_dir, tiny_dir, tmp_path):
+    """--group_orders both: each group's rollouts are half in one A/B order and half in the other, the label
+    and teacher scores following; what TRL hands the reward functions shows it."""
+    from trl import GRPOConfig
+
+    from rrm.schema import Sample
+    from train.common import load_trainable
+    from train.grpo import GRPOJudgeArguments, build_dataset, make_trainer
+
+    seen = []
+
+    def record(completions, prompts, label, score_a, score_b, **kwargs):  # a reward of 0: it only looks
+        seen.extend(zip(prompts, label, score_a, score_b))
+        return [0.0] * len(completions)
+
+    args = GRPOJudgeArguments(model=str(tiny_dir), data=str(_rl_file(data_dir, "image")), group_orders="both")
+    fmt, rubric = args.prompt()
+    model, processor, peft_config = load_trainable(args)
+    config = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=4,
+                        num_generations=4, report_to="none", max_steps=1, max_completion_length=8)
+    funcs, weights = args.rewards(fmt, rubric, None)
+    config.reward_weights = [*weights, 0.0]
+    trainer = make_trainer(fmt, rubric, args.limits(), "both", model=model, args=config, processing_class=processor,
+                           train_dataset=build_dataset(args, 0), reward_funcs=[*funcs, record],
+                           peft_config=peft_config)
+    trainer.train()
+    assert len(seen) == 4
+    first, second = [Sample.from_dict(json.loads(p)) for p, *_ in (seen[0], seen[2])]
+    assert (first.response_a, first.response_b) == (second.response_b, second.response_a) and first.id == second.id
+    assert seen[0][1:] == seen[1][1:] and seen[2][1] == {"A": "B", "B": "A"}[seen[0][1]]
+    assert (seen[2][2], seen[2][3]) == (seen[0][3], seen[0][2])  # the teacher scores swap with the answers
+
+
 def test_grpo_profile_splits_the_run_into_its_phases(data_dir, tiny_dir, tmp_path, capsys):
     from train.grpo_profile import main as profile_main
 

@@ -23,7 +23,7 @@ from rrm.errors import RRMError
 from rrm.redact import redact
 from rrm.inputs import decode_media, encode, judge_rows
 from rrm.generation import end_ids, multimodal_token_ids
-from rrm.schema import Sample
+from rrm.schema import Sample, flip_verdict
 
 from .common import (JudgeTrainingArguments, load_trainable, parse_recipe, share_every_gradient_across_ranks,
                      train_and_save)
@@ -44,6 +44,10 @@ class GRPOJudgeArguments(JudgeTrainingArguments):
         "help": "deprecated, and gone in the next release: use --reward_funcs and --reward_weights"})
     reward_set: str = field(default="", metadata={
         "help": f"{', '.join(REWARD_SETS)} (default: the one for the prompt format's output schema)"})
+    group_orders: str = field(default="one", metadata={
+        "help": "one: every rollout of a group in its row's seeded A/B order (TRL's groups, the release's recipe); "
+                "both: half of each group in each order, so that a judge answering by position, not by the "
+                "media, earns rewards that differ within the group"})
 
     def set_for(self, fmt) -> str:
         return self.reward_set or SET_FOR_SCHEMA[fmt.schema]
@@ -75,6 +79,24 @@ class GRPOJudgeArguments(JudgeTrainingArguments):
         return list(self.reward_funcs), list(weights)
 
 
+GROUP_ORDERS = ("one", "both")
+
+
+def both_orders(rows: list[dict], group: int) -> list[dict]:
+    """TRL's rollout rows (each prompt repeated `group` times in a row), the second half of every group swapped to
+    the other A/B order, its label and teacher scores with it. With one order per group, a judge that gives one
+    letter on a pair it cannot tell apart earns the same reward in every rollout: no advantage, and nothing pulls
+    it back once it has drifted there. With both orders, that letter is right in one half and wrong in the other."""
+    out = []
+    for i, row in enumerate(rows):
+        if i % group >= group // 2:
+            sample = Sample.from_dict(json.loads(row["prompt"])).swapped()
+            row = {**row, "prompt": json.dumps(sample.to_dict()), "label": flip_verdict(row["label"]),
+                   "score_a": row["score_b"], "score_b": row["score_a"]}
+        out.append(row)
+    return out
+
+
 class _WithMedia:
     """The model, called with extra media inputs (TRL builds the text inputs, this adds the rest)."""
 
@@ -98,8 +120,9 @@ def _collate(features: list[dict], device) -> dict:
     return media
 
 
-def make_trainer(fmt, rubric, limits, **trainer_kwargs):
-    """TRL's GRPOTrainer, with every modality in the rollouts and in every log-prob forward."""
+def make_trainer(fmt, rubric, limits, group_orders: str = "one", **trainer_kwargs):
+    """TRL's GRPOTrainer, with every modality in the rollouts and in every log-prob forward; with
+    `group_orders="both"`, each group's rollouts in both A/B orders (`both_orders`)."""
     from trl import GRPOTrainer
 
     class JudgeGRPOTrainer(GRPOTrainer):
@@ -130,6 +153,8 @@ def make_trainer(fmt, rubric, limits, **trainer_kwargs):
             return ids, None, {k: v for k, v in inputs.items() if k not in _NOT_MEDIA}
 
         def _generate_and_score_completions(self, inputs):
+            if group_orders == "both":
+                inputs = both_orders(inputs, self.num_generations)
             rows = self._rows([x["prompt"] for x in inputs])
             self._row_media = [{k: v for k, v in encode(self.processing_class, [row], self.media_limits).items()
                                 if k not in _NOT_MEDIA} for row in rows]
@@ -192,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fmt, rubric = args.prompt()
         funcs, config.reward_weights = args.rewards(fmt, rubric, config.reward_weights)
+        if args.group_orders not in GROUP_ORDERS:
+            raise ValueError(f"unknown --group_orders {args.group_orders!r}; known: {', '.join(GROUP_ORDERS)}")
+        if args.group_orders == "both" and config.use_vllm and config.vllm_mode == "server":
+            raise ValueError("--group_orders both needs every rollout's own prompt: vLLM's server mode samples a "
+                             "group from one prompt; use --vllm_mode colocate")
         dataset = build_dataset(args, config.seed)
         unscored = sum(r["score_a"] is None or r["score_b"] is None for r in dataset)
         if unscored and args.set_for(fmt) == RELEASE_SET:
@@ -205,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     share_every_gradient_across_ranks(model, config)
     config.generation_kwargs = {**(config.generation_kwargs or {}),
                                 "suppress_tokens": multimodal_token_ids(processor.tokenizer)}
-    trainer = make_trainer(fmt, rubric, args.limits(), model=model, args=config, train_dataset=dataset,
-                           processing_class=processor, reward_funcs=funcs, peft_config=peft_config)
+    trainer = make_trainer(fmt, rubric, args.limits(), args.group_orders, model=model, args=config,
+                           train_dataset=dataset, processing_class=processor, reward_funcs=funcs,
+                           peft_config=peft_config)
     return train_and_save(trainer, processor, args, config)
 
 
