@@ -37,6 +37,7 @@ from rrm.media import MediaLimits
 from rrm.schema import VIDEO, MediaItem, Sample
 
 from .graded import AUDIO_VISUAL, EASY, FPS, FRAMES, HARD, MODALITIES, TASKS, Item, make_split, mute
+from .grpo import GROUP_ORDERS
 
 TEMPLATE = "Question: ${question}\nAnswer A: ${answer_a}\nAnswer B: ${answer_b}\nWhich answer matches the ${media}?"
 RUBRIC = {"criteria": [{"key": "grounding", "title": "Grounding",
@@ -74,6 +75,8 @@ class Setting:
     # evenly between this and EASY. Hard pairs (HARD, below it) are left to mining and RL. With SFT on every
     # contrast down to HARD, or down to 0.2, the SFT judge reached 91-100 on hard pairs: nothing left for RL.
     sft_contrast: float = 0.3
+    grpo_beta: float = 0.04  # GRPO's KL coefficient (the release's)
+    group_orders: str = "one"  # train.grpo's --group_orders: each group in one A/B order, or half in each
 
 
 SETTINGS = {"small": Setting(sft_items=600, pool_items=48, test_items=32, sft_steps=800, rl_steps=30,
@@ -238,7 +241,7 @@ class Unit:
             *self._args(self.tiny, rl, grpo_out, s.rl_steps, s.rl_prompts * s.generations),
             "--init_adapter", str(sft_out), "--learning_rate", GRPO_RATE, "--num_generations", str(s.generations),
             "--max_completion_length", str(MAX_NEW_TOKENS), "--temperature", str(ROLLOUT_TEMPERATURE),
-            "--beta", "0.04"])
+            "--beta", str(s.grpo_beta), "--group_orders", s.group_orders])
         _write(self.dir / "mined-sft.jsonl", [{**r, "split": "sft"} for r in rows])
         self._timed("SFT-continued", sft_main, [
             *self._args(self.tiny, self.dir / "mined-sft.jsonl", control_out, s.rl_steps, s.rl_prompts),
@@ -311,8 +314,10 @@ def markdown(results: list[dict], setting_name: str, setting: Setting) -> str:
     seeds = sorted({r["seed"] for r in results})
     lines = [f"Held-out verdict accuracy (%), mean ± standard error over seeds {', '.join(map(str, seeds))}; setting "
              f"`{setting_name}`: {setting.test_items} easy and {setting.test_items} hard held-out pairs per "
-             f"modality, {setting.sft_steps} SFT steps, then {setting.rl_steps} steps of GRPO or of SFT-continued "
-             "on the mined pairs; chance is 50, an unreadable judgment counts as wrong.", "",
+             f"modality, {setting.sft_steps} SFT steps, then {setting.rl_steps} steps of GRPO (KL coefficient "
+             f"{setting.grpo_beta:g}, group orders {setting.group_orders}) or of SFT-continued on the pairs "
+             f"mined from {setting.pool_items}; chance is 50, an unreadable "
+             "judgment counts as wrong.", "",
              "| modality | pairs | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
     for modality in (m for m in TASKS if m in scores):
         for difficulty, by_stage in scores[modality].items():
@@ -395,10 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-steps", type=int, help="SFT's optimizer steps, in place of the setting's")
     parser.add_argument("--sft-contrast", type=float,
                         help=f"the lowest contrast of SFT's pairs, in place of the setting's (hard pairs: {HARD})")
+    parser.add_argument("--pool-items", type=int, help="pairs per modality for mining, in place of the setting's")
+    parser.add_argument("--rl-steps", type=int, help="GRPO's and SFT-continued's steps, in place of the setting's")
+    parser.add_argument("--grpo-beta", type=float, help="GRPO's KL coefficient (default 0.04)")
+    parser.add_argument("--group-orders", choices=GROUP_ORDERS, help="train.grpo's --group_orders (default one)")
     args = parser.parse_args(argv)
     setting, out = SETTINGS[args.setting], Path(args.out)
-    if args.sft_steps:
-        setting = replace(setting, sft_steps=args.sft_steps)
+    overrides = {"sft_steps": args.sft_steps, "pool_items": args.pool_items, "rl_steps": args.rl_steps,
+                 "grpo_beta": args.grpo_beta, "group_orders": args.group_orders}
+    setting = replace(setting, **{k: v for k, v in overrides.items() if v is not None})
     if args.sft_contrast is not None:
         if not HARD <= args.sft_contrast <= EASY:
             parser.error(f"--sft-contrast must be between {HARD} and {EASY}")
