@@ -80,7 +80,9 @@ def test_stream_yields_growing_text_then_the_judgment(judge, media_dir):
     assert final.swap.other.raw == updates[-1].swapped_text
 
 
-def test_stream_can_be_cancelled_and_the_judge_keeps_serving(judge, media_dir):
+@pytest.mark.parametrize("decoding", ["plain", "deferred"])
+def test_stream_can_be_cancelled_and_the_judge_keeps_serving(judge, media_dir, decoding):
+    judge = Judge(judge.loaded, decoding=decoding, generation=judge.generation)
     long = GenerationSettings(max_new_tokens=400, min_new_tokens=400)
     cancel = threading.Event()
     updates = []
@@ -266,9 +268,11 @@ def test_the_demo_judge_gives_every_bundled_pair_its_label_in_a_batch(parrot):
     assert heard[0]["video"] == "ball_beeps.mp4" and 1.8 <= heard[0]["audio_s"] <= 2.0
 
 
-def test_a_judge_that_opens_no_judgment_is_stopped_early_and_says_so(tiny_dir):
-    """The random fixture writes junk without a "{": stopped at 96 tokens rather than at max_new_tokens."""
-    junk = Judge.from_pretrained(str(tiny_dir), generation=GenerationSettings(max_new_tokens=300))
+@pytest.mark.parametrize("decoding", ["plain", "deferred"])
+def test_a_judge_that_opens_no_judgment_is_stopped_early_and_says_so(tiny_dir, decoding):
+    """The random fixture writes junk without a "{": stopped at 96 tokens rather than at max_new_tokens (with the
+    deferred stop check too: the step it runs past the stop is dropped)."""
+    junk = Judge.from_pretrained(str(tiny_dir), generation=GenerationSettings(max_new_tokens=300), decoding=decoding)
     sample = Sample("Tell a joke", "a red ball", "a cat")
     j = junk.judge(sample, swap_check=True)
     assert not j.ok and j.timing.generated_tokens == 96 and "{" not in j.raw
