@@ -52,7 +52,8 @@ from .schema import AUDIO, IMAGE, VIDEO, MediaItem, Sample
 
 # --quantization name -> weights; 4-bit first, as it matters most (torchao int4, then bitsandbytes NF4)
 MODES = {"int4": "int4", "int4-gemlite": "int4 gemlite", "4bit": "NF4", "none": "bf16", "8bit": "int8"}
-GPU_MODES = ["int4", "4bit", "none", "8bit"]  # the default on a GPU: int4-gemlite needs the gemlite package
+GPU_MODES = [m for m in MODES if m != "int4-gemlite"]  # the default on a GPU: gemlite needs its own package
+FOUR_BIT = {MODES[m] for m in ("int4", "int4-gemlite", "4bit")}
 PATHS = ("plain", "static", "deferred")  # rrm.generation.DECODINGS but auto
 MODALITIES = ("text", "image", "video8", "video16", "audio10", "audio30", "av10", "av30")
 # Media bounds that keep every test input whole: 448x448 pixels, 2 frames per second, 16 frames.
@@ -272,7 +273,7 @@ def table(rows: list[Row], tokens: int, batch: int) -> str:
 
 def target_check(rows: list[Row]) -> list[str]:
     """The 7B 4-bit targets against the fastest 7B 4-bit (int4, int4 gemlite or NF4) weights and path measured."""
-    four_bit = [r for r in rows if r.size == "7b" and r.weights in ("int4", "int4 gemlite", "NF4")]
+    four_bit = [r for r in rows if r.size == "7b" and r.weights in FOUR_BIT]
     if not four_bit:
         return []
     by_path: dict[tuple[str, str], dict[str, Row]] = {}

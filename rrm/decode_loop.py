@@ -95,6 +95,7 @@ def decoding_loop(compile_step: bool, defer_stop: bool, streamer=None) -> Callab
         # room for a step past it.
         limit = stopping_criteria.max_length or float("inf")
         pad = generation_config._pad_token_tensor
+        pad = None if pad is None else pad.to(input_ids.device)
         unfinished = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
         forward = self.get_compiled_call(generation_config.compile_config) if compile_step else self.__call__
         stop = (_StopOneStepLate if defer_stop else _StopNow)(input_ids, streamer)
@@ -109,7 +110,7 @@ def decoding_loop(compile_step: bool, defer_stop: bool, streamer=None) -> Callab
             else:
                 tokens = scores.argmax(dim=-1)
             if pad is not None:  # rows that have ended write padding
-                tokens = tokens * unfinished + pad.to(tokens.device) * (1 - unfinished)
+                tokens = tokens * unfinished + pad * (1 - unfinished)
             input_ids = torch.cat([input_ids, tokens[:, None]], dim=-1)
             unfinished = unfinished & ~stopping_criteria(input_ids, None)
             if stop(unfinished, tokens) or input_ids.shape[1] >= limit:

@@ -261,9 +261,9 @@ class TransformersBackend:
         Any failure, or greedy tokens that differ from plain generate's, switches this backend to the next path
         down (`deferred` to `static`, `static` to `plain`), checked the same way, and says why.
         """
-        started, reasons = time.perf_counter(), []
+        started, reasons, plain = time.perf_counter(), [], {}
         while self.decoding in _STATIC:
-            reason = self._check_against_plain(self.decoding)
+            reason = self._check_against_plain(self.decoding, plain)
             if reason is None:
                 self.decoding_note += f" (warm-up {time.perf_counter() - started:.1f} s)"
                 log.info("decoding: %s (%s)", self.decoding, self.decoding_note)
@@ -273,16 +273,18 @@ class TransformersBackend:
             self.decoding_note = "; ".join(reasons)
             log.warning("decoding falls back to %s: %s", self.decoding, reasons[-1])
 
-    def _check_against_plain(self, decoding: str) -> str | None:
-        """Why `decoding` cannot be used, or None when its greedy tokens equal plain generate's."""
+    def _check_against_plain(self, decoding: str, plain: dict[int, list[list[int]]]) -> str | None:
+        """Why `decoding` cannot be used, or None when its greedy tokens equal plain generate's (`plain`: those
+        tokens per batch size, filled on first use and kept for the next path down)."""
         settings = GenerationSettings(max_new_tokens=WARM_UP_TOKENS, min_new_tokens=WARM_UP_TOKENS)
         try:
             for rows in (1, 2):
                 inputs = self.inputs([(m, []) for m in _WARM_UP_ROWS[:rows]], MediaLimits())
                 fast = self._generate_ids(inputs, rows, settings, decoding)
                 fast_again = self._generate_ids(inputs, rows, settings, decoding)  # after compilation
-                plain = self._generate_ids(inputs, rows, settings, "plain")
-                if fast != plain or fast_again != plain:
+                if rows not in plain:
+                    plain[rows] = self._generate_ids(inputs, rows, settings, "plain")
+                if fast != plain[rows] or fast_again != plain[rows]:
                     return f"its greedy tokens differed from plain generate's at batch {rows}"
         except OutOfMemory:
             raise
