@@ -82,6 +82,11 @@ class GRPOJudgeArguments(JudgeTrainingArguments):
 GROUP_ORDERS = ("one", "both")
 
 
+def rl_row(sample: Sample, label: str | None, score_a, score_b) -> dict:
+    """One RL row as TRL reads it: the serialized sample is the prompt, the rest reach the reward functions."""
+    return {"prompt": json.dumps(sample.to_dict()), "label": label, "score_a": score_a, "score_b": score_b}
+
+
 def both_orders(rows: list[dict], group: int) -> list[dict]:
     """TRL's rollout rows (each prompt repeated `group` times in a row), the second half of every group swapped to
     the other A/B order, its label and teacher scores with it. With one order per group, a judge that gives one
@@ -91,8 +96,7 @@ def both_orders(rows: list[dict], group: int) -> list[dict]:
     for i, row in enumerate(rows):
         if i % group >= group // 2:
             sample = Sample.from_dict(json.loads(row["prompt"])).swapped()
-            row = {**row, "prompt": json.dumps(sample.to_dict()), "label": flip_verdict(row["label"]),
-                   "score_a": row["score_b"], "score_b": row["score_a"]}
+            row = {**row, **rl_row(sample, flip_verdict(row["label"]), row["score_b"], row["score_a"])}
         out.append(row)
     return out
 
@@ -202,8 +206,7 @@ def build_dataset(args: GRPOJudgeArguments, seed: int):
 
     pairs, report = load_pairs(args.data, args.media_root, args.data_format, splits=("rl",) if
                                args.data_format == "preference" else ("sft", "rl"))
-    rows = [{"prompt": json.dumps(p.sample.to_dict()), "label": p.label, "score_a": p.score_a, "score_b": p.score_b}
-            for p in randomise_order(pairs, seed)]
+    rows = [rl_row(p.sample, p.label, p.score_a, p.score_b) for p in randomise_order(pairs, seed)]
     log.warning("GRPO data: %s", report)
     if not rows:
         raise RRMError(f"no RL rows in {args.data} (records with \"split\": \"rl\" and a label)")
