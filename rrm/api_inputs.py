@@ -29,8 +29,8 @@ from .schema import AUDIO, IMAGE, MEDIA_KINDS, VIDEO, MediaItem, Sample
 _DEFAULT_SUFFIX = {IMAGE: ".png", VIDEO: ".mp4", AUDIO: ".wav"}
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.I)
 _AUDIO_FORMATS = {"wav", "mp3", "flac", "ogg", "m4a", "aac", "opus"}
-_GENERATION_FIELDS = {"max_new_tokens": int, "temperature": float, "top_p": float, "top_k": int, "seed": int,
-                      "min_new_tokens": int}
+_GENERATION_FIELDS = {"max_new_tokens": int, "temperature": float, "top_p": float, "top_k": int, "min_p": float,
+                      "seed": int, "min_new_tokens": int}
 
 
 class BadRequest(RRMError):
@@ -132,6 +132,8 @@ def settings_from(body: dict, base: GenerationSettings) -> GenerationSettings:
     settings = GenerationSettings(**{**base.__dict__, **changes})
     if settings.max_new_tokens < 1 or settings.temperature < 0 or not 0 < settings.top_p <= 1:
         raise BadRequest("max_new_tokens must be at least 1, temperature at least 0 and top_p in (0, 1]")
+    if settings.min_p is not None and not 0 <= settings.min_p <= 1:
+        raise BadRequest("min_p must be in [0, 1]")
     if settings.min_new_tokens is not None and settings.min_new_tokens < 1:
         raise BadRequest("min_new_tokens (min_tokens) must be at least 1")
     return settings

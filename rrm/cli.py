@@ -61,6 +61,8 @@ def add_judge_arguments(parser: argparse.ArgumentParser, batch: bool = False) ->
                                        "(0: never; default %(default)s)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--min-p", type=float, help="when sampling, keep only tokens at least this times as likely as "
+                                               "the likeliest one (0 to 1; default: no such cut)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--image-max-pixels", type=int)
     gen.add_argument("--video-fps", type=float)
@@ -100,8 +102,10 @@ def build_judge(args):
 
     if args.judgment_start_tokens < 0:
         raise RRMError("--judgment-start-tokens must be 0 (never stop early) or more")
+    if args.min_p is not None and not 0 <= args.min_p <= 1:
+        raise RRMError("--min-p must be between 0 and 1")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens or GenerationSettings.max_new_tokens,
-                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                                  temperature=args.temperature, top_p=args.top_p, min_p=args.min_p, seed=args.seed,
                                   judgment_start_tokens=args.judgment_start_tokens or None)
     options = dict(prompt_format=args.prompt_format, prompt_template=args.prompt_template,
                    system_prompt=args.system_prompt, rubric=args.rubric, generation=settings,

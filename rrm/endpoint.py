@@ -103,6 +103,8 @@ def request_body(model: str, messages: list[dict], settings: GenerationSettings,
         body["top_p"] = settings.top_p
         if settings.top_k:
             body["top_k"] = settings.top_k
+        if settings.min_p:
+            body["min_p"] = settings.min_p
     if settings.min_new_tokens:
         body["min_tokens"] = settings.min_new_tokens
     if stream:

@@ -79,6 +79,9 @@ class GenerationSettings:
     temperature: float = 0.0  # 0 is greedy decoding
     top_p: float = 1.0
     top_k: int | None = None
+    # Sampling keeps only tokens at least min_p times as likely as the likeliest one: a hot sampler explores the
+    # likely choices without drawing from the long tail of junk tokens. None (or 0): no such cut.
+    min_p: float | None = None
     seed: int = 0
     min_new_tokens: int | None = None
     # A row that has not opened its JSON judgment ("{") within this many tokens is stopped there, and its judgment
@@ -137,8 +140,10 @@ def generate_kwargs(settings: GenerationSettings, eos: Sequence[int], pad: int |
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
         if settings.top_k:
             kwargs["top_k"] = settings.top_k
+        if settings.min_p:
+            kwargs["min_p"] = settings.min_p
     else:  # silence the checkpoint's sampling defaults under greedy decoding
-        kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
     if settings.min_new_tokens:
         kwargs["min_new_tokens"] = settings.min_new_tokens
     return kwargs

@@ -121,7 +121,8 @@ class VLLMBackend:
         sampling = settings.sampling
         return self._sampling_params(
             temperature=settings.temperature, top_p=settings.top_p if sampling else 1.0,
-            top_k=(settings.top_k or 0) if sampling else 0, seed=settings.seed if sampling else None,
+            top_k=(settings.top_k or 0) if sampling else 0, min_p=(settings.min_p or 0.0) if sampling else 0.0,
+            seed=settings.seed if sampling else None,
             max_tokens=settings.max_new_tokens, min_tokens=settings.min_new_tokens or 0,
             stop_token_ids=self._eos, logit_bias={t: SUPPRESS_BIAS for t in self._suppress} or None)
 

@@ -61,6 +61,10 @@ def test_media_go_as_omni_parts_and_sampling_parameters_pass_through(local, endp
     assert remote.judge(samples[1]).raw == local.judge(samples[1], settings=sampled).raw
     other_seed = dataclasses.replace(sampled, seed=8)
     assert remote.judge(samples[1], settings=other_seed).raw == local.judge(samples[1], settings=other_seed).raw
+    cut = dataclasses.replace(sampled, temperature=3.0, min_p=0.5)  # the server cuts the tail as the local judge does
+    assert remote.judge(samples[1], settings=cut).raw == local.judge(samples[1], settings=cut).raw
+    assert local.judge(samples[1], settings=cut).raw != local.judge(samples[1], settings=dataclasses.replace(
+        cut, min_p=None)).raw
 
 
 def test_an_endpoint_judge_streams_with_the_endpoints_stream(local, endpoint, media_dir):

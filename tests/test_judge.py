@@ -174,6 +174,15 @@ def test_sampling_is_seeded_and_greedy_is_deterministic(judge, media_dir):
     assert judge.judge(s).raw == judge.judge(s).raw
 
 
+def test_min_p_cuts_the_tail_a_hot_sampler_would_draw_from(judge, media_dir):
+    s = _samples(media_dir)["image"]
+    greedy = GenerationSettings(max_new_tokens=16, min_new_tokens=16)
+    hot = dataclasses.replace(greedy, temperature=3.0, seed=7)
+    assert judge.judge(s, settings=hot).raw != judge.judge(s, settings=greedy).raw
+    # min_p 1 keeps the likeliest token alone: sampling, however hot, writes the greedy tokens
+    assert judge.judge(s, settings=dataclasses.replace(hot, min_p=1.0)).raw == judge.judge(s, settings=greedy).raw
+
+
 def test_grade_and_best_of_n(judge, media_dir):
     g = judge.grade(Sample("What is shown?", "a red disc", "", media=[MediaItem("image", str(media_dir / "red.png"))]))
     assert [c.key for c in g.criteria] == judge.rubric.keys and g.timing.generated_tokens == TOKENS

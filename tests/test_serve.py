@@ -151,6 +151,7 @@ def test_bad_requests_get_one_line_json_errors_and_the_server_keeps_serving(loca
         ("/v1/judge", {**ok, "video": {"data": base64.b64encode(broken).decode()}}, 400, "cannot be decoded"),
         ("/v1/judge", {**ok, "temperature": "hot"}, 400, "\"temperature\" must be a number"),
         ("/v1/judge", {**ok, "max_new_tokens": 0}, 400, "max_new_tokens must be at least 1"),
+        ("/v1/judge", {**ok, "temperature": 1.0, "min_p": 1.5}, 400, "min_p must be in [0, 1]"),
         ("/v1/judge", {**ok, "query": "x" * 30_000}, 400, "the query is 30,000 characters long"),
         ("/v1/judge", {"pairs": [ok] * 4}, 400, "the limit is 3 (--max-pairs)"),
         ("/v1/judge", [], 400, "the list of pairs is empty"),

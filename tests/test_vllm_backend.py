@@ -4,6 +4,7 @@ request."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -46,6 +47,8 @@ def test_same_judgments_as_transformers_and_media_in_vllm_shape(tiny_dir, media_
     assert rows == 8 and lora is None  # four pairs, two orders each, one engine call
     assert params.temperature == 0 and params.max_tokens == 10 and params.stop_token_ids
     assert params.logit_bias and all(v < 0 for v in params.logit_bias.values())  # media tokens suppressed
+    hot = fast.backend.sampling_params(dataclasses.replace(SETTINGS, temperature=0.9, top_k=5, min_p=0.2, seed=3))
+    assert (hot.temperature, hot.top_k, hot.min_p, hot.seed, params.min_p) == (0.9, 5, 0.2, 3, 0.0)
     for j in judgments:
         assert j.raw and j.swap is not None and j.swap.other.raw  # both orders came back
         assert j.timing.generated_tokens >= 10

@@ -24,6 +24,7 @@ class SamplingParams:  # the field names and defaults of vllm.SamplingParams tha
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0
     seed: int | None = None
     max_tokens: int | None = 16
     min_tokens: int = 0
@@ -115,7 +116,7 @@ class LLM:
                         "pad_token_id": tokenizer.pad_token_id}
             if p.temperature > 0:
                 torch.manual_seed(p.seed or 0)
-                generate.update(temperature=p.temperature, top_p=p.top_p)
+                generate.update(temperature=p.temperature, top_p=p.top_p, min_p=p.min_p or None)
             else:
                 generate.update(temperature=None, top_p=None, top_k=None)
             if p.logit_bias:

@@ -35,7 +35,7 @@ def instability(judge, samples: list, draws: int, seed: int, settings: Generatio
     """How much the judge wavers on each pair: `draws` sampled judgments (both orders each time), every pair of a
     draw judged in batches (with a progress bar per draw), and what they show."""
     sampled = GenerationSettings(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature or 1.0,
-                                 top_p=settings.top_p)
+                                 top_p=settings.top_p, min_p=settings.min_p)
     found = [{"verdicts": [], "flips": False, "swap_disagreements": 0} for _ in samples]
     for k in range(draws):
         judged = judge.judge_batch(samples, batch_size=batch_size, swap_check=True,
