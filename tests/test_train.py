@@ -343,7 +343,8 @@ def test_two_step_grpo_feeds_the_media_to_the_loss_forward(data_dir, tiny_dir, t
     logged = [h for h in state["log_history"] if "loss" in h]
     assert len(logged) == 2
     for key in ("rewards/format_reward/mean", "rewards/preference_reward/mean", "rewards/rubric_reward/mean",
-                "rewards/verdict_accuracy/mean", "rewards/format_valid/mean", "completions/mean_length", "kl"):
+                "rewards/verdict_accuracy/mean", "rewards/format_valid/mean", "completions/mean_length", "kl",
+                "frac_zero_advantage"):
         assert key in logged[0], key
     judge = Judge.from_pretrained(str(tmp_path / "grpo"))
     assert judge.format.name == "rubric-v2" and judge.loaded.adapter
@@ -351,6 +352,18 @@ def test_two_step_grpo_feeds_the_media_to_the_loss_forward(data_dir, tiny_dir, t
     assert "# An Omni-RRM judge (GRPO)" in card and "| num_generations | 2 |" in card
     assert "| reward_funcs | ['format', 'preference', 'rubric'] |" in card
     assert "| reward_weights | [0.4, 0.4, 0.2, 0.0, 0.0] |" in card
+
+
+def test_a_group_whose_rewards_differ_by_float_rounding_counts_as_zero_advantage():
+    from train.grpo import zero_advantage_share
+
+    # TRL's advantages for two groups of four: equal weighted rewards that differ in the last bit, then a spread
+    rewards = torch.tensor([[-0.6, -0.6 + 6e-8, -0.6, -0.6 - 6e-8], [1.0, 0.2, 0.2, 0.2]])
+    std = rewards.std(dim=1, keepdim=True)
+    advantages = ((rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-4)).flatten()
+    assert not torch.isclose(std[0], torch.zeros(1))  # what TRL's frac_reward_zero_std counts as spread
+    assert zero_advantage_share(advantages, 4) == 0.5
+    assert zero_advantage_share(advantages[4:], 4) == 0.0
 
 
 def test_grpo_rollouts_end_where_the_judge_ends_its_turn(data_dir, tiny_dir, tmp_path):

@@ -124,6 +124,15 @@ def _collate(features: list[dict], device) -> dict:
     return media
 
 
+ZERO_ADVANTAGE = 0.01  # under TRL's scaling, a group with any spread gives some rollout an advantage of 0.35 or more
+
+
+def zero_advantage_share(advantages, group: int) -> float:
+    """The share of groups whose every rollout has a nil advantage (below ZERO_ADVANTAGE): they teach nothing.
+    TRL's frac_reward_zero_std misses groups of equal rewards whose weighted sums differ by float rounding."""
+    return (advantages.view(-1, group).abs() < ZERO_ADVANTAGE).all(dim=1).float().mean().item()
+
+
 def make_trainer(fmt, rubric, limits, group_orders: str = "one", **trainer_kwargs):
     """TRL's GRPOTrainer, with every modality in the rollouts and in every log-prob forward; with
     `group_orders="both"`, each group's rollouts in both A/B orders (`both_orders`)."""
@@ -168,6 +177,9 @@ def make_trainer(fmt, rubric, limits, group_orders: str = "one", **trainer_kwarg
             finally:
                 self._rows_in_forward = None
             output["media_row"] = torch.arange(len(inputs), device=self.accelerator.device)
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["frac_zero_advantage"].append(
+                zero_advantage_share(self.accelerator.gather(output["advantages"]), self.num_generations))
             return output
 
         def _compute_loss(self, model, inputs):
