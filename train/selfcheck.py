@@ -1,6 +1,6 @@
 """Learning self-check: the paper's pipeline (SFT, hard-pair mining, GRPO) on tasks whose answer is in the media.
 
-    python -m train.selfcheck [--stage sft|rl] [--setting small|large] [--seeds 0 1] [--jobs 2] [--out DIR]
+    python -m train.selfcheck [--stage sft|rl] [--setting small|large] [--seeds 0 1 2] [--jobs 2] [--out DIR]
 
 Per modality (train/graded.py: a square more red or more blue, a tone above or below 600 Hz, a bar moving
 right or left; `--modalities av`: the tone as the sound track of a video whose frames are all alike, scored
@@ -47,17 +47,21 @@ TINY_SEED = 0  # the base model's random weights, the same for every seed of the
 STAGES = ("untrained", "after SFT", "after SFT, sound off", "after SFT, sound muted", "after GRPO",
           "after SFT-continued", "after GRPO, media withheld")
 MAX_NEW_TOKENS = 128  # a judgment here is about 100 tokens
-# GRPO's rollouts sample at 0.7. At 1.0 the tiny judge's long tail of junk tokens breaks most of its ~100-token
-# judgments somewhere: rollouts then differ in format, not in what they say the media hold, and hard-pair accuracy
-# barely moves. Mining samples at the same temperature: a pair whose verdicts waver only at 1.0 gives GRPO's groups
-# at 0.7 identical rewards, so no advantage.
-ROLLOUT_TEMPERATURE = 0.7
-# Adam makes GRPO's noisy steps as large as SFT's: at 1e-3 GRPO collapsed. The SFT-continued control takes GRPO's
-# rate too (same pairs, steps and rate): at SFT's 3e-3, 30 steps on a few dozen pairs undid much of what SFT learnt.
-GRPO_RATE, SFT_RATE = "1e-4", "3e-3"
+# GRPO's rollouts sample at 1.5 with a min_p cut of 0.1. The SFT judge writes every token of its judgment at 0.93
+# or more, but one: the word that decides (right or left, above or below), whose alternative it gives 0.02 to 0.36.
+# At 0.7 the rollouts barely try that alternative, so most groups earn one reward; at 1.0 with no cut, the long tail
+# of junk tokens breaks the judgment's format instead. Hot with the cut, rollouts explore the deciding word and keep
+# the format. Mining samples as the rollouts do: a pair that wavers only under other sampling gives GRPO's groups
+# identical rewards, so no advantage.
+ROLLOUT_TEMPERATURE, ROLLOUT_MIN_P = 1.5, 0.1
+# GRPO's rate. At 1e-4, Adam's first sign-like steps move the deciding word everywhere at once: after one step on one
+# rewarded "left" rollout, the judge said "left" on every pair it had judged right in both orders, and step accuracy
+# swung between 0, 0.5 and 1. At 1e-3 GRPO collapsed. The SFT-continued control takes GRPO's rate too (same pairs,
+# steps and rate): at SFT's 3e-3, 30 steps on a few dozen pairs undid much of what SFT learnt.
+GRPO_RATE, SFT_RATE = "3e-5", "3e-3"
 LOGGED = ("rewards/format_reward/mean", "rewards/preference_reward/mean", "rewards/rubric_reward/mean",
           "rewards/verdict_accuracy/mean", "rewards/format_valid/mean", "kl", "completions/mean_length",
-          "frac_reward_zero_std")
+          "frac_zero_advantage")
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,9 @@ def _args(model: str, data: Path, out: Path, steps: int, batch: int, files: dict
     from .common import cuda_available
 
     # A tiny model learns the media cue only with plain float32 steps: a constant rate, no dropout, no gradient
-    # clipping and no checkpointing (TRL's defaults for large models hold it at chance).
+    # clipping and no checkpointing (TRL's defaults for large models hold it at chance). Clipping SFT at 1 mended one
+    # judge that a late loss spike had broken, but left the others surer of themselves: mining then found 0 to 14
+    # pairs where they waver, against 4 to 19, and GRPO gained less.
     return ["--model", model, "--data", str(data), "--output_dir", str(out), "--max_steps", str(steps),
             "--prompt_template", str(files["template"]), "--rubric", str(files["rubric"]),
             "--per_device_train_batch_size", str(batch), "--effective_batch_size", str(batch),
@@ -227,7 +233,8 @@ class Unit:
         self._timed("mining", mine_main, ["--data", str(self.dir / "pool.jsonl"), "--out", str(mined), "--model",
                                           str(sft_out), "--samples", str(s.draws), "--seed", str(self.seed),
                                           "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "8",
-                                          "--temperature", str(ROLLOUT_TEMPERATURE)])
+                                          "--temperature", str(ROLLOUT_TEMPERATURE),
+                                          "--min-p", str(ROLLOUT_MIN_P)])
         rows = [json.loads(line) for line in mined.read_text().splitlines()]
         result["mined"] = {"pairs": len(rows), "of": s.pool_items, "hard": sum(r["contrast"] < EASY for r in rows)}
         if not rows:  # nothing for RL to learn from: this unit ends here, the others go on
@@ -241,7 +248,7 @@ class Unit:
             *self._args(self.tiny, rl, grpo_out, s.rl_steps, s.rl_prompts * s.generations),
             "--init_adapter", str(sft_out), "--learning_rate", GRPO_RATE, "--num_generations", str(s.generations),
             "--max_completion_length", str(MAX_NEW_TOKENS), "--temperature", str(ROLLOUT_TEMPERATURE),
-            "--beta", str(s.grpo_beta), "--group_orders", s.group_orders])
+            "--min_p", str(ROLLOUT_MIN_P), "--beta", str(s.grpo_beta), "--group_orders", s.group_orders])
         _write(self.dir / "mined-sft.jsonl", [{**r, "split": "sft"} for r in rows])
         self._timed("SFT-continued", sft_main, [
             *self._args(self.tiny, self.dir / "mined-sft.jsonl", control_out, s.rl_steps, s.rl_prompts),
@@ -328,11 +335,28 @@ def markdown(results: list[dict], setting_name: str, setting: Setting) -> str:
         lines += ["", "Mined for RL (pairs kept of the pool, of which hard): " + "; ".join(
             f"{r['modality']} seed {r['seed']}: {r['mined']['pairs']} of {r['mined']['of']} "
             f"({r['mined']['hard']} hard), {r['mined'].get('added', 0)} added for balance" for r in mined) + "."]
+    lines += _per_seed(results)
     skipped = [r for r in results if "skipped" in r]
     if skipped:
         lines += ["", "Not run to the end: " + "; ".join(f"{r['modality']} seed {r['seed']}: {r['skipped']}"
                                                        for r in skipped) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _per_seed(results: list[dict]) -> list[str]:
+    """Each unit's hard-pair accuracy through the stages, and the share of GRPO's groups whose rewards were all
+    alike (zero advantage: nothing learnt from them): a mean can hide one seed's gain and another's fall."""
+    runs = [r for r in results if "after GRPO" in r["scores"]]
+    if not runs:
+        return []
+
+    def one(r):
+        hard = [f"{100 * r['scores'][s]['hard']:.0f}" for s in ("after SFT", "after GRPO", "after SFT-continued")]
+        nil = [e["frac_zero_advantage"] for e in r.get("grpo_log", []) if "frac_zero_advantage" in e]
+        alike = f", {100 * sum(nil) / len(nil):.0f} % of groups alike" if nil else ""
+        return f"{r['modality']} seed {r['seed']}: {' / '.join(hard)}{alike}"
+    return ["", "Hard pairs per seed, after SFT / GRPO / SFT-continued, and GRPO's groups whose rewards were all "
+            "alike: " + "; ".join(map(one, runs)) + "."]
 
 
 def _cell(values: list[float], seeds: int) -> str:
@@ -393,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/selfcheck")
     parser.add_argument("--stage", choices=["sft", "rl"], default="rl", help="stop after SFT, or run it all")
     parser.add_argument("--setting", choices=list(SETTINGS), default="small")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--modalities", nargs="+", choices=TASKS, default=list(MODALITIES),
                         help=f"{AUDIO_VISUAL}: a video whose answer is in its sound only (not in the default run)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, each in its own process")
