@@ -279,6 +279,28 @@ def test_sft_resumes_from_its_checkpoint_and_can_merge(data_dir, tiny_dir, tmp_p
     assert type(merged.backend.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
 
 
+def test_sft_keeps_the_checkpoint_with_the_lowest_validation_loss(tiny_dir, tmp_path, capsys):
+    out, data = tmp_path / "run", str(ASSETS / "train_pairs.jsonl")
+    base = ["--model", str(tiny_dir), "--data", data, "--output_dir", str(out), "--use_cpu", "true",
+            "--per_device_train_batch_size", "2", "--effective_batch_size", "2", "--report_to", "none",
+            "--video_max_frames", "4", "--logging_steps", "1"]
+    assert sft_main([*base, "--load_best_model_at_end", "true", "--eval_strategy", "steps"]) == 2
+    assert "need --eval_data" in capsys.readouterr().err
+    # At this rate the validation loss falls, then rises again at the last step: the last step is not the best.
+    assert sft_main([*base, "--eval_data", data, "--max_steps", "6", "--learning_rate", "30", "--eval_strategy",
+                     "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+                     "--load_best_model_at_end", "true", "--metric_for_best_model", "eval_loss"]) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    losses = {e["step"]: e["eval_loss"] for e in log if "eval_loss" in e}
+    best = min(losses, key=losses.get)
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6] and best < 6
+    saved = load_file(out / "adapter_model.safetensors")
+    for step in (best, 6):
+        checkpoint = load_file(out / f"checkpoint-{step}" / "adapter_model.safetensors")
+        assert all(torch.equal(checkpoint[k], saved[k]) for k in saved) == (step == best)
+    assert Judge.from_pretrained(str(out)).loaded.adapter == str(out)
+
+
 def test_sft_without_usable_rows_says_so(tmp_path, tiny_dir, capsys):
     (tmp_path / "labels_only.jsonl").write_text(json.dumps(
         {"id": "x", "query": "q", "response_a": "a", "response_b": "b", "label": "A"}) + "\n")
@@ -438,6 +460,24 @@ def test_grpo_profile_splits_the_run_into_its_phases(data_dir, tiny_dir, tmp_pat
     assert rows["rewards (the judge's reward functions)"] > 0 and rows["backward"] > 0
     assert sum(rows.values()) < 1.5 * whole
     assert prof.stat().st_size > 0
+
+
+def test_grpo_rewards_its_rollouts_on_held_out_pairs_and_saves_the_best_checkpoint(data_dir, tiny_dir, tmp_path):
+    from train.grpo import main as grpo_main
+
+    rl, out, metric = _rl_file(data_dir, "image"), tmp_path / "grpo", "rewards/format_reward/mean"
+    assert grpo_main(_grpo_argv(rl, tiny_dir, out, "--max_steps", "3", "--learning_rate", "1e-2",
+                                "--eval_data", str(rl), "--eval_strategy", "steps", "--eval_steps", "1",
+                                "--save_steps", "1", "--load_best_model_at_end", "true",
+                                "--metric_for_best_model", metric, "--greater_is_better", "true")) == 0
+    evals = [e for e in json.loads((out / "train_log.json").read_text()) if f"eval_{metric}" in e]
+    assert [e["step"] for e in evals] == [1, 2, 3]
+    assert all("eval_rewards/verdict_accuracy/mean" in e and "eval_frac_zero_advantage" in e for e in evals)
+    best = max(evals, key=lambda e: e[f"eval_{metric}"])["step"]  # the first of the best, as the trainer keeps
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"] == str(out / f"checkpoint-{best}")
+    saved, kept = (load_file(p / "adapter_model.safetensors") for p in (out, out / f"checkpoint-{best}"))
+    assert all(torch.equal(saved[k], kept[k]) for k in saved)
 
 
 def test_grpo_starts_from_an_sft_adapter(data_dir, tiny_dir, tmp_path):

@@ -57,6 +57,10 @@ class JudgeTrainingArguments:
         "help": "hear a video's own sound track: auto or on (where the file has one), off (frames only; recorded, "
                 "so the trained judge is run the same way)"})
     merge: bool = field(default=False, metadata={"help": "also save a merged full model in OUTPUT/merged"})
+    eval_data: str = field(default="", metadata={
+        "help": "held-out pairs, read as --data is, evaluated at --eval_strategy (SFT: eval_loss; GRPO: every reward "
+                "of rollouts on them, eval_rewards/NAME/mean); --load_best_model_at_end with --metric_for_best_model "
+                "then saves the best checkpoint, not the last (a late loss spike or a drift to one answer)"})
     init_adapter: str | None = field(default=None, metadata={
         "help": "a LoRA adapter to go on training (an SFT judge of ours, or ms-swift's), instead of a fresh one"})
 
@@ -73,6 +77,15 @@ class JudgeTrainingArguments:
         if self.system_prompt:
             fmt = fmt.with_system(read_text_file(self.system_prompt, "system prompt"))
         return fmt, load_rubric(self.rubric)
+
+
+def evaluation_set(args: JudgeTrainingArguments, config, build):
+    """The rows of --eval_data, built by `build(args, seed, path)` as the training rows are; None without it."""
+    if args.eval_data:
+        return build(args, config.seed, args.eval_data)
+    if config.eval_strategy != "no" or config.load_best_model_at_end:
+        raise ValueError("--eval_strategy and --load_best_model_at_end need --eval_data (held-out pairs)")
+    return None
 
 
 def accumulation_steps(effective: int, per_device: int, world_size: int) -> int:

@@ -25,8 +25,8 @@ from rrm.inputs import decode_media, encode, judge_rows
 from rrm.generation import end_ids, multimodal_token_ids
 from rrm.schema import Sample, flip_verdict
 
-from .common import (JudgeTrainingArguments, load_trainable, parse_recipe, share_every_gradient_across_ranks,
-                     train_and_save)
+from .common import (JudgeTrainingArguments, evaluation_set, load_trainable, parse_recipe,
+                     share_every_gradient_across_ranks, train_and_save)
 from .data import load_pairs, randomise_order
 from .rewards import DEFAULT_WEIGHTS, RELEASE_SET, REWARD_SETS, SET_FOR_SCHEMA, get_rewards, logged_metrics
 
@@ -212,16 +212,18 @@ def make_trainer(fmt, rubric, limits, group_orders: str = "one", **trainer_kwarg
     return JudgeGRPOTrainer(**trainer_kwargs)
 
 
-def build_dataset(args: GRPOJudgeArguments, seed: int):
-    """RL rows: the serialized sample (in its seeded A/B order) as the prompt, with the label and teacher scores."""
+def build_dataset(args: GRPOJudgeArguments, seed: int, path: str | None = None):
+    """RL rows of `path` (default: --data): the serialized sample (in its seeded A/B order) as the prompt, with the
+    label and teacher scores."""
     from datasets import Dataset
 
-    pairs, report = load_pairs(args.data, args.media_root, args.data_format, splits=("rl",) if
+    path = path or args.data
+    pairs, report = load_pairs(path, args.media_root, args.data_format, splits=("rl",) if
                                args.data_format == "preference" else ("sft", "rl"))
     rows = [rl_row(p.sample, p.label, p.score_a, p.score_b) for p in randomise_order(pairs, seed)]
-    log.warning("GRPO data: %s", report)
+    log.warning("GRPO data (%s): %s", path, report)
     if not rows:
-        raise RRMError(f"no RL rows in {args.data} (records with \"split\": \"rl\" and a label)")
+        raise RRMError(f"no RL rows in {path} (records with \"split\": \"rl\" and a label)")
     return Dataset.from_list(rows)
 
 
@@ -238,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--group_orders both needs every rollout's own prompt: vLLM's server mode samples a "
                              "group from one prompt; use --vllm_mode colocate")
         dataset = build_dataset(args, config.seed)
+        evaluation = evaluation_set(args, config, build_dataset)
         unscored = sum(r["score_a"] is None or r["score_b"] is None for r in dataset)
         if unscored and args.set_for(fmt) == RELEASE_SET:
             log.warning("%d RL rows have no teacher scores: the %s preference reward gives every completion of "
@@ -251,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     config.generation_kwargs = {**(config.generation_kwargs or {}),
                                 "suppress_tokens": multimodal_token_ids(processor.tokenizer)}
     trainer = make_trainer(fmt, rubric, args.limits(), args.group_orders, model=model, args=config,
-                           train_dataset=dataset, processing_class=processor, reward_funcs=funcs,
+                           train_dataset=dataset, eval_dataset=evaluation, processing_class=processor,
+                           reward_funcs=funcs,
                            peft_config=peft_config)
     return train_and_save(trainer, processor, args, config)
 

@@ -2,6 +2,8 @@
 
     python -m train.sft --config train/recipes/sft-7b-80gb.yaml [--key value ...]
     accelerate launch --config_file train/recipes/accelerate-ddp-8gpu.yaml -m train.sft --config ...
+    python -m train.sft ... --eval_data val.jsonl --eval_strategy steps --eval_steps 100 --save_strategy steps \
+        --save_steps 100 --load_best_model_at_end true   # keep the checkpoint with the lowest held-out loss
 
 The targets are teacher judgments rendered by rrm in the chosen prompt format,
 with a seeded A/B order per pair. The output directory holds a LoRA adapter
@@ -19,8 +21,8 @@ from rrm.inputs import decode_media, encode, judge_rows
 from rrm.redact import redact
 from rrm.schema import Sample
 
-from .common import (JudgeTrainingArguments, load_trainable, parse_recipe, share_every_gradient_across_ranks,
-                     train_and_save)
+from .common import (JudgeTrainingArguments, evaluation_set, load_trainable, parse_recipe,
+                     share_every_gradient_across_ranks, train_and_save)
 from .data import load_pairs, randomise_order
 
 log = logging.getLogger(__name__)
@@ -45,12 +47,14 @@ class JudgeCollator:
         return dict(encode(self.processor, rows, self.limits, targets=targets))
 
 
-def build_dataset(args: JudgeTrainingArguments, seed: int):
-    """The SFT rows: pairs with a teacher rationale, each in its seeded order, rendered as targets."""
+def build_dataset(args: JudgeTrainingArguments, seed: int, path: str | None = None):
+    """The SFT rows of `path` (default: --data): pairs with a teacher rationale, each in its seeded order,
+    rendered as targets."""
     from datasets import Dataset
 
     fmt, rubric = args.prompt()
-    pairs, report = load_pairs(args.data, args.media_root, args.data_format, splits=("sft",))
+    path = path or args.data
+    pairs, report = load_pairs(path, args.media_root, args.data_format, splits=("sft",))
     rows, no_target = [], 0
     for pair in randomise_order(pairs, seed):
         target = pair.target(rubric)
@@ -59,9 +63,9 @@ def build_dataset(args: JudgeTrainingArguments, seed: int):
             continue
         rows.append({"id": pair.sample.id, "sample": json.dumps(pair.sample.to_dict()),
                      "target": fmt.render(target, rubric), "label": pair.label})
-    log.warning("SFT data: %s; %d without a full teacher rationale; %d rows", report, no_target, len(rows))
+    log.warning("SFT data (%s): %s; %d without a full teacher rationale; %d rows", path, report, no_target, len(rows))
     if not rows:
-        raise RRMError(f"no SFT rows in {args.data}: each needs a label and a rationale for every criterion")
+        raise RRMError(f"no SFT rows in {path}: each needs a label and a rationale for every criterion")
     return Dataset.from_list(rows)
 
 
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args, config = parse_recipe(JudgeTrainingArguments, SFTConfig, argv)
     try:
         dataset = build_dataset(args, config.seed)
+        evaluation = evaluation_set(args, config, build_dataset)
         model, processor, peft_config = load_trainable(args)
     except (RRMError, ValueError) as e:
         print(f"error: {redact(e)}", file=sys.stderr)
@@ -79,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     config.dataset_kwargs = {"skip_prepare_dataset": True}
     config.max_length = None  # never cut audio features or judgments
     fmt, rubric = args.prompt()
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor,
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=evaluation,
+                         processing_class=processor,
                          data_collator=JudgeCollator(processor, fmt, rubric, args.limits()),
                          peft_config=peft_config)
     return train_and_save(trainer, processor, args, config)
