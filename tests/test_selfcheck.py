@@ -9,7 +9,8 @@ import math
 import pytest
 
 from train.graded import HARD, make_split
-from train.selfcheck import STAGES, Setting, balanced, held_out, markdown, mean_se, plot, run, withheld_media
+from train.selfcheck import (STAGES, Setting, balanced, held_out, kept_step, markdown, mean_se, plot, run,
+                             speed, withheld_media)
 
 
 SILENT_STAGES = [s for s in STAGES if "sound" not in s]  # the stages of a unit whose task is not av
@@ -20,6 +21,17 @@ def test_the_control_gives_each_item_another_items_media(tmp_path):
     assert all(given != sample.media for (sample, _), given in zip(test, media))
     assert sorted(m[0].path for m in media) == sorted(s.media[0].path for s, _ in test)  # a permutation
     assert withheld_media(test, seed=3) == media  # seeded
+    # Balanced: as near to half as the count allows, the media given hold the item's own answer.
+    for n, seed in ((32, 0), (32, 1), (7, 2)):
+        items = held_out(make_split(tmp_path, "image", f"balanced-{n}", n, HARD, seed=seed), seed=seed)
+        right = {s.media[0].path: s.response_a if label == "A" else s.response_b for s, label in items}
+        given = withheld_media(items, seed)
+        agree = sum(right[s.media[0].path] == right[m[0].path] for (s, _), m in zip(items, given))
+        assert abs(2 * agree - n) <= 2 and all(m != s.media for (s, _), m in zip(items, given))
+    one_answer = [(s, label) for s, label in test if (s.response_a if label == "A" else s.response_b)
+                  == (test[0][0].response_a if test[0][1] == "A" else test[0][0].response_b)]
+    with pytest.raises(ValueError, match="both answers"):
+        withheld_media(one_answer * 2)
     assert {label for _, label in held_out(make_split(tmp_path, "audio", "t", 12, HARD, 0), 0)} == {"A", "B"}
     with pytest.raises(ValueError, match="two held-out items"):
         withheld_media(test[:1])
@@ -41,6 +53,16 @@ def test_the_rl_pairs_hold_both_answers_alike_topped_up_hardest_first():
     assert len(balanced([{**r, "split": "rl"} for r in pool[:3]], pool[:3])) == 3  # a pool of one answer: as mined
 
 
+def test_the_step_kept_is_the_first_with_the_lowest_held_out_loss_or_best_accuracy():
+    log = [{"step": 100, "loss": 0.1}, {"step": 100, "eval_loss": 0.3}, {"step": 200, "eval_loss": 0.2},
+           {"step": 300, "eval_loss": 0.2}, {"step": 400, "eval_loss": 1.7}, {"step": 400, "loss": 0.01}]
+    assert kept_step(log) == 200
+    accuracy = [{"step": 5, "eval_rewards/verdict_accuracy/mean": 0.5}, {"step": 10, "loss": 0.3},
+                {"step": 10, "eval_rewards/verdict_accuracy/mean": 0.75},
+                {"step": 15, "eval_rewards/verdict_accuracy/mean": 0.75}]
+    assert kept_step(accuracy, "rewards/verdict_accuracy/mean") == 10
+
+
 def test_mean_and_standard_error():
     assert mean_se([0.5]) == (0.5, 0.0)
     mean, se = mean_se([0.6, 0.8])
@@ -51,19 +73,22 @@ def test_mean_and_standard_error():
 def _result(modality, seed, hard_after_grpo):
     scores = {stage: {"easy": 1.0, "hard": 0.5} for stage in SILENT_STAGES}
     scores["after GRPO"]["hard"] = hard_after_grpo
-    log = [{"step": k, "rewards/format_reward/mean": 0.9, "kl": 0.01 * k, "frac_zero_advantage": 0.5}
-           for k in (1, 2, 3)]
+    log = [{"step": k, "rewards/format_reward/mean": 0.9, "kl": 0.01 * k, "frac_zero_advantage": 0.5,
+            "step_time": 0.5 * k} for k in (1, 2, 3)]
     return {"modality": modality, "seed": seed, "scores": scores, "seconds": {"GRPO": 10.0},
             "mined": {"pairs": 6, "of": 8, "hard": 5}, "grpo_log": log}
 
 
 def test_the_report_gives_mean_and_error_per_difficulty_and_plots_the_logs(tmp_path):
-    results = [_result("audio", 0, 0.75), _result("audio", 1, 0.85)]
+    results = [_result("audio", 0, 0.75), {**_result("audio", 1, 0.85), "kept": {"SFT": 700, "GRPO": 15}}]
     text = markdown(results, "test", Setting(4, 8, 2, 1, 3, 2, 2, 1))
     assert "| audio | hard | 50 ± 0 | 50 ± 0 | 80 ± 5 | 50 ± 0 | 50 ± 0 |" in text
     assert "| audio | easy | 100 ± 0 |" in text and "seeds 0, 1" in text
     assert "audio seed 1: 6 of 8 (5 hard)" in text
-    assert "audio seed 0: 50 / 75 / 50, 50 % of groups alike; audio seed 1: 50 / 85 / 50, 50 % " in text
+    assert "audio seed 0: 50 / 75 / 50, 50 % of groups alike; audio seed 1: 50 / 85 / 50, 50 % of groups alike, " \
+        "kept steps 700 / 15 / –." in text
+    # Two runs of 3 steps of 2 x 2 rollouts in 3 s of steps each (the stage's 10 s hold loading and validation).
+    assert speed(results, Setting(4, 8, 2, 1, 3, 2, 2, 1)).startswith("GRPO: 4.00 rollouts/s, 60.0 optimizer steps/min")
     png = plot(results, tmp_path / "logs.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert plot([{**r, "grpo_log": []} for r in results], tmp_path / "none.png") is None
@@ -72,8 +97,14 @@ def test_the_report_gives_mean_and_error_per_difficulty_and_plots_the_logs(tmp_p
 @pytest.mark.slow
 def test_a_short_slice_of_the_whole_pipeline_runs_and_logs_what_grpo_did(tmp_path):
     setting = Setting(sft_items=48, pool_items=8, test_items=4, sft_steps=60, rl_steps=2, rl_prompts=2,
-                      generations=2, draws=2)
+                      generations=2, draws=2, sft_eval_steps=20, val_items=4, rl_eval_steps=1,
+                      rl_val_items=4)
     [result] = run(tmp_path, setting, seeds=(0,), modalities=("image",))
+    sft_log = json.loads((tmp_path / "image-seed0" / "sft" / "train_log.json").read_text())
+    assert [e["step"] for e in sft_log if "eval_loss" in e] == [20, 40, 60]  # validated on its own held-out pairs
+    assert result["kept"]["SFT"] == kept_step(sft_log)
+    grpo_evals = [e["step"] for e in result["grpo_log"] if "eval_rewards/verdict_accuracy/mean" in e]
+    assert grpo_evals == [1, 2] and result["kept"]["GRPO"] in grpo_evals  # GRPO validated on its own pairs
     assert list(result["scores"]) == SILENT_STAGES
     assert all(set(s) == {"easy", "hard"} and all(0 <= v <= 1 for v in s.values()) for s in result["scores"].values())
     unit = tmp_path / "image-seed0"
