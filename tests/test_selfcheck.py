@@ -61,6 +61,7 @@ def test_the_step_kept_is_the_first_with_the_lowest_held_out_loss_or_best_accura
                 {"step": 10, "eval_rewards/verdict_accuracy/mean": 0.75},
                 {"step": 15, "eval_rewards/verdict_accuracy/mean": 0.75}]
     assert kept_step(accuracy, "rewards/verdict_accuracy/mean") == 10
+    assert kept_step([{"step": 1, "loss": 0.2}, {"step": 2, "loss": 0.1}]) == 2  # not validated: the last
 
 
 def test_mean_and_standard_error():

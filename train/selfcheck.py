@@ -1,6 +1,7 @@
 """Learning self-check: the paper's pipeline (SFT, hard-pair mining, GRPO) on tasks whose answer is in the media.
 
     python -m train.selfcheck [--stage sft|rl] [--setting small|large] [--seeds 0 1 2] [--jobs 2] [--out DIR]
+                              [--rl-keep best|last] [--sft-steps N] [--pool-items N] [--rl-steps N] ...
 
 Per modality (train/graded.py: a square more red or more blue, a tone above or below 600 Hz, a bar moving
 right or left; `--modalities av`: the tone as the sound track of a video whose frames are all alike, scored
@@ -13,10 +14,13 @@ starting from the tiny fixture (one set of random weights for every seed, as a u
     2. train.mine_hard on a pool of easy and hard pairs: those where the SFT judge's sampled verdicts waver,
        or its two orders disagree;
     3. GRPO from the SFT adapter on the mined pairs (topped up from the pool so that both answers are as common),
-       with the project's rewards;
-    4. the control: as many extra optimizer steps of SFT, from the same adapter, on the same mined pairs;
+       with the project's rewards, keeping the checkpoint whose rollouts were most often right on held-out easy
+       and hard pairs (`--rl-keep last`: its last step);
+    4. the control: as many extra optimizer steps of SFT, from the same adapter, on the same mined pairs,
+       keeping the checkpoint with the lowest loss on those held-out pairs (or its last);
     5. held-out accuracy on easy and on hard pairs: untrained, after SFT, after GRPO, after SFT-continued,
-       and after GRPO with the media withheld (each item given another held-out item's media: chance).
+       and after GRPO with the media withheld (each item given another held-out item's media, half of them
+       with the item's own answer: chance).
 `--stage sft` stops after step 1. The table gives mean +/- standard error over the seeds; GRPO's logged steps
 are plotted to grpo_logs.png. `small` runs on a 2-core CPU; `large` is for a GPU.
 """
@@ -86,6 +90,7 @@ class Setting:
     val_items: int = 32  # per modality, SFT's
     rl_eval_steps: int = 5
     rl_val_items: int = 16  # per modality, half easy and half hard: GRPO's and SFT-continued's
+    rl_keep: str = "best"  # or "last": GRPO and SFT-continued unvalidated, their last step kept
     # SFT's pairs are clear ones, as a teacher's rationales are surest on clear pairs: their contrast is drawn
     # evenly between this and EASY. Hard pairs (HARD, below it) are left to mining and RL. With SFT on every
     # contrast down to HARD, or down to 0.2, the SFT judge reached 91-100 on hard pairs: nothing left for RL.
@@ -179,9 +184,12 @@ def keep_best(val: Path, every: int, metric: str = "eval_loss") -> list[str]:
 
 
 def kept_step(log: list[dict], metric: str = "eval_loss") -> int:
-    """The step whose checkpoint was kept: the first where the held-out loss was lowest (or the metric highest)."""
+    """The step whose checkpoint was kept: the first where the held-out loss was lowest (or the metric highest);
+    the last step when the run was not validated."""
     key = f"eval_{metric.removeprefix('eval_')}"
     evals = [(e["step"], e[key]) for e in log if key in e]
+    if not evals:
+        return max(e["step"] for e in log)
     best = (min if metric == "eval_loss" else max)(v for _, v in evals)
     return next(step for step, v in evals if v == best)
 
@@ -296,12 +304,12 @@ class Unit:
             "--init_adapter", str(sft_out), "--learning_rate", GRPO_RATE, "--num_generations", str(s.generations),
             "--max_completion_length", str(MAX_NEW_TOKENS), "--temperature", str(ROLLOUT_TEMPERATURE),
             "--min_p", str(ROLLOUT_MIN_P), "--beta", str(s.grpo_beta), "--group_orders", s.group_orders,
-            "--num_generations_eval", "4", *keep_best(self.dir / "val-rl.jsonl", s.rl_eval_steps, VERDICT_ACCURACY)])
+            *self._rl_keep("val-rl.jsonl", "--num_generations_eval", "4", metric=VERDICT_ACCURACY)])
         _write(self.dir / "mined-sft.jsonl", [{**r, "split": "sft"} for r in rows])
         self._timed("SFT-continued", sft_main, [
             *self._args(self.tiny, self.dir / "mined-sft.jsonl", control_out, s.rl_steps, s.rl_prompts),
             "--init_adapter", str(sft_out), "--learning_rate", GRPO_RATE,
-            *keep_best(self.dir / "val-sft.jsonl", s.rl_eval_steps)])
+            *self._rl_keep("val-sft.jsonl")])
         scores["after GRPO"] = self._scores(str(grpo_out))
         scores["after SFT-continued"] = self._scores(str(control_out))
         scores["after GRPO, media withheld"] = self._scores(str(grpo_out), withheld=True)
@@ -309,6 +317,12 @@ class Unit:
         result["kept"]["GRPO"] = kept_step(result["grpo_log"], VERDICT_ACCURACY)
         result["kept"]["SFT-continued"] = kept_step(json.loads((control_out / TRAIN_LOG).read_text()))
         return result
+
+    def _rl_keep(self, val: str, *extra: str, metric: str = "eval_loss") -> list[str]:
+        """GRPO's or SFT-continued's flags to keep their best checkpoint on `val`; none with rl_keep "last"."""
+        if self.setting.rl_keep == "last":
+            return []
+        return [*extra, *keep_best(self.dir / val, self.setting.rl_eval_steps, metric)]
 
     def _args(self, model, data, out, steps, batch) -> list[str]:
         return _args(model, data, out, steps, batch, self.files, self.seed)
@@ -372,8 +386,8 @@ def markdown(results: list[dict], setting_name: str, setting: Setting) -> str:
              f"`{setting_name}`: {setting.test_items} easy and {setting.test_items} hard held-out pairs per "
              f"modality, {setting.sft_steps} SFT steps, then {setting.rl_steps} steps of GRPO (KL coefficient "
              f"{setting.grpo_beta:g}, group orders {setting.group_orders}) or of SFT-continued on the pairs "
-             f"mined from {setting.pool_items}; chance is 50, an unreadable "
-             "judgment counts as wrong.", "",
+             f"mined from {setting.pool_items} (SFT's best checkpoint kept, and their {setting.rl_keep}); "
+             "chance is 50, an unreadable judgment counts as wrong.", "",
              "| modality | pairs | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
     for modality in (m for m in TASKS if m in scores):
         for difficulty, by_stage in scores[modality].items():
@@ -452,12 +466,15 @@ def plot(results: list[dict], path: Path) -> Path | None:
             if steps:
                 ax.plot(*zip(*steps), color=colours.get(r["modality"]), alpha=0.8,
                         linestyle=("-", "--", ":", "-.")[r["seed"] % 4], label=f"{r['modality']} seed {r['seed']}")
+            held = [(e["step"], e[f"eval_{key}"]) for e in r["grpo_log"] if f"eval_{key}" in e]
+            if held:  # the same quantity on the held-out pairs GRPO is validated on
+                ax.plot(*zip(*held), color=colours.get(r["modality"]), marker="o", markersize=4, linestyle="none")
         ax.set_title(key.removeprefix("rewards/").removesuffix("/mean"))
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("GRPO step")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle("GRPO from the SFT judge, on the mined pairs (train/selfcheck.py)")
+    fig.suptitle("GRPO from the SFT judge, on the mined pairs; dots: on its held-out pairs (train/selfcheck.py)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -481,10 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rl-steps", type=int, help="GRPO's and SFT-continued's steps, in place of the setting's")
     parser.add_argument("--grpo-beta", type=float, help="GRPO's KL coefficient (default 0.04)")
     parser.add_argument("--group-orders", choices=GROUP_ORDERS, help="train.grpo's --group_orders (default one)")
+    parser.add_argument("--rl-keep", choices=["best", "last"], help="GRPO's and SFT-continued's checkpoint: the best "
+                        "on their held-out pairs (default), or their last step, unvalidated")
     args = parser.parse_args(argv)
     setting, out = SETTINGS[args.setting], Path(args.out)
     overrides = {"sft_steps": args.sft_steps, "pool_items": args.pool_items, "rl_steps": args.rl_steps,
-                 "grpo_beta": args.grpo_beta, "group_orders": args.group_orders}
+                 "grpo_beta": args.grpo_beta, "group_orders": args.group_orders, "rl_keep": args.rl_keep}
     setting = replace(setting, **{k: v for k, v in overrides.items() if v is not None})
     if args.sft_contrast is not None:
         if not HARD <= args.sft_contrast <= EASY:
