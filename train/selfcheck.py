@@ -421,7 +421,8 @@ def _per_seed(results: list[dict]) -> list[str]:
             if "kept" in r else ""
         return f"{r['modality']} seed {r['seed']}: {' / '.join(hard)}{alike}{kept}"
     return ["", "Hard pairs per seed, after SFT / GRPO / SFT-continued, GRPO's groups whose rewards were all "
-            "alike, and the step each stage kept (its best on its held-out pairs): " + "; ".join(map(one, runs)) + "."]
+            "alike, and the step each stage kept (its best on its held-out pairs, or its last): "
+            + "; ".join(map(one, runs)) + "."]
 
 
 def _cell(values: list[float], seeds: int) -> str:
