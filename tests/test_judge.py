@@ -409,7 +409,7 @@ def test_static_decoding_in_batches_and_on_a_trained_judge(judge, parrot, media_
 
 
 def test_deferred_stop_streams_every_token_samples_like_plain_and_ends_rows_apart(judge, parrot, media_dir):
-    from rrm.testing import parrot_sample
+    from rrm.testing import examples, parrot_sample
 
     deferred = Judge(parrot.loaded, decoding="deferred")
     updates = list(deferred.stream(parrot_sample(), swap_check=True))
@@ -421,8 +421,9 @@ def test_deferred_stop_streams_every_token_samples_like_plain_and_ends_rows_apar
     sample = _samples(media_dir)["image"]
     assert Judge(judge.loaded, decoding="deferred", generation=sampled).judge(sample, swap_check=True).raw == \
         Judge(judge.loaded, decoding="plain", generation=sampled).judge(sample, swap_check=True).raw
-    # Rows of one batch that end apart: each stops at its own end of turn, the other padded meanwhile.
-    pair = [parrot_sample(), Sample("Which is a prime number?", "Nine.", "Seven.")]
+    # Rows of one batch that end apart: each stops at its own end of turn, the other padded meanwhile. Both are
+    # lessons the parrot learnt, so both end (an unseen pair ran to the limit on one CPU and not on another).
+    pair = [parrot_sample(), next(s for s, _ in examples() if not s.media)]
     settings = GenerationSettings(max_new_tokens=256)
     lagged, plain = (j.judge_batch(pair, batch_size=2, progress=False, settings=settings) for j in (deferred, parrot))
     assert [j.raw for j in lagged] == [j.raw for j in plain]

@@ -221,7 +221,7 @@ def build_dataset(args: GRPOJudgeArguments, seed: int, path: str | None = None):
     pairs, report = load_pairs(path, args.media_root, args.data_format, splits=("rl",) if
                                args.data_format == "preference" else ("sft", "rl"))
     rows = [rl_row(p.sample, p.label, p.score_a, p.score_b) for p in randomise_order(pairs, seed)]
-    log.warning("GRPO data (%s): %s", path, report)
+    log.warning("GRPO data: %s (%s)", report, path)
     if not rows:
         raise RRMError(f"no RL rows in {path} (records with \"split\": \"rl\" and a label)")
     return Dataset.from_list(rows)
@@ -255,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "suppress_tokens": multimodal_token_ids(processor.tokenizer)}
     trainer = make_trainer(fmt, rubric, args.limits(), args.group_orders, model=model, args=config,
                            train_dataset=dataset, eval_dataset=evaluation, processing_class=processor,
-                           reward_funcs=funcs,
-                           peft_config=peft_config)
+                           reward_funcs=funcs, peft_config=peft_config)
     return train_and_save(trainer, processor, args, config)
 
 

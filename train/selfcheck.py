@@ -41,8 +41,8 @@ from rrm.judge import GenerationSettings, Judge
 from rrm.media import MediaLimits
 from rrm.schema import VIDEO, MediaItem, Sample
 
-from .graded import AUDIO_VISUAL, EASY, FPS, FRAMES, HARD, MODALITIES, TASKS, Item, make_split, mute
 from .common import TRAIN_LOG
+from .graded import AUDIO_VISUAL, EASY, FPS, FRAMES, HARD, MODALITIES, TASKS, Item, make_split, mute
 from .grpo import GROUP_ORDERS
 
 TEMPLATE = "Question: ${question}\nAnswer A: ${answer_a}\nAnswer B: ${answer_b}\nWhich answer matches the ${media}?"

@@ -63,7 +63,7 @@ def build_dataset(args: JudgeTrainingArguments, seed: int, path: str | None = No
             continue
         rows.append({"id": pair.sample.id, "sample": json.dumps(pair.sample.to_dict()),
                      "target": fmt.render(target, rubric), "label": pair.label})
-    log.warning("SFT data (%s): %s; %d without a full teacher rationale; %d rows", path, report, no_target, len(rows))
+    log.warning("SFT data: %s; %d without a full teacher rationale; %d rows (%s)", report, no_target, len(rows), path)
     if not rows:
         raise RRMError(f"no SFT rows in {path}: each needs a label and a rationale for every criterion")
     return Dataset.from_list(rows)
