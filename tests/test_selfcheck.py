@@ -62,6 +62,8 @@ def test_the_step_kept_is_the_first_with_the_lowest_held_out_loss_or_best_accura
                 {"step": 15, "eval_rewards/verdict_accuracy/mean": 0.75}]
     assert kept_step(accuracy, "rewards/verdict_accuracy/mean") == 10
     assert kept_step([{"step": 1, "loss": 0.2}, {"step": 2, "loss": 0.1}]) == 2  # not validated: the last
+    start = [{"step": 0, "eval_judge_accuracy": 0.75}, {"step": 5, "eval_judge_accuracy": 0.75}]
+    assert kept_step(start, "judge_accuracy") == 0  # evaluated at its start and not bettered: the start kept
 
 
 def test_mean_and_standard_error():
@@ -104,8 +106,9 @@ def test_a_short_slice_of_the_whole_pipeline_runs_and_logs_what_grpo_did(tmp_pat
     sft_log = json.loads((tmp_path / "image-seed0" / "sft" / "train_log.json").read_text())
     assert [e["step"] for e in sft_log if "eval_loss" in e] == [20, 40, 60]  # validated on its own held-out pairs
     assert result["kept"]["SFT"] == kept_step(sft_log)
-    grpo_evals = [e["step"] for e in result["grpo_log"] if "eval_rewards/verdict_accuracy/mean" in e]
-    assert grpo_evals == [1, 2] and result["kept"]["GRPO"] in grpo_evals  # GRPO validated on its own pairs
+    grpo_evals = [e["step"] for e in result["grpo_log"] if "eval_judge_accuracy" in e]
+    assert grpo_evals == [0, 1, 2] and result["kept"]["GRPO"] in grpo_evals  # validated on its own pairs, start too
+    assert result["kept"]["GRPO"] == kept_step(result["grpo_log"], "judge_accuracy")
     assert list(result["scores"]) == SILENT_STAGES
     assert all(set(s) == {"easy", "hard"} and all(0 <= v <= 1 for v in s.values()) for s in result["scores"].values())
     unit = tmp_path / "image-seed0"

@@ -480,6 +480,34 @@ def test_grpo_rewards_its_rollouts_on_held_out_pairs_and_saves_the_best_checkpoi
     assert all(torch.equal(saved[k], kept[k]) for k in saved)
 
 
+def test_grpo_judges_its_held_out_pairs_greedily_and_keeps_its_start_when_no_step_betters_it(parrot_dir, tmp_path):
+    """eval_judge_accuracy: the policy's greedy judgments, parsed as the judge parses them. With --eval_on_start, the
+    start competes with the checkpoints: a run that only made the judge worse saves the judge it started from."""
+    from train.grpo import main as grpo_main
+
+    rows = [json.loads(x) | {"split": "rl"} for x in (ASSETS / "pairs.jsonl").read_text().splitlines()]
+    data = tmp_path / "rl.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows if r["modality"] in ("text", "image")))
+    pairs, _ = load_pairs(data, ASSETS, splits=("rl",))
+    parrot = Judge.from_pretrained(str(parrot_dir))
+    judged = parrot.judge_batch([p.sample for p in pairs], swap_check=True, progress=False)
+    assert [j.verdict for j in judged] == [p.label for p in pairs]  # the parrot is right in both orders
+    out, metric = tmp_path / "grpo", "eval_judge_accuracy"
+    assert grpo_main(["--model", str(parrot_dir), "--data", str(data), "--media_root", str(ASSETS), "--output_dir",
+                      str(out), "--max_steps", "2", "--per_device_train_batch_size", "2", "--num_generations", "2",
+                      "--effective_batch_size", "2", "--max_completion_length", "256", "--use_cpu", "true",
+                      "--report_to", "none", "--logging_steps", "1", "--learning_rate", "0.5",
+                      "--eval_data", str(data), "--eval_strategy", "steps", "--eval_steps", "1", "--save_steps", "1",
+                      "--eval_on_start", "true", "--load_best_model_at_end", "true",
+                      "--metric_for_best_model", "judge_accuracy", "--greater_is_better", "true"]) == 0
+    evals = {e["step"]: e[metric] for e in json.loads((out / "train_log.json").read_text()) if metric in e}
+    assert list(evals) == [0, 1, 2] and evals[0] == 1.0 and max(evals[1], evals[2]) < 1.0  # the rate broke it
+    saved = load_file(out / "adapter_model.safetensors")
+    assert [k for k in saved if "lora_B" in k] and all(not saved[k].any() for k in saved if "lora_B" in k)
+    again = Judge.from_pretrained(str(out)).judge_batch([p.sample for p in pairs], progress=False)
+    assert [j.raw for j in again] == [j.raw for j in parrot.judge_batch([p.sample for p in pairs], progress=False)]
+
+
 def test_grpo_starts_from_an_sft_adapter(data_dir, tiny_dir, tmp_path):
     from train.grpo import main as grpo_main
 

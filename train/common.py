@@ -59,8 +59,9 @@ class JudgeTrainingArguments:
     merge: bool = field(default=False, metadata={"help": "also save a merged full model in OUTPUT/merged"})
     eval_data: str = field(default="", metadata={
         "help": "held-out pairs, read as --data is, evaluated at --eval_strategy (SFT: eval_loss; GRPO: every reward "
-                "of rollouts on them, eval_rewards/NAME/mean); --load_best_model_at_end with --metric_for_best_model "
-                "then saves the best checkpoint, not the last (a late loss spike or a drift to one answer)"})
+                "of rollouts on them, eval_rewards/NAME/mean, and the greedy judgments' eval_judge_accuracy); "
+                "--load_best_model_at_end with --metric_for_best_model then saves the best checkpoint, not the last "
+                "(a late loss spike or a drift to one answer); with --eval_on_start too, the start competes"})
     init_adapter: str | None = field(default=None, metadata={
         "help": "a LoRA adapter to go on training (an SFT judge of ours, or ms-swift's), instead of a fresh one"})
 
@@ -232,13 +233,41 @@ def train_and_save(trainer, processor, args: JudgeTrainingArguments, config) -> 
     (TRAIN_LOG: the loss, and for GRPO each reward, KL, completion length and the zero-spread share)."""
     from .card import write_card
 
+    start = starting_weights(trainer.model) if config.eval_on_start and config.load_best_model_at_end else None
     trainer.train(resume_from_checkpoint=resume_checkpoint(config, trainer.accelerator.is_main_process))
+    if start is not None:
+        keep_start_if_best(trainer, start)
     if trainer.accelerator.is_main_process:
         out = Path(config.output_dir)
         save_judge(trainer.model, processor, out, args.model, args)
         (out / TRAIN_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
         write_card(out, args, config, trainer.train_dataset, "GRPO" if hasattr(config, "num_generations") else "SFT")
     return 0
+
+
+def starting_weights(model) -> dict:
+    """A copy, on the CPU, of the weights training will change (a LoRA adapter's: small)."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+def keep_start_if_best(trainer, start: dict) -> None:
+    """With --eval_on_start and --load_best_model_at_end, the starting weights compete with the checkpoints: when
+    no checkpoint bettered the start's held-out metric (a tie keeps the start), the start is put back and saved:
+    a run that only made the judge worse on its held-out pairs leaves it as it was."""
+    import torch
+
+    key = trainer.args.metric_for_best_model
+    key = key if key.startswith("eval_") else f"eval_{key}"
+    at_start = next((e[key] for e in trainer.state.log_history if e.get("step") == 0 and key in e), None)
+    best = trainer.state.best_metric
+    if at_start is None or best is None or (at_start < best if trainer.args.greater_is_better else at_start > best):
+        return
+    params = dict(trainer.model.named_parameters())
+    with torch.no_grad():
+        for name, value in start.items():
+            params[name].copy_(value)
+    logging.getLogger(__name__).warning("kept the starting weights: no checkpoint bettered their held-out %s "
+                                        "(%g; the best checkpoint's %g)", key.removeprefix("eval_"), at_start, best)
 
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

@@ -22,7 +22,9 @@ import torch
 from rrm.errors import RRMError
 from rrm.redact import redact
 from rrm.inputs import decode_media, encode, judge_rows
-from rrm.generation import end_ids, multimodal_token_ids
+from rrm.generation import GenerationSettings, end_ids, multimodal_token_ids
+from rrm.judge import Judge
+from rrm.model import LoadedModel
 from rrm.schema import Sample, flip_verdict
 
 from .common import (JudgeTrainingArguments, evaluation_set, load_trainable, parse_recipe,
@@ -33,6 +35,10 @@ from .rewards import DEFAULT_WEIGHTS, RELEASE_SET, REWARD_SETS, SET_FOR_SCHEMA, 
 log = logging.getLogger(__name__)
 
 _NOT_MEDIA = ("input_ids", "attention_mask", "labels")
+# Logged at every evaluation as eval_judge_accuracy: the policy's greedy judgments of the held-out pairs, parsed as
+# the judge parses them (an unreadable one is wrong). --metric_for_best_model judge_accuracy keeps the checkpoint
+# that judges best as it will be used; the rollouts' sampled verdict accuracy is a noisier guide to that.
+JUDGE_ACCURACY = "judge_accuracy"
 
 
 @dataclass
@@ -181,6 +187,31 @@ def make_trainer(fmt, rubric, limits, group_orders: str = "one", **trainer_kwarg
             self._metrics[mode]["frac_zero_advantage"].append(
                 zero_advantage_share(self.accelerator.gather(output["advantages"]), self.num_generations))
             return output
+
+        def evaluate(self, *args, **kwargs):
+            if self.eval_dataset is not None:  # logged with TRL's eval metrics, and read by the best-model check
+                self._metrics["eval"][JUDGE_ACCURACY].append(self._judge_accuracy())
+            return super().evaluate(*args, **kwargs)
+
+        def _judge_accuracy(self) -> float:
+            """The share of held-out pairs the policy judges right, greedily (every process judges them all)."""
+            from trl.models.utils import unwrap_model_for_generation
+
+            rows = list(self.eval_dataset)
+            samples = [Sample.from_dict(json.loads(r["prompt"])) for r in rows]
+            with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                             gather_deepspeed3_params=self.args.ds3_gather_for_generation) as model:
+                training = model.training
+                model.eval()
+                loaded = LoadedModel(model, self.processing_class, "policy", None, "none",
+                                     str(self.accelerator.device), {})
+                judge = Judge(loaded, fmt, rubric, limits, GenerationSettings(
+                    max_new_tokens=self.max_completion_length), decoding="plain")
+                try:
+                    judgments = judge.judge_batch(samples, self.args.per_device_eval_batch_size, progress=False)
+                finally:
+                    model.train(training)
+            return sum(j.verdict == r["label"] for j, r in zip(judgments, rows)) / len(rows)
 
         def _compute_loss(self, model, inputs):
             self._rows_in_forward = inputs["media_row"].tolist()  # rows were shuffled and split: follow them

@@ -43,7 +43,7 @@ from rrm.schema import VIDEO, MediaItem, Sample
 
 from .common import TRAIN_LOG
 from .graded import AUDIO_VISUAL, EASY, FPS, FRAMES, HARD, MODALITIES, TASKS, Item, make_split, mute
-from .grpo import GROUP_ORDERS
+from .grpo import GROUP_ORDERS, JUDGE_ACCURACY
 
 TEMPLATE = "Question: ${question}\nAnswer A: ${answer_a}\nAnswer B: ${answer_b}\nWhich answer matches the ${media}?"
 RUBRIC = {"criteria": [{"key": "grounding", "title": "Grounding",
@@ -84,8 +84,12 @@ class Setting:
     sft_batch: int = 8
     # Each training stage is validated on held-out pairs of its own (each split on its own seeded stream) every so
     # many steps, and keeps its best checkpoint there, not its last: SFT the lowest loss on clear pairs drawn as its
-    # own are (a late loss spike had broken two judges of nine), GRPO the best verdict accuracy of its rollouts on
-    # easy and hard pairs, and SFT-continued the lowest loss on those same pairs.
+    # own are (a late loss spike had broken two judges of nine), GRPO the best accuracy of its greedy judgments of
+    # easy and hard pairs, and SFT-continued the lowest loss on those same pairs. Both RL-stage runs are evaluated at
+    # their start too, and keep the SFT judge where no checkpoint bettered it. GRPO had kept the best verdict
+    # accuracy of its sampled rollouts, a noisy guide to its greedy judgments on 16 pairs: audio seed 0 kept step 5
+    # (81 on the hard test pairs), where step 10 scored 94, and seed 2 step 10 (81, as its start), where steps 15
+    # to 30 fell to 47.
     sft_eval_steps: int = 100
     val_items: int = 32  # per modality, SFT's
     rl_eval_steps: int = 5
@@ -174,12 +178,9 @@ def balanced(mined: list[dict], pool: list[dict]) -> list[dict]:
     return mined + added
 
 
-VERDICT_ACCURACY = "rewards/verdict_accuracy/mean"
-
-
 def keep_best(val: Path, every: int, metric: str = "eval_loss") -> list[str]:
     """train.sft's and train.grpo's flags to validate on `val` every so many steps and save the best checkpoint:
-    the lowest loss, or the highest verdict accuracy."""
+    the lowest loss, or the highest accuracy."""
     return ["--eval_data", str(val), "--eval_strategy", "steps", "--eval_steps", str(every), "--save_strategy",
             "steps", "--save_steps", str(every), "--save_only_model", "true", "--save_total_limit", "1",
             "--load_best_model_at_end", "true", "--metric_for_best_model", metric,
@@ -187,8 +188,8 @@ def keep_best(val: Path, every: int, metric: str = "eval_loss") -> list[str]:
 
 
 def kept_step(log: list[dict], metric: str = "eval_loss") -> int:
-    """The step whose checkpoint was kept: the first where the held-out loss was lowest (or the metric highest);
-    the last step when the run was not validated."""
+    """The step whose checkpoint was kept: the first where the held-out loss was lowest (or the metric highest;
+    0 where the start was evaluated and kept); the last step when the run was not validated."""
     key = f"eval_{metric.removeprefix('eval_')}"
     evals = [(e["step"], e[key]) for e in log if key in e]
     if not evals:
@@ -307,7 +308,7 @@ class Unit:
             "--init_adapter", str(sft_out), "--learning_rate", GRPO_RATE, "--num_generations", str(s.generations),
             "--max_completion_length", str(MAX_NEW_TOKENS), "--temperature", str(ROLLOUT_TEMPERATURE),
             "--min_p", str(ROLLOUT_MIN_P), "--beta", str(s.grpo_beta), "--group_orders", s.group_orders,
-            *self._rl_keep("val-rl.jsonl", "--num_generations_eval", "4", metric=VERDICT_ACCURACY)])
+            *self._rl_keep("val-rl.jsonl", "--num_generations_eval", "4", metric=JUDGE_ACCURACY)])
         _write(self.dir / "mined-sft.jsonl", [{**r, "split": "sft"} for r in rows])
         self._timed("SFT-continued", sft_main, [
             *self._args(self.tiny, self.dir / "mined-sft.jsonl", control_out, s.rl_steps, s.rl_prompts),
@@ -317,15 +318,16 @@ class Unit:
         scores["after SFT-continued"] = self._scores(str(control_out))
         scores["after GRPO, media withheld"] = self._scores(str(grpo_out), withheld=True)
         result["grpo_log"] = json.loads((grpo_out / TRAIN_LOG).read_text())
-        result["kept"]["GRPO"] = kept_step(result["grpo_log"], VERDICT_ACCURACY)
+        result["kept"]["GRPO"] = kept_step(result["grpo_log"], JUDGE_ACCURACY)
         result["kept"]["SFT-continued"] = kept_step(json.loads((control_out / TRAIN_LOG).read_text()))
         return result
 
     def _rl_keep(self, val: str, *extra: str, metric: str = "eval_loss") -> list[str]:
-        """GRPO's or SFT-continued's flags to keep their best checkpoint on `val`; none with rl_keep "last"."""
+        """GRPO's or SFT-continued's flags to keep their best checkpoint on `val`, or the SFT judge they start from
+        where none bettered it; none with rl_keep "last"."""
         if self.setting.rl_keep == "last":
             return []
-        return [*extra, *keep_best(self.dir / val, self.setting.rl_eval_steps, metric)]
+        return [*extra, "--eval_on_start", "true", *keep_best(self.dir / val, self.setting.rl_eval_steps, metric)]
 
     def _args(self, model, data, out, steps, batch) -> list[str]:
         return _args(model, data, out, steps, batch, self.files, self.seed)
@@ -473,12 +475,16 @@ def plot(results: list[dict], path: Path) -> Path | None:
             held = [(e["step"], e[f"eval_{key}"]) for e in r["grpo_log"] if f"eval_{key}" in e]
             if held:  # the same quantity on the held-out pairs GRPO is validated on
                 ax.plot(*zip(*held), color=colours.get(r["modality"]), marker="o", markersize=4, linestyle="none")
+            greedy = [(e["step"], e[f"eval_{JUDGE_ACCURACY}"]) for e in r["grpo_log"] if f"eval_{JUDGE_ACCURACY}" in e]
+            if key == "rewards/verdict_accuracy/mean" and greedy:  # and the greedy judgments' accuracy there
+                ax.plot(*zip(*greedy), color=colours.get(r["modality"]), marker="x", markersize=5, linestyle="none")
         ax.set_title(key.removeprefix("rewards/").removesuffix("/mean"))
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("GRPO step")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle("GRPO from the SFT judge, on the mined pairs; dots: on its held-out pairs (train/selfcheck.py)")
+    fig.suptitle("GRPO from the SFT judge, on the mined pairs; dots: on its held-out pairs, crosses: its greedy "
+                 "judgments there (train/selfcheck.py)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
