@@ -475,8 +475,9 @@ def plot(results: list[dict], path: Path) -> Path | None:
             held = [(e["step"], e[f"eval_{key}"]) for e in r["grpo_log"] if f"eval_{key}" in e]
             if held:  # the same quantity on the held-out pairs GRPO is validated on
                 ax.plot(*zip(*held), color=colours.get(r["modality"]), marker="o", markersize=4, linestyle="none")
-            greedy = [(e["step"], e[f"eval_{JUDGE_ACCURACY}"]) for e in r["grpo_log"] if f"eval_{JUDGE_ACCURACY}" in e]
-            if key == "rewards/verdict_accuracy/mean" and greedy:  # and the greedy judgments' accuracy there
+            greedy = [(e["step"], e[f"eval_{JUDGE_ACCURACY}"]) for e in r["grpo_log"]
+                      if f"eval_{JUDGE_ACCURACY}" in e] if key == "rewards/verdict_accuracy/mean" else []
+            if greedy:  # and the greedy judgments' accuracy there
                 ax.plot(*zip(*greedy), color=colours.get(r["modality"]), marker="x", markersize=5, linestyle="none")
         ax.set_title(key.removeprefix("rewards/").removesuffix("/mean"))
         ax.grid(alpha=0.3)
