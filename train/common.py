@@ -250,14 +250,18 @@ def starting_weights(model) -> dict:
     return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
 
 
+def eval_key(metric: str) -> str:
+    """The name a held-out metric is logged under (`eval_` and its name), for the metric named with or without it."""
+    return metric if metric.startswith("eval_") else f"eval_{metric}"
+
+
 def keep_start_if_best(trainer, start: dict) -> None:
     """With --eval_on_start and --load_best_model_at_end, the starting weights compete with the checkpoints: when
     no checkpoint bettered the start's held-out metric (a tie keeps the start), the start is put back and saved:
     a run that only made the judge worse on its held-out pairs leaves it as it was."""
     import torch
 
-    key = trainer.args.metric_for_best_model
-    key = key if key.startswith("eval_") else f"eval_{key}"
+    key = eval_key(trainer.args.metric_for_best_model)
     at_start = next((e[key] for e in trainer.state.log_history if e.get("step") == 0 and key in e), None)
     best = trainer.state.best_metric
     if at_start is None or best is None or (at_start < best if trainer.args.greater_is_better else at_start > best):

@@ -41,7 +41,7 @@ from rrm.judge import GenerationSettings, Judge
 from rrm.media import MediaLimits
 from rrm.schema import VIDEO, MediaItem, Sample
 
-from .common import TRAIN_LOG
+from .common import TRAIN_LOG, eval_key
 from .graded import AUDIO_VISUAL, EASY, FPS, FRAMES, HARD, MODALITIES, TASKS, Item, make_split, mute
 from .grpo import GROUP_ORDERS, JUDGE_ACCURACY
 
@@ -187,11 +187,15 @@ def keep_best(val: Path, every: int, metric: str = "eval_loss") -> list[str]:
             "--greater_is_better", str(metric != "eval_loss").lower()]
 
 
+def points(log: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) for every entry of a trainer's log that holds `key`."""
+    return [(e["step"], e[key]) for e in log if key in e]
+
+
 def kept_step(log: list[dict], metric: str = "eval_loss") -> int:
     """The step whose checkpoint was kept: the first where the held-out loss was lowest (or the metric highest;
     0 where the start was evaluated and kept); the last step when the run was not validated."""
-    key = f"eval_{metric.removeprefix('eval_')}"
-    evals = [(e["step"], e[key]) for e in log if key in e]
+    evals = points(log, eval_key(metric))
     if not evals:
         return max(e["step"] for e in log)
     best = (min if metric == "eval_loss" else max)(v for _, v in evals)
@@ -468,15 +472,14 @@ def plot(results: list[dict], path: Path) -> Path | None:
     colours = dict(zip(TASKS, ("tab:red", "tab:green", "tab:blue", "tab:purple")))
     for ax, key in zip(axes.flat, LOGGED):
         for r in logged:
-            steps = [(e["step"], e[key]) for e in r["grpo_log"] if key in e]
+            steps = points(r["grpo_log"], key)
             if steps:
                 ax.plot(*zip(*steps), color=colours.get(r["modality"]), alpha=0.8,
                         linestyle=("-", "--", ":", "-.")[r["seed"] % 4], label=f"{r['modality']} seed {r['seed']}")
-            held = [(e["step"], e[f"eval_{key}"]) for e in r["grpo_log"] if f"eval_{key}" in e]
+            held = points(r["grpo_log"], eval_key(key))
             if held:  # the same quantity on the held-out pairs GRPO is validated on
                 ax.plot(*zip(*held), color=colours.get(r["modality"]), marker="o", markersize=4, linestyle="none")
-            greedy = [(e["step"], e[f"eval_{JUDGE_ACCURACY}"]) for e in r["grpo_log"]
-                      if f"eval_{JUDGE_ACCURACY}" in e] if key == "rewards/verdict_accuracy/mean" else []
+            greedy = points(r["grpo_log"], eval_key(JUDGE_ACCURACY)) if key == "rewards/verdict_accuracy/mean" else []
             if greedy:  # and the greedy judgments' accuracy there
                 ax.plot(*zip(*greedy), color=colours.get(r["modality"]), marker="x", markersize=5, linestyle="none")
         ax.set_title(key.removeprefix("rewards/").removesuffix("/mean"))
