@@ -8,7 +8,7 @@ loading, LoRA and quantization.
 
     python -m rrm.testing make-tiny DIR          # thinker-only checkpoint
     python -m rrm.testing make-tiny DIR --full   # thinker + talker, as released
-    python -m rrm.testing make-tiny DIR --parrot # taught to judge the bundled examples (about two minutes)
+    python -m rrm.testing make-tiny DIR --parrot # taught to judge the bundled examples (under a minute)
     python -m rrm.testing make-tiny DIR --chat vl|text  # a tiny Qwen2.5-VL or text LM (a synthesis generator)
     python -m rrm.testing make-tiny DIR --released swift-lora|swift-merged|thinker  # in a layout the release wrote
 """
@@ -437,7 +437,7 @@ def make_tiny_chat(out_dir: str | Path, kind: str = "vl", seed: int = 0) -> Path
     return out
 
 
-# The parrot: the tiny model taught, in about two minutes, to write the judgment of each bundled example
+# The parrot: the tiny model taught, in under a minute, to write the judgment of each bundled example
 # (assets/pairs.jsonl, the app's examples and the batch demo file: a labelled pair per modality) in both orders.
 # Its output parses, streams criterion by criterion and agrees with itself under the swap check, so that the app
 # and the tests show real judgments without a real checkpoint. It is random weights that learnt a few judgments by
@@ -532,6 +532,9 @@ def make_parrot(out_dir: str | Path, steps: int = 400, seed: int = 0, progress: 
             bar.set_postfix(wrong_tokens=wrong)
             if not wrong:
                 break
+            # Unclipped, Adam at this rate threw away what it had learnt every hundred steps or so: clipped, the
+            # lessons are learnt in about 100 to 130 steps instead of 270 (seeds 0 to 2).
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
             optimizer.step()
             optimizer.zero_grad()
         else:
@@ -552,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--full", action="store_true", help="save thinker + talker, as the released checkpoints")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--parrot", action="store_true",
-                      help="teach it (about two minutes) to judge the bundled examples: its output is a real judgment")
+                      help="teach it (under a minute) to judge the bundled examples: its output is a real judgment")
     make.add_argument("--chat", choices=CHAT_KINDS,
                       help="instead, a tiny non-Omni chat model (a generator for train.synth): a VLM or a text LM")
     make.add_argument("--released", choices=RELEASED_LAYOUTS,

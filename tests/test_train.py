@@ -494,8 +494,8 @@ def test_grpo_judges_its_held_out_pairs_greedily_and_keeps_its_start_when_no_ste
     assert [j.verdict for j in judged] == [p.label for p in pairs]  # the parrot is right in both orders
     out, metric = tmp_path / "grpo", "eval_judge_accuracy"
     assert grpo_main(["--model", str(parrot_dir), "--data", str(data), "--media_root", str(ASSETS), "--output_dir",
-                      str(out), "--max_steps", "2", "--per_device_train_batch_size", "2", "--num_generations", "2",
-                      "--effective_batch_size", "2", "--max_completion_length", "256", "--use_cpu", "true",
+                      str(out), "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4",
+                      "--effective_batch_size", "4", "--max_completion_length", "256", "--use_cpu", "true",
                       "--report_to", "none", "--logging_steps", "1", "--learning_rate", "0.5",
                       "--eval_data", str(data), "--eval_strategy", "steps", "--eval_steps", "1", "--save_steps", "1",
                       "--eval_on_start", "true", "--load_best_model_at_end", "true",
