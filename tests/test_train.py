@@ -493,6 +493,7 @@ def test_grpo_judges_its_held_out_pairs_greedily_and_keeps_its_start_when_no_ste
     judged = parrot.judge_batch([p.sample for p in pairs], swap_check=True, progress=False)
     assert [j.verdict for j in judged] == [p.label for p in pairs]  # the parrot is right in both orders
     out, metric = tmp_path / "grpo", "eval_judge_accuracy"
+    # 4 rollouts a pair, so that some group's rewards differ and the rate has a gradient to break the judge with.
     assert grpo_main(["--model", str(parrot_dir), "--data", str(data), "--media_root", str(ASSETS), "--output_dir",
                       str(out), "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4",
                       "--effective_batch_size", "4", "--max_completion_length", "256", "--use_cpu", "true",
