@@ -66,8 +66,9 @@ ROLLOUT_TEMPERATURE, ROLLOUT_MIN_P = 1.5, 0.1
 # swung between 0, 0.5 and 1. At 1e-3 GRPO collapsed. The SFT-continued control takes GRPO's rate too (same pairs,
 # steps and rate): at SFT's 3e-3, 30 steps on a few dozen pairs undid much of what SFT learnt.
 GRPO_RATE, SFT_RATE = "3e-5", "3e-3"
+VERDICT_ACCURACY = "rewards/verdict_accuracy/mean"  # of the rollouts; its panel also shows the greedy judgments'
 LOGGED = ("rewards/format_reward/mean", "rewards/preference_reward/mean", "rewards/rubric_reward/mean",
-          "rewards/verdict_accuracy/mean", "rewards/format_valid/mean", "kl", "completions/mean_length",
+          VERDICT_ACCURACY, "rewards/format_valid/mean", "kl", "completions/mean_length",
           "frac_zero_advantage")
 
 
@@ -479,7 +480,7 @@ def plot(results: list[dict], path: Path) -> Path | None:
             held = points(r["grpo_log"], eval_key(key))
             if held:  # the same quantity on the held-out pairs GRPO is validated on
                 ax.plot(*zip(*held), color=colours.get(r["modality"]), marker="o", markersize=4, linestyle="none")
-            greedy = points(r["grpo_log"], eval_key(JUDGE_ACCURACY)) if key == "rewards/verdict_accuracy/mean" else []
+            greedy = points(r["grpo_log"], eval_key(JUDGE_ACCURACY)) if key == VERDICT_ACCURACY else []
             if greedy:  # and the greedy judgments' accuracy there
                 ax.plot(*zip(*greedy), color=colours.get(r["modality"]), marker="x", markersize=5, linestyle="none")
         ax.set_title(key.removeprefix("rewards/").removesuffix("/mean"))
