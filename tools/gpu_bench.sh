@@ -47,8 +47,9 @@ for name in [*needed, "torchao", "bitsandbytes", "gemlite"]:
     except Exception as e:  # gemlite, say, is optional: its run is skipped without it
         lines.append(f"{name} missing ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
         missing += [name] if name in needed else []
-import torch
-lines.append(f"GPU {torch.cuda.get_device_name(0)} · CUDA {torch.version.cuda}" if torch.cuda.is_available() else "no GPU")
+torch = sys.modules.get("torch")  # imported above, unless it is missing
+cuda = torch is not None and torch.cuda.is_available()
+lines.append(f"GPU {torch.cuda.get_device_name(0)} · CUDA {torch.version.cuda}" if cuda else "no GPU")
 print(" · ".join(lines))
 open(sys.argv[1], "w").write("\n".join(lines) + "\n")
 if missing:
